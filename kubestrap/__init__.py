@@ -1,0 +1,1 @@
+"""kubestrap: bare-metal Kubernetes bootstrapper."""
