@@ -1,0 +1,274 @@
+"""Command line: bootstrap.py / kubestrap.
+
+Every command that touches hosts validates the inventory first and refuses bad input (exit 2)
+before any host is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kubestrap import collections_check, paths, phases, plan, runner, validate
+from kubestrap import inventory as inv_mod
+from kubestrap.journal import Journal
+from kubestrap.progress import ProgressView, elapsed
+from kubestrap.redact import Redactor
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+
+
+class UserError(Exception):
+    """A mistake of the user's: printed as one message, exit code 2."""
+
+
+def _console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+# --- shared steps ---------------------------------------------------------------------------
+def load_valid_inventory(path: Path) -> inv_mod.Inventory:
+    problems = list(validate.check_path(path))
+    if problems:
+        raise UserError("\n".join(problems))
+    return inv_mod.load(path)
+
+
+def _phase_selection(all_phases: list[phases.Phase], args: argparse.Namespace) -> list[phases.Phase]:
+    try:
+        return phases.select(all_phases, getattr(args, "from_phase", None), getattr(args, "phase", None))
+    except phases.PhaseError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _print_plan(console: Console, selected: list[phases.Phase], hosts: dict[str, list[str]],
+                inv: inv_mod.Inventory) -> None:
+    columns = [*inv.group_hosts(inv_mod.CLUSTER_GROUP)]
+    if any(plan.CONTROLLER in h for h in hosts.values()):
+        columns = [plan.CONTROLLER, *columns]
+    table = Table(title="plan: phases x hosts", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("phase")
+    for col in columns:
+        table.add_column("controller" if col == plan.CONTROLLER else col, justify="center")
+    for i, phase in enumerate(selected, start=1):
+        marks = ["x" if col in hosts.get(phase.name, []) else "." for col in columns]
+        table.add_row(str(i), phase.name, *marks)
+    console.print(table)
+
+
+def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_mod.Inventory,
+             args: argparse.Namespace, extravars: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    absent = collections_check.missing()
+    if absent:
+        raise UserError(collections_check.advice(absent))
+    console = _console()
+    hosts = plan.phase_hosts(selected, inv.path, extravars)
+    cluster = str(inv.value("cluster_name", "cluster"))
+    journal = Journal(command, Redactor.for_secrets_dir(paths.secrets_dir(cluster)))
+    view = ProgressView(console, len(selected), args.verbose)
+    opts = runner.RunOptions(inv.path, extravars, None, args.verbose, forks=max(20, len(inv.hosts)))
+    try:
+        outcomes, seconds = runner.run_phases(command, selected, hosts, opts, journal, view)
+    except KeyboardInterrupt:
+        journal.close()
+        console.print(f"[red]interrupted[/]; journal: {paths.display(journal.path)}")
+        return 130, {}
+    failed = next((o for o in outcomes if not o.ok), None)
+    failure = runner.failure_message(failed, resume, journal) if failed else None
+    result = runner.summary(command, inv.path, outcomes, seconds, failure)
+    result["journal"] = paths.display(journal.path)
+    journal.write_summary(result)
+    journal.close()
+    if failure:
+        console.print(f"[red]FAILED[/] after {elapsed(seconds)}\n{failure}")
+    else:
+        console.print(f"[green]Finished[/] {command} in {elapsed(seconds)}; journal: {paths.display(journal.path)}")
+    return (EXIT_FAILED if failure else EXIT_OK), result
+
+
+def _emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+
+
+# --- commands -------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    inv = load_valid_inventory(args.inventory)
+    console = _console()
+    hosts = inv.group_hosts(inv_mod.CLUSTER_GROUP)
+    if not args.hosts:
+        console.print(f"[green]inventory {paths.display(args.inventory)} is valid[/]: "
+                      f"{len(inv.control_plane)} control plane, {len(inv.workers)} workers")
+        _emit_json(args, {"inventory": paths.display(args.inventory), "valid": True, "hosts": hosts})
+        return EXIT_OK
+    preflight = [p for p in phases.up_phases() if p.name == "preflight"]
+    code, result = _execute("check", "bootstrap.py check --hosts", preflight, inv, args, {})
+    _print_preflight(console, result)
+    _emit_json(args, result)
+    return code
+
+
+def _print_preflight(console: Console, result: dict[str, Any]) -> None:
+    data: dict[str, Any] = {}
+    for phase in result.get("phases", []):
+        data = phase.get("preflight") or data
+    if not data:
+        return
+    checks = sorted({c for host in data.values() for c in host})
+    table = Table(title="host preflight", title_justify="left")
+    table.add_column("host")
+    for check in checks:
+        table.add_column(check)
+    for host, results in sorted(data.items()):
+        cells = []
+        for check in checks:
+            r = results.get(check, {})
+            ok = r.get("ok")
+            mark = "[green]ok[/]" if ok else ("[red]FAIL[/]" if ok is False else "-")
+            cells.append(f"{mark} {r.get('detail', '')}".strip())
+        table.add_row(host, *cells)
+    console.print(table)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    inv = load_valid_inventory(args.inventory)
+    if args.add_node:
+        _require_node(inv, args.add_node)
+        declared, extravars = phases.add_node_phases(), {"kubestrap_node_scope": args.add_node}
+    else:
+        declared, extravars = phases.up_phases(), {}
+    selected = _phase_selection(declared, args)
+    hosts = plan.phase_hosts(selected, inv.path, extravars)
+    if args.json:
+        _emit_json(args, {"phases": [{"name": p.name, "hosts": hosts[p.name]} for p in selected]})
+    else:
+        _print_plan(Console(highlight=False), selected, hosts, inv)
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    inv = load_valid_inventory(args.inventory)
+    selected = _phase_selection(phases.up_phases(), args)
+    code, result = _execute("up", "bootstrap.py up", selected, inv, args, {})
+    _emit_json(args, result)
+    return code
+
+
+def _require_node(inv: inv_mod.Inventory, name: str) -> None:
+    if name not in inv.group_hosts(inv_mod.CLUSTER_GROUP):
+        raise UserError(
+            f"{name} is not in {paths.display(inv.hosts_file)}; add it under k8s_workers with "
+            f"ansible_host and node_ip, e.g.\n      {name}:\n        ansible_host: <ssh address>\n"
+            f"        node_ip: <address on {inv.value('cluster_node_network')}>\nthen run "
+            f"`bootstrap.py add-node {name}` again."
+        )
+
+
+def cmd_add_node(args: argparse.Namespace) -> int:
+    inv = load_valid_inventory(args.inventory)
+    _require_node(inv, args.name)
+    selected = _phase_selection(phases.add_node_phases(), args)
+    code, result = _execute("add-node", f"bootstrap.py add-node {args.name}", selected, inv, args,
+                            {"kubestrap_node_scope": args.name})
+    _emit_json(args, result)
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    inv = load_valid_inventory(args.inventory)
+    selected = [p for p in phases.load(paths.PLAYBOOKS_DIR / "status.yml")]
+    code, result = _execute("status", "bootstrap.py status", selected, inv, args, {})
+    _emit_json(args, result)
+    return code
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    inv = load_valid_inventory(args.inventory)
+    if args.node:
+        _require_node(inv, args.node)
+    target = args.node or "every node"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError("reset needs confirmation: run it in a terminal or pass --yes")
+        answer = input(f"Reset {target} of {inv.value('cluster_name')}? This wipes Kubernetes from it. "
+                       "Type 'yes' to go on: ")
+        if answer.strip() != "yes":
+            _console().print("reset cancelled; nothing was touched")
+            return EXIT_OK
+    extravars = {"kubestrap_node_scope": args.node} if args.node else {}
+    selected = phases.load(paths.PLAYBOOKS_DIR / "reset_phases.yml")
+    code, result = _execute("reset", "bootstrap.py reset --yes", selected, inv, args, extravars)
+    _emit_json(args, result)
+    return code
+
+
+# --- parser ---------------------------------------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--inventory", type=Path, default=paths.DEFAULT_INVENTORY,
+                        help="inventory directory holding hosts.yml (default: inventories/homelab)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="pass verbosity to Ansible and show its output (-vvv for more)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bootstrap.py",
+        description="Bootstrap and run a bare-metal Kubernetes cluster (kubeadm, containerd, Cilium and a platform).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
+        ("up", "bring every node and the platform to the declared state", cmd_up),
+        ("add-node", "join a node that is already in the inventory, touching no other node", cmd_add_node),
+        ("check", "validate the inventory offline; --hosts also runs host preflight", cmd_check),
+        ("plan", "print the phases x hosts that `up` (or `--add-node NAME`) would run", cmd_plan),
+        ("status", "show nodes and add-on health", cmd_status),
+        ("reset", "drain and reset nodes, removing what the bootstrapper installed", cmd_reset),
+    ]
+    for name, text, func in commands:
+        p = sub.add_parser(name, help=text, description=text)
+        _common(p)
+        p.set_defaults(func=func)
+        if name == "add-node":
+            p.add_argument("name", help="inventory name of the node to add")
+        if name in ("up", "add-node", "plan"):
+            p.add_argument("--from-phase", metavar="PHASE", help="resume: start at this phase")
+            p.add_argument("--phase", action="append", metavar="PHASE", help="run only this phase (repeatable)")
+        if name == "plan":
+            p.add_argument("--add-node", metavar="NAME", help="plan an add-node run instead of up")
+        if name == "check":
+            p.add_argument("--hosts", action="store_true", help="also run host preflight over SSH (read-only)")
+        if name == "reset":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+            p.add_argument("--node", metavar="NAME", help="reset only this node")
+    for module in ("kubestrap.lab.cli", "kubestrap.artifacts_cli"):
+        try:
+            register = __import__(module, fromlist=["register"]).register
+        except ImportError:
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

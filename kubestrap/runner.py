@@ -1,0 +1,145 @@
+"""Drive ansible-runner one phase at a time, streaming events to the view and the journal."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from kubestrap import paths
+from kubestrap.journal import Journal
+from kubestrap.phases import Phase
+from kubestrap.progress import ProgressView
+from kubestrap.tracker import PhaseTracker
+
+
+@dataclass
+class RunOptions:
+    inventory: Path
+    extravars: dict[str, Any] = field(default_factory=dict)
+    limit: str | None = None
+    verbosity: int = 0
+    forks: int = 20
+
+
+@dataclass
+class PhaseOutcome:
+    phase: Phase
+    tracker: PhaseTracker
+    seconds: float
+    status: str  # successful / failed / canceled / timeout
+    rc: int
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and not self.tracker.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.phase.name,
+            "playbook": paths.display(self.phase.playbook),
+            "status": "ok" if self.ok else "failed",
+            "seconds": round(self.seconds, 2),
+            "tasks": self.tracker.tasks_started,
+            "totals": self.tracker.totals(),
+            "hosts": {h: s.as_dict() for h, s in sorted(self.tracker.hosts.items())},
+        }
+
+
+def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal) -> str:
+    """One actionable paragraph: which host, which phase, what happened, what to do next."""
+    phase = outcome.phase.name
+    where = paths.display(journal.path)
+    if not outcome.tracker.failures:
+        return (f"phase {phase} stopped ({outcome.status}, ansible exit code {outcome.rc}) before any host "
+                f"reported a failure; see {where}/phases for ansible-runner's output. "
+                f"Next: fix it, then `{resume_command} --from-phase {phase}`.")
+    lines = []
+    for f in outcome.tracker.failures:
+        if f.unreachable:
+            lines.append(f"host {f.host} unreachable in phase {phase} (task '{f.task}'): {f.message}. "
+                         f"Check that the host is up, ansible_host/ansible_port/ansible_user are right and "
+                         f"SSH with your key works.")
+        else:
+            lines.append(f"host {f.host} failed in phase {phase}, task '{f.task}': {f.message}")
+    lines.append(f"Next: fix the cause, then `{resume_command} --from-phase {phase}`. "
+                 f"Journal: {where}/events.jsonl")
+    return "\n".join(lines)
+
+
+def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, journal: Journal,
+              view: ProgressView) -> PhaseOutcome:
+    tracker = PhaseTracker(phase.name)
+    view.phase_started(index, tracker, [h for h in hosts if h != "localhost"])
+    data_dir = journal.phase_dir(index, phase.name)
+
+    def on_event(event: dict[str, Any]) -> bool:
+        tracker.feed(event)
+        journal.event(phase.name, event)
+        view.event(event)
+        return False  # the journal keeps its own redacted copy; runner keeps none
+
+    env = {
+        "ANSIBLE_CONFIG": str(paths.ANSIBLE_CFG),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FACT_CACHING_CONNECTION": str(paths.runs_dir() / "facts"),
+    }
+    started = time.monotonic()
+    result = ansible_runner.run(
+        private_data_dir=str(data_dir),
+        project_dir=str(paths.REPO_ROOT),
+        playbook=str(phase.playbook),
+        inventory=str(opts.inventory.resolve()),
+        extravars=opts.extravars or None,
+        limit=opts.limit,
+        verbosity=opts.verbosity or None,
+        forks=max(opts.forks, len(hosts)),
+        envvars=env,
+        quiet=True,
+        event_handler=on_event,
+        settings={"suppress_ansible_output": True},
+    )
+    seconds = time.monotonic() - started
+    outcome = PhaseOutcome(phase, tracker, seconds, str(result.status), int(result.rc or 0))
+    view.phase_finished(tracker, seconds)
+    return outcome
+
+
+def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], opts: RunOptions,
+               journal: Journal, view: ProgressView) -> tuple[list[PhaseOutcome], float]:
+    """Run *phases* in order; stop at the first that fails."""
+    os.environ["ANSIBLE_CONFIG"] = str(paths.ANSIBLE_CFG)
+    started = time.monotonic()
+    outcomes: list[PhaseOutcome] = []
+    for index, phase in enumerate(phases, start=1):
+        outcome = run_phase(index, phase, hosts.get(phase.name, []), opts, journal, view)
+        outcomes.append(outcome)
+        if not outcome.ok:
+            break
+    return outcomes, time.monotonic() - started
+
+
+def summary(command: str, inventory: Path, outcomes: list[PhaseOutcome], seconds: float,
+            failure: str | None) -> dict[str, Any]:
+    per_host: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        for host, state in outcome.tracker.hosts.items():
+            agg = per_host.setdefault(host, {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0,
+                                             "skipped": 0, "seconds": 0.0})
+            for key, value in state.as_dict().items():
+                if key in agg:
+                    agg[key] = round(agg[key] + value, 2)
+    return {
+        "command": command,
+        "inventory": paths.display(inventory),
+        "result": "failed" if failure else "ok",
+        "failure": failure,
+        "seconds": round(seconds, 2),
+        "phases": [o.as_dict() for o in outcomes],
+        "hosts": per_host,
+    }

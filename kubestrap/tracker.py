@@ -1,0 +1,129 @@
+"""Turn ansible-runner events into per-host counts, timings, the current task and the first failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_COUNTED = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_unreachable": "unreachable",
+    "runner_on_skipped": "skipped",
+}
+
+
+@dataclass
+class HostState:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    task: str = ""
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    @property
+    def status(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "changed" if self.changed else "ok"
+
+    @property
+    def seconds(self) -> float:
+        if self.first_seen is None or self.last_seen is None:
+            return 0.0
+        return round(self.last_seen - self.first_seen, 2)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "changed": self.changed, "failed": self.failed, "unreachable": self.unreachable,
+                "skipped": self.skipped, "seconds": self.seconds, "status": self.status}
+
+
+@dataclass
+class Failure:
+    host: str
+    task: str
+    message: str
+    unreachable: bool
+
+
+@dataclass
+class PhaseTracker:
+    phase: str
+    hosts: dict[str, HostState] = field(default_factory=dict)
+    task: str = ""
+    play: str = ""
+    tasks_started: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    stats_data: dict[str, Any] = field(default_factory=dict)
+
+    def host(self, name: str) -> HostState:
+        return self.hosts.setdefault(name, HostState())
+
+    def feed(self, event: dict[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        stamp = _timestamp(event.get("created"))
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "")
+        elif kind == "playbook_on_task_start":
+            self.task = data.get("task", "")
+            self.tasks_started += 1
+        elif kind == "runner_on_start" and data.get("host"):
+            state = self.host(data["host"])
+            state.task = data.get("task", "")
+            _touch(state, stamp)
+        elif kind in _COUNTED and data.get("host"):
+            self._result(kind, data, stamp)
+        elif kind == "playbook_on_stats":
+            self.stats_data = data.get("artifact_data") or {}
+
+    def _result(self, kind: str, data: dict[str, Any], stamp: float | None) -> None:
+        state = self.host(data["host"])
+        _touch(state, stamp)
+        res = data.get("res") or {}
+        if kind == "runner_on_failed" and data.get("ignore_errors"):
+            state.ok += 1
+            return
+        setattr(state, _COUNTED[kind], getattr(state, _COUNTED[kind]) + 1)
+        if kind == "runner_on_ok" and res.get("changed"):
+            state.changed += 1
+        if kind in ("runner_on_failed", "runner_on_unreachable"):
+            self.failures.append(Failure(data["host"], data.get("task", ""), _message(res),
+                                         kind == "runner_on_unreachable"))
+
+    def totals(self) -> dict[str, int]:
+        keys = ("ok", "changed", "failed", "unreachable", "skipped")
+        return {k: sum(getattr(h, k) for h in self.hosts.values()) for k in keys}
+
+
+def _touch(state: HostState, stamp: float | None) -> None:
+    if stamp is None:
+        return
+    state.first_seen = stamp if state.first_seen is None else min(state.first_seen, stamp)
+    state.last_seen = stamp if state.last_seen is None else max(state.last_seen, stamp)
+
+
+def _timestamp(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
+def _message(res: dict[str, Any]) -> str:
+    if res.get("censored"):
+        return "output hidden by no_log (the task handles a secret); re-run with -vvv on a test cluster"
+    for key in ("msg", "stderr", "reason", "module_stderr", "stdout"):
+        value = res.get(key)
+        if value:
+            text = str(value).strip()
+            return text.splitlines()[-1][:400] if key != "msg" else text[:600]
+    return "no message"

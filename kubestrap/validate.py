@@ -1,0 +1,358 @@
+"""Offline validation of an inventory and its settings. Nothing here contacts a host.
+
+Each problem is one line naming the file and the key, so a person can go straight to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubestrap import inventory as inv_mod
+from kubestrap import paths, schema
+from kubestrap.inventory import CLUSTER_GROUP, CONTROL_PLANE_GROUP, WORKERS_GROUP, Inventory
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PINNED_VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+               list: "a list", dict: "a mapping"}  # fmt: skip
+_ENUMS = {"istio_mtls_mode": ("PERMISSIVE", "STRICT")}
+_POSITIVE_INTS = ("cluster_api_port", "longhorn_replica_count", "loki_retention_hours")
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.key}: {self.message}"
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _type_ok(value: Any, kind: type | None) -> bool:
+    if kind is None or value is None or _is_template(value):
+        return True
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+class _Checker:
+    def __init__(self, inv: Inventory, roles_dir: Path) -> None:
+        self.inv = inv
+        self.problems: list[Problem] = []
+        self.specs = schema.known_settings(inv.defaults(), roles_dir)
+        self.settings = inv.cluster_settings()
+
+    def add(self, source: Path | str | None, key: str, message: str) -> None:
+        where = paths.display(source) if isinstance(source, Path) else (source or paths.display(self.inv.hosts_file))
+        self.problems.append(Problem(where, key, message))
+
+    def setting(self, key: str) -> tuple[Any, Path | None]:
+        return self.settings.get(key, (None, None))
+
+    # --- names and types -------------------------------------------------------------------
+    def names_and_types(self) -> None:
+        defaults = self.inv.defaults()
+        for layer in self.inv.layers:
+            if layer.scope == "defaults":
+                continue
+            for key, value in layer.values.items():
+                self._check_name_and_type(layer.source, str(key), value)
+                if key in defaults:
+                    self._check_placement(layer, str(key))
+        for host in self.inv.hosts.values():
+            for key, value in host.vars.items():
+                self._check_name_and_type(host.source, f"{host.name}.{key}", value, name=str(key))
+                if key in defaults:
+                    self.add(host.source, f"{host.name}.{key}",
+                             f"cluster-level setting set on one host; set it in "
+                             f"{self._cluster_vars_hint()} instead")
+
+    def _cluster_vars_hint(self) -> str:
+        return paths.display(self.inv.hosts_file.parent / "group_vars" / f"{CLUSTER_GROUP}.yml")
+
+    def _check_placement(self, layer: inv_mod.VarLayer, key: str) -> None:
+        if layer.scope == "group_vars" and layer.target == CLUSTER_GROUP:
+            return
+        if layer.scope in ("inventory-file",) or (layer.scope == "group_vars" and layer.target == "all"):
+            why = ("ignored by Ansible: the playbook-level group_vars/all/ defaults take precedence over "
+                   f"this place; set it in {self._cluster_vars_hint()}")
+        else:
+            why = f"cluster-level setting set for {layer.target!r} only; set it in {self._cluster_vars_hint()}"
+        self.add(layer.source, key, why)
+
+    def _check_name_and_type(self, source: Path, key: str, value: Any, name: str | None = None) -> None:
+        name = name or key
+        spec = self.specs.get(name)
+        if spec is None:
+            hint = difflib.get_close_matches(name, list(self.specs), n=1, cutoff=0.75)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else " (see group_vars/all/ and roles/*/meta/argument_specs.yml)"
+            self.add(source, key, f"unknown setting{suggestion}")
+            return
+        if not _type_ok(value, spec.kind):
+            assert spec.kind is not None
+            self.add(source, key, f"must be {_TYPE_NAMES[spec.kind]}, got {_describe(value)}")
+            return
+        if isinstance(spec.default, dict) and isinstance(value, dict):
+            self._check_flag_map(source, key, value, spec.default)
+
+    def _check_flag_map(self, source: Path, key: str, value: dict[str, Any], default: dict[str, Any]) -> None:
+        """Mappings whose documented values are all booleans (e.g. addons_enabled) are closed sets."""
+        if not default or not all(isinstance(v, bool) for v in default.values()):
+            return
+        for sub, flag in value.items():
+            if sub not in default:
+                hint = difflib.get_close_matches(str(sub), list(default), n=1, cutoff=0.6)
+                tail = f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(default)})"
+                self.add(source, f"{key}.{sub}", f"unknown name{tail}")
+            elif not isinstance(flag, bool):
+                self.add(source, f"{key}.{sub}", f"must be a boolean (true/false), got {_describe(flag)}")
+
+    # --- groups and hosts ------------------------------------------------------------------
+    def groups(self) -> None:
+        src = self.inv.hosts_file
+        for group in (CLUSTER_GROUP, CONTROL_PLANE_GROUP, WORKERS_GROUP):
+            if group not in self.inv.children:
+                self.add(src, group, f"group missing (expected {CLUSTER_GROUP} with children "
+                                     f"{CONTROL_PLANE_GROUP} and {WORKERS_GROUP})")
+        cluster = set(self.inv.group_hosts(CLUSTER_GROUP))
+        cps, workers = self.inv.control_plane, self.inv.workers
+        for host in [*cps, *workers]:
+            if host not in cluster:
+                self.add(src, host, f"host is not inside the {CLUSTER_GROUP} group")
+        if CONTROL_PLANE_GROUP in self.inv.children:
+            if not cps:
+                self.add(src, CONTROL_PLANE_GROUP, "needs at least one control-plane node")
+            elif len(cps) % 2 == 0:
+                self.add(src, CONTROL_PLANE_GROUP,
+                         f"needs an odd number of control-plane nodes for etcd quorum, got {len(cps)}")
+        if WORKERS_GROUP in self.inv.children and not workers:
+            self.add(src, WORKERS_GROUP, "needs at least one worker node")
+        for host in sorted(set(cps) & set(workers)):
+            self.add(src, host, f"host is in both {CONTROL_PLANE_GROUP} and {WORKERS_GROUP}; pick one")
+
+    def hosts(self, node_net: IPNetwork | None) -> dict[IPAddress, str]:
+        seen: dict[IPAddress, str] = {}
+        for name in self.inv.group_hosts(CLUSTER_GROUP):
+            host = self.inv.hosts[name]
+            if not _DNS_LABEL.match(name):
+                self.add(host.source, name, "node name must be a lowercase DNS label "
+                                            "(a-z, 0-9, '-'), as Kubernetes requires")
+            raw, source = inv_mod.host_value(self.inv, name, "node_ip")
+            key = f"{name}.node_ip"
+            if raw is None:
+                self.add(host.source, key, "missing: the address this node talks to the cluster on")
+                continue
+            try:
+                ip = ipaddress.ip_address(str(raw))
+            except ValueError:
+                self.add(source, key, f"not a valid IP address: {raw!r}")
+                continue
+            if ip in seen:
+                self.add(source, key, f"{ip} is also the node_ip of {seen[ip]}")
+            seen.setdefault(ip, name)
+            if node_net is not None and ip not in node_net:
+                self.add(source, key, f"{ip} is outside cluster_node_network {node_net}")
+        return seen
+
+    # --- networks --------------------------------------------------------------------------
+    def network(self, key: str) -> IPNetwork | None:
+        raw, source = self.setting(key)
+        if raw in (None, ""):
+            self.add(source, key, "must be set to a network in CIDR form")
+            return None
+        try:
+            return ipaddress.ip_network(str(raw), strict=True)
+        except ValueError as exc:
+            self.add(source, key, f"not a valid network in CIDR form ({exc})")
+            return None
+
+    def networks(self) -> IPNetwork | None:
+        node = self.network("cluster_node_network")
+        pod = self.network("cluster_pod_cidr")
+        svc = self.network("cluster_service_cidr")
+        named = [("cluster_pod_cidr", pod), ("cluster_service_cidr", svc), ("cluster_node_network", node)]
+        for i, (key_a, net_a) in enumerate(named):
+            for key_b, net_b in named[i + 1:]:
+                if net_a is not None and net_b is not None and net_a.overlaps(net_b):
+                    self.add(self.setting(key_a)[1], key_a, f"{net_a} overlaps {key_b} {net_b}")
+        return node
+
+    def api_endpoint(self, node_ips: dict[IPAddress, str]) -> IPAddress | None:
+        raw, source = self.setting("cluster_api_endpoint")
+        if raw in (None, ""):
+            cps = self.inv.control_plane
+            if cps:
+                value, _ = inv_mod.host_value(self.inv, cps[0], "node_ip")
+                try:
+                    return ipaddress.ip_address(str(value))
+                except ValueError:
+                    return None
+            return None
+        try:
+            return ipaddress.ip_address(str(raw))
+        except ValueError:
+            if not _DNS_NAME.match(str(raw)):
+                self.add(source, "cluster_api_endpoint", f"neither an IP address nor a DNS name: {raw!r}")
+        return None
+
+    def scalars(self) -> None:
+        for key in _POSITIVE_INTS:
+            value, source = self.setting(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                self.add(source, key, f"must be at least 1, got {value}")
+        port, source = self.setting("cluster_api_port")
+        if isinstance(port, int) and not isinstance(port, bool) and port > 65535:
+            self.add(source, "cluster_api_port", f"not a TCP port: {port}")
+        for key, allowed in _ENUMS.items():
+            value, source = self.setting(key)
+            if value is not None and value not in allowed:
+                self.add(source, key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        name, source = self.setting("cluster_name")
+        if isinstance(name, str) and not _DNS_LABEL.match(name):
+            self.add(source, "cluster_name", f"must be a lowercase DNS label, got {name!r}")
+        domain, source = self.setting("cluster_dns_domain")
+        if isinstance(domain, str) and not _DNS_NAME.match(domain):
+            self.add(source, "cluster_dns_domain", f"not a valid DNS domain: {domain!r}")
+
+    def metallb(self, node_net: IPNetwork | None, node_ips: dict[IPAddress, str],
+                endpoint: IPAddress | None) -> None:
+        enabled = (self.setting("addons_enabled")[0] or {}).get("metallb", False)
+        raw, source = self.setting("metallb_address_pool")
+        key = "metallb_address_pool"
+        if raw in (None, ""):
+            if enabled is True:
+                self.add(source, key, "must be set while addons_enabled.metallb is true")
+            return
+        if not isinstance(raw, str):
+            return
+        try:
+            first, last = _parse_pool(raw)
+        except ValueError as exc:
+            self.add(source, key, str(exc))
+            return
+        if node_net is not None and (first not in node_net or last not in node_net):
+            self.add(source, key, f"{raw} is not inside cluster_node_network {node_net}")
+        for ip, host in sorted(node_ips.items()):
+            if first <= ip <= last:
+                self.add(source, key, f"{raw} contains {ip}, the node_ip of {host}")
+        if endpoint is not None and first <= endpoint <= last and endpoint not in node_ips:
+            self.add(source, key, f"{raw} contains the API endpoint {endpoint}")
+
+    # --- versions --------------------------------------------------------------------------
+    def versions(self) -> None:
+        arts, source = self.setting("kubestrap_artifacts")
+        arches, _ = self.setting("kubestrap_architectures")
+        base, base_src = self.setting("kubestrap_artifacts_base_url")
+        if base not in (None, "") and not re.match(r"^(https?|file)://\S+$", str(base)):
+            self.add(base_src, "kubestrap_artifacts_base_url", f"must be an http(s):// or file:// URL, got {base!r}")
+        if not isinstance(arts, dict) or not isinstance(arches, list):
+            return
+        for name, art in arts.items():
+            key = f"kubestrap_artifacts.{name}"
+            if not isinstance(art, dict):
+                self.add(source, key, "must be a mapping with version, url and sha256")
+                continue
+            for field in sorted(set(art) - {"version", "url", "sha256"}):
+                self.add(source, f"{key}.{field}", "unknown field (an artifact has version, url, sha256)")
+            version = art.get("version")
+            if not isinstance(version, str) or not _PINNED_VERSION.match(version):
+                self.add(source, f"{key}.version", f"must be a pinned version such as \"1.2.3\" (quoted), got {version!r}")
+            url = art.get("url")
+            if not isinstance(url, str) or not re.match(r"^https?://", url):
+                self.add(source, f"{key}.url", f"must be an http(s) URL pattern, got {url!r}")
+            elif "{version}" not in url and str(version) not in url:
+                self.add(source, f"{key}.url", "must contain {version} so the download matches the pinned version")
+            sums = art.get("sha256") or {}
+            if not isinstance(sums, dict):
+                self.add(source, f"{key}.sha256", "must map each architecture to a sha256")
+                continue
+            for arch in arches:
+                digest = sums.get(arch)
+                if digest is None:
+                    self.add(source, f"{key}.sha256.{arch}", "missing: every version needs a checksum per architecture")
+                elif not isinstance(digest, str) or not _SHA256.match(digest):
+                    self.add(source, f"{key}.sha256.{arch}", "must be 64 lowercase hex characters")
+        images, img_src = self.setting("kubestrap_images")
+        for name, ref in (images or {}).items():
+            if not isinstance(ref, str) or not re.search(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$", ref.split("/")[-1]) \
+                    or ref.endswith(":latest"):
+                self.add(img_src, f"kubestrap_images.{name}", f"must be pinned to a tag or digest (not latest), got {ref!r}")
+
+
+def _parse_pool(raw: str) -> tuple[IPAddress, IPAddress]:
+    if "-" in raw:
+        left, _, right = raw.partition("-")
+        try:
+            first, last = ipaddress.ip_address(left.strip()), ipaddress.ip_address(right.strip())
+        except ValueError:
+            raise ValueError(f"not a valid range FIRST-LAST of IP addresses: {raw!r}") from None
+        if first.version != last.version or first > last:
+            raise ValueError(f"range {raw!r} must go from a lower to a higher address of one IP family")
+        return first, last
+    try:
+        net = ipaddress.ip_network(raw, strict=True)
+    except ValueError:
+        raise ValueError(f"neither FIRST-LAST nor a CIDR: {raw!r}") from None
+    return net[0], net[-1]
+
+
+def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
+    """All problems of *inv*, in a stable order (empty when the inventory is good)."""
+    c = _Checker(inv, roles_dir)
+    c.groups()
+    c.names_and_types()
+    node_net = c.networks()
+    node_ips = c.hosts(node_net)
+    endpoint = c.api_endpoint(node_ips)
+    c.scalars()
+    c.metallb(node_net, node_ips, endpoint)
+    c.versions()
+    return _dedupe(c.problems)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[Problem] = set()
+    out = []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def check_path(path: Path, roles_dir: Path = paths.ROLES_DIR) -> Iterator[str]:
+    """Load and check; yield one line per problem (loading errors are problems too)."""
+    try:
+        inv = inv_mod.load(path)
+    except inv_mod.InventoryError as exc:
+        yield str(exc)
+        return
+    for problem in check(inv, roles_dir):
+        yield str(problem)
