@@ -80,11 +80,12 @@ def _inventory_overrides(args: argparse.Namespace) -> dict[str, Any]:
         inv = inventory.load(Path(location))
     except Exception as exc:  # the loader's own errors already name file and line
         raise artifacts.ArtifactError(f"cannot read the inventory {location}: {exc}") from None
-    settings = inv.cluster_settings()
     overrides: dict[str, Any] = {}
-    for key in _OVERRIDABLE:
-        if key in settings and Path(settings[key][1]).resolve() != artifacts.VERSIONS_FILE.resolve():
-            overrides[key] = settings[key][0]
+    rank = {("inventory-file", "all"): 0, ("inventory-file", inventory.CLUSTER_GROUP): 1}
+    rank |= {("group_vars", "all"): 2, ("group_vars", inventory.CLUSTER_GROUP): 3}
+    layers = [layer for layer in inv.layers if (layer.scope, layer.target) in rank]
+    for layer in sorted(layers, key=lambda item: rank[(item.scope, item.target)]):  # later wins
+        overrides.update({key: layer.values[key] for key in _OVERRIDABLE if key in layer.values})
     return overrides
 
 
