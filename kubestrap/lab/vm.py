@@ -1,0 +1,114 @@
+"""One lab VM: its disks (qcow2 overlay on the base image, seed disk) and its qemu process."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubestrap.lab import hostdeps, procs
+from kubestrap.lab.errors import LabError
+from kubestrap.lab.image import Image
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    name: str
+    vm_dir: Path
+    cpus: int
+    memory_mib: int
+    ssh_port: int
+    uplink_mac: str
+    node_mac: str
+    uuid: str
+    machine_id: str
+    switch_sock: Path
+    accel: str
+
+    @property
+    def overlay(self) -> Path:
+        return self.vm_dir / "disk.qcow2"
+
+    @property
+    def seed_image(self) -> Path:
+        return self.vm_dir / "seed.img"
+
+    @property
+    def console_log(self) -> Path:
+        return self.vm_dir / "console.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.vm_dir / "qemu.pid"
+
+    @property
+    def marker(self) -> str:
+        """A string only this VM's qemu command line holds (its console log's absolute path)."""
+        return str(self.console_log)
+
+
+def create_overlay(image: Image, overlay: Path) -> None:
+    """qcow2 overlay backed by the (read-only, shared) base image."""
+    cmd = [
+        hostdeps.program("qemu-img"), "create", "-q", "-f", "qcow2",
+        "-b", str(image.disk), "-F", "raw", str(overlay),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"qemu-img could not create the overlay {overlay}: {proc.stderr.strip()}")
+
+
+def kernel_cmdline(cfg: VMConfig) -> str:
+    return f"console=ttyS0 root=/dev/vda rw systemd.machine_id={cfg.machine_id} systemd.show_status=1"
+
+
+def qemu_argv(cfg: VMConfig, image: Image, qemu: str = "qemu-system-x86_64") -> list[str]:
+    """The full qemu command line of a VM (daemonized, serial console to a file)."""
+    accel = ["-accel", "kvm", "-cpu", "host"] if cfg.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
+    return [
+        qemu,
+        "-name", f"kubestrap-lab-{cfg.name}",
+        "-machine", "q35",
+        *accel,
+        "-smp", str(cfg.cpus),
+        "-m", str(cfg.memory_mib),
+        "-kernel", str(image.kernel),
+        "-initrd", str(image.initrd),
+        "-append", kernel_cmdline(cfg),
+        "-drive", f"file={cfg.overlay},if=virtio,format=qcow2,discard=unmap",
+        "-drive", f"file={cfg.seed_image},if=virtio,format=raw,readonly=on",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
+        "-device", f"virtio-net-pci,netdev=n0,mac={cfg.uplink_mac}",
+        "-netdev", f"vde,id=c0,sock={cfg.switch_sock}",
+        "-device", f"virtio-net-pci,netdev=c0,mac={cfg.node_mac}",
+        "-smbios", f"type=1,uuid={cfg.uuid},product=kubestrap-lab",
+        "-uuid", cfg.uuid,
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-pci,rng=rng0",
+        "-display", "none",
+        "-monitor", "none",
+        "-serial", f"file:{cfg.console_log}",
+        "-pidfile", str(cfg.pidfile),
+        "-daemonize",
+    ]
+
+
+class PortInUse(LabError):
+    """qemu could not bind the SSH forwarding port (taken between allocation and start)."""
+
+
+def start(cfg: VMConfig, image: Image) -> procs.ProcRecord:
+    cfg.pidfile.unlink(missing_ok=True)
+    cfg.console_log.unlink(missing_ok=True)
+    argv = qemu_argv(cfg, image, hostdeps.program("qemu-system-x86_64"))
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.strip()
+        if "hostfwd" in err or "forwarding rule" in err:
+            raise PortInUse(f"{cfg.name}: port {cfg.ssh_port} is taken: {err}")
+        raise LabError(f"qemu failed to start VM {cfg.name}: {err}")
+    pid = procs.read_pidfile(cfg.pidfile, timeout=10)
+    rec = procs.record(pid, cfg.marker) if pid else None
+    if rec is None:
+        raise LabError(f"VM {cfg.name} exited right after start; see its console log {cfg.console_log}")
+    return rec
