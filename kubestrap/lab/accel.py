@@ -49,9 +49,24 @@ def kvm_boots(image: Image, timeout: float = PROBE_SECONDS) -> bool:
     with tempfile.TemporaryDirectory(prefix="kubestrap-kvm-probe-") as tmp:
         console = Path(tmp) / "console.log"
         argv = [
-            hostdeps.program("qemu-system-x86_64"), "-accel", "kvm", "-cpu", "host", "-m", "256",
-            "-kernel", str(image.kernel), "-append", "console=ttyS0 panic=-1",
-            "-display", "none", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
+            hostdeps.program("qemu-system-x86_64"),
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-kernel",
+            str(image.kernel),
+            "-append",
+            "console=ttyS0 panic=-1",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            f"file:{console}",
+            "-no-reboot",
             "-nodefaults",
         ]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -96,11 +96,4 @@ def uplink_network(mac: str) -> str:
 
 def node_network(mac: str, address_cidr: str) -> str:
     """networkd file for NIC 2 (the lab switch): the node IP, no gateway."""
-    return (
-        "[Match]\n"
-        f"MACAddress={mac}\n\n"
-        "[Network]\n"
-        f"Address={address_cidr}\n"
-        "LinkLocalAddressing=no\n"
-        "IPv6AcceptRA=no\n"
-    )
+    return f"[Match]\nMACAddress={mac}\n\n[Network]\nAddress={address_cidr}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"

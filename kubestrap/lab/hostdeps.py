@@ -31,19 +31,14 @@ def find_program(name: str) -> str | None:
     return shutil.which(name, path=path)
 
 
-def missing_packages(
-    programs: Iterable[str] = PROGRAMS, which: Callable[[str], str | None] = find_program
-) -> list[str]:
+def missing_packages(programs: Iterable[str] = PROGRAMS, which: Callable[[str], str | None] = find_program) -> list[str]:
     """Debian packages to install for the missing programs, sorted, without duplicates."""
     return sorted({PROGRAMS[p] for p in programs if which(p) is None})
 
 
 def missing_message(packages: list[str]) -> str:
     names = " ".join(packages)
-    return (
-        f"the VM lab needs host packages that are not installed: {names}. "
-        f"Install them with: sudo apt-get install -y {names}"
-    )
+    return f"the VM lab needs host packages that are not installed: {names}. Install them with: sudo apt-get install -y {names}"
 
 
 def require(programs: Iterable[str] = PROGRAMS, which: Callable[[str], str | None] = find_program) -> None:

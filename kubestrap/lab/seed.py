@@ -49,8 +49,7 @@ def build(data: SeedData, vm_dir: Path) -> Path:
     host_key = vm_dir / "ssh_host_ed25519_key"
     if not host_key.exists():
         _run(
-            [hostdeps.program("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", data.hostname,
-             "-f", str(host_key)],
+            [hostdeps.program("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", data.hostname, "-f", str(host_key)],
             f"generating the SSH host key of {data.hostname}",
         )
     shutil.copyfile(host_key, content / host_key.name)

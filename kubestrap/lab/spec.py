@@ -43,10 +43,7 @@ def default_vms(
     if workers < 0:
         raise LabError(f"--workers must be 0 or more, not {workers}")
     vms = [VMSpec(f"{name}-cp", "control_plane", cpus=cp_cpus, memory_mib=memory_mib)]
-    vms += [
-        VMSpec(f"{name}-worker{i}", "worker", cpus=worker_cpus, memory_mib=memory_mib)
-        for i in range(1, workers + 1)
-    ]
+    vms += [VMSpec(f"{name}-worker{i}", "worker", cpus=worker_cpus, memory_mib=memory_mib) for i in range(1, workers + 1)]
     return tuple(vms)
 
 
@@ -119,7 +116,7 @@ def validate(spec: LabSpec) -> None:
 def assign_node_ips(spec: LabSpec) -> dict[str, str]:
     """Explicit node IPs are kept; the others get the lowest free addresses from .10 up."""
     explicit = {vm.name: vm.node_ip for vm in spec.vms if vm.node_ip}
-    for name, ip in explicit.items():
+    for ip in explicit.values():
         alloc.check_node_ip(spec.network, str(ip))
     taken = [ip for ip in explicit.values() if ip]
     repeated = sorted({ip for ip in taken if taken.count(ip) > 1})
