@@ -119,7 +119,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _print_preflight(console: Console, result: dict[str, Any]) -> None:
     data: dict[str, Any] = {}
     for phase in result.get("phases", []):
-        data = phase.get("preflight") or data
+        data = (phase.get("stats") or {}).get("kubestrap_preflight") or data
     if not data:
         return
     checks = sorted({c for host in data.values() for c in host})
@@ -184,7 +184,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
-    selected = [p for p in phases.load(paths.PLAYBOOKS_DIR / "status.yml")]
+    selected = phases.single(paths.PLAYBOOKS_DIR / "status.yml", "status")
     code, result = _execute("status", "bootstrap.py status", selected, inv, args, {})
     _emit_json(args, result)
     return code
@@ -204,7 +204,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
             _console().print("reset cancelled; nothing was touched")
             return EXIT_OK
     extravars = {"kubestrap_node_scope": args.node} if args.node else {}
-    selected = phases.load(paths.PLAYBOOKS_DIR / "reset_phases.yml")
+    selected = phases.single(paths.PLAYBOOKS_DIR / "reset.yml", "reset")
     code, result = _execute("reset", "bootstrap.py reset --yes", selected, inv, args, extravars)
     _emit_json(args, result)
     return code

@@ -30,7 +30,7 @@ class Phase:
     def host_patterns(self, extravars: dict[str, Any]) -> list[str]:
         """The `hosts:` pattern of each play in the phase playbook, templated with *extravars*."""
         plays = yamlfile.load(self.playbook) or []
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - not HTML
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
         patterns = []
         for play in plays:
             hosts = play.get("hosts")
@@ -54,6 +54,11 @@ def load(declaration: Path) -> list[Phase]:
         name = tags[0] if tags else Path(target).stem
         phases.append(Phase(name, (declaration.parent / target).resolve(), str(entry.get("name", name))))
     return phases
+
+
+def single(playbook: Path, name: str) -> list[Phase]:
+    """A command that is one playbook (status, reset) as a one-phase list."""
+    return [Phase(name, playbook.resolve(), name)]
 
 
 def up_phases() -> list[Phase]:

@@ -14,8 +14,8 @@ CONTROLLER = "localhost"
 
 def _manager(inventory: Path) -> Any:
     os.environ.setdefault("ANSIBLE_CONFIG", str(paths.ANSIBLE_CFG))
-    from ansible.inventory.manager import InventoryManager  # noqa: PLC0415 - heavy import, only when needed
-    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
 
     return InventoryManager(loader=DataLoader(), sources=[str(inventory)])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class PhaseOutcome:
     seconds: float
     status: str  # successful / failed / canceled / timeout
     rc: int
+    detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,7 @@ class PhaseOutcome:
             "tasks": self.tracker.tasks_started,
             "totals": self.tracker.totals(),
             "hosts": {h: s.as_dict() for h, s in sorted(self.tracker.hosts.items())},
+            "stats": self.tracker.stats_data,
         }
 
 
@@ -56,7 +59,7 @@ def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal
     where = paths.display(journal.path)
     if not outcome.tracker.failures:
         return (f"phase {phase} stopped ({outcome.status}, ansible exit code {outcome.rc}) before any host "
-                f"reported a failure; see {where}/phases for ansible-runner's output. "
+                f"reported a failure: {outcome.detail or 'no output'}. See {where}/phases for ansible-runner's output. "
                 f"Next: fix it, then `{resume_command} --from-phase {phase}`.")
     lines = []
     for f in outcome.tracker.failures:
@@ -71,6 +74,15 @@ def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal
     return "\n".join(lines)
 
 
+def _runner_tail(data_dir: Path, lines: int = 5) -> str:
+    """Last lines ansible-runner captured, for failures that produced no host result."""
+    outputs = sorted(data_dir.glob("artifacts/*/stdout"))
+    if not outputs:
+        return ""
+    text = outputs[-1].read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
 def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, journal: Journal,
               view: ProgressView) -> PhaseOutcome:
     tracker = PhaseTracker(phase.name)
@@ -83,7 +95,9 @@ def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, jour
         view.event(event)
         return False  # the journal keeps its own redacted copy; runner keeps none
 
+    bindir = Path(sys.executable).parent
     env = {
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(paths.ANSIBLE_CFG),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
@@ -106,6 +120,8 @@ def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, jour
     )
     seconds = time.monotonic() - started
     outcome = PhaseOutcome(phase, tracker, seconds, str(result.status), int(result.rc or 0))
+    if not tracker.failures and outcome.status != "successful":
+        outcome.detail = journal.redactor.text(_runner_tail(data_dir))
     view.phase_finished(tracker, seconds)
     return outcome
 
@@ -114,6 +130,10 @@ def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], o
                journal: Journal, view: ProgressView) -> tuple[list[PhaseOutcome], float]:
     """Run *phases* in order; stop at the first that fails."""
     os.environ["ANSIBLE_CONFIG"] = str(paths.ANSIBLE_CFG)
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        # ansible-runner starts ansible-playbook by name: use the one installed beside this Python.
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     started = time.monotonic()
     outcomes: list[PhaseOutcome] = []
     for index, phase in enumerate(phases, start=1):

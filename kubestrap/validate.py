@@ -243,7 +243,8 @@ class _Checker:
 
     def metallb(self, node_net: IPNetwork | None, node_ips: dict[IPAddress, str],
                 endpoint: IPAddress | None) -> None:
-        enabled = (self.setting("addons_enabled")[0] or {}).get("metallb", False)
+        flags = self.setting("addons_enabled")[0]
+        enabled = flags.get("metallb", False) if isinstance(flags, dict) else False
         raw, source = self.setting("metallb_address_pool")
         key = "metallb_address_pool"
         if raw in (None, ""):
@@ -300,7 +301,7 @@ class _Checker:
                 elif not isinstance(digest, str) or not _SHA256.match(digest):
                     self.add(source, f"{key}.sha256.{arch}", "must be 64 lowercase hex characters")
         images, img_src = self.setting("kubestrap_images")
-        for name, ref in (images or {}).items():
+        for name, ref in (images.items() if isinstance(images, dict) else []):
             if not isinstance(ref, str) or not re.search(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$", ref.split("/")[-1]) \
                     or ref.endswith(":latest"):
                 self.add(img_src, f"kubestrap_images.{name}", f"must be pinned to a tag or digest (not latest), got {ref!r}")

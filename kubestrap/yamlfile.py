@@ -38,7 +38,7 @@ def load(path: Path) -> Any:
     except OSError as exc:
         raise YamlError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}" if mark else ""

@@ -1,0 +1,124 @@
+"""The command line: help, plan, check (offline and --hosts against this machine), add-node refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+from kubestrap import phases, plan
+
+
+def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout)
+
+
+def test_help_lists_every_command():
+    out = run("--help").stdout
+    for command in ("up", "add-node", "check", "plan", "status", "reset"):
+        assert f"    {command} " in out
+
+
+def test_check_homelab_passes():
+    proc = run("check", "-i", "inventories/homelab")
+    assert proc.returncode == 0, proc.stderr
+    assert "is valid" in proc.stderr
+
+
+def test_plan_prints_phase_by_host_table():
+    proc = run("plan", "-i", "inventories/homelab")
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stdout.splitlines() if "phase" in line and "k8s-cp" in line)
+    for host in ("k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3"):
+        assert host in header
+    for phase in phases.up_phases():
+        assert any(f" {phase.name} " in line for line in proc.stdout.splitlines())
+
+
+def test_plan_json_matches_the_declared_phases():
+    proc = run("plan", "-i", "inventories/homelab", "--json")
+    data = json.loads(proc.stdout)
+    assert [p["name"] for p in data["phases"]] == [p.name for p in phases.up_phases()]
+    preflight = next(p for p in data["phases"] if p["name"] == "preflight")
+    assert preflight["hosts"] == ["k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3"]
+
+
+def test_add_node_plan_touches_only_the_new_node():
+    hosts = plan.phase_hosts(phases.add_node_phases(), ROOT / "inventories" / "homelab",
+                             {"kubestrap_node_scope": "k8s-worker3"})
+    for phase, names in hosts.items():
+        others = set(names) - {"k8s-worker3", "localhost"}
+        # only the token step may run on the first control-plane node
+        assert others <= {"k8s-cp"}, (phase, names)
+        if "k8s-cp" in others:
+            assert "token" in phase or "join" in phase, phase
+
+
+def test_unknown_phase_is_refused_with_the_list():
+    proc = run("up", "-i", "inventories/homelab", "--from-phase", "nope")
+    assert proc.returncode == 2
+    assert "unknown phase 'nope'; phases are: preflight" in proc.stderr
+
+
+def test_add_node_not_in_inventory_says_what_to_add():
+    proc = run("add-node", "k8s-worker9", "-i", "inventories/homelab")
+    assert proc.returncode == 2
+    assert "k8s-worker9 is not in" in proc.stderr and "node_ip" in proc.stderr
+
+
+def test_reset_without_terminal_needs_yes():
+    proc = run("reset", "-i", "inventories/homelab")
+    assert proc.returncode == 2
+    assert "--yes" in proc.stderr
+
+
+def _local_inventory(tmp_path: Path) -> Path:
+    """Two inventory nodes that are both this machine: preflight must catch the shared identity."""
+    inv = tmp_path / "local"
+    (inv / "group_vars").mkdir(parents=True)
+    common = f"ansible_connection: local\n              ansible_python_interpreter: {sys.executable}"
+    (inv / "hosts.yml").write_text(f"""all:
+  children:
+    k8s_cluster:
+      children:
+        k8s_control_plane:
+          hosts:
+            local-cp:
+              {common}
+              node_ip: 127.0.0.1
+        k8s_workers:
+          hosts:
+            local-w:
+              {common}
+              node_ip: 127.0.0.2
+""")
+    (inv / "group_vars" / "k8s_cluster.yml").write_text(
+        "cluster_name: local\ncluster_node_network: 127.0.0.0/8\nmetallb_address_pool: 127.0.0.200-127.0.0.210\n"
+        "preflight_min_cpus_control_plane: 1\n"
+    )
+    return inv
+
+
+def test_check_hosts_runs_preflight_and_names_failing_host(tmp_path: Path):
+    inv = _local_inventory(tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "check", "--hosts", "-i", str(inv), "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "KUBESTRAP_RUNS_DIR": str(tmp_path / "runs"),
+                               "HOME": str(tmp_path)})
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    results = summary["phases"][0]["stats"]["kubestrap_preflight"]
+    # both inventory nodes are this one machine: same machine-id, and 127.0.0.2 is owned by no interface
+    assert results["local-w"]["machine_id"]["ok"] is False
+    assert "shared with local-cp" in results["local-w"]["machine_id"]["detail"]
+    assert results["local-w"]["node_ip"]["ok"] is False
+    assert results["local-cp"]["node_ip"]["ok"] is True
+    assert results["local-cp"]["ssh"]["ok"] is True
+    assert "failed in phase preflight" in proc.stderr and "local-w" in proc.stderr
+    assert "host preflight" in proc.stderr  # the table
+    journal = ROOT / summary["journal"] if not Path(summary["journal"]).is_absolute() else Path(summary["journal"])
+    assert (journal / "summary.json").exists() or (tmp_path / summary["journal"]).exists()
