@@ -186,8 +186,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     selected = phases.single(paths.PLAYBOOKS_DIR / "status.yml", "status")
     code, result = _execute("status", "bootstrap.py status", selected, inv, args, {})
+    nodes = _status_rows(inv, result)
+    result["nodes"] = nodes
+    if not args.json:
+        table = Table(title=f"cluster {inv.value('cluster_name')}", title_justify="left")
+        for col in ("node", "role", "node IP", "kubelet", "ready"):
+            table.add_column(col)
+        for row in nodes:
+            table.add_row(row["name"], row["role"], row["node_ip"], row["kubelet"], row["ready"])
+        Console(highlight=False).print(table)
     _emit_json(args, result)
     return code
+
+
+def _status_rows(inv: inv_mod.Inventory, result: dict[str, Any]) -> list[dict[str, str]]:
+    status: dict[str, Any] = {}
+    for phase in result.get("phases", []):
+        status = (phase.get("stats") or {}).get("kubestrap_status") or status
+    live = {str(n[0]): (str(n[1]), str(n[2])) for n in status.get("nodes", [])}
+    rows = []
+    names = inv.group_hosts(inv_mod.CLUSTER_GROUP)
+    for name in [*names, *sorted(set(live) - set(names))]:
+        role = "control-plane" if name in inv.control_plane else ("worker" if name in inv.workers else "not in inventory")
+        kubelet, ready = live.get(name, ("-", "not joined" if status.get("bootstrapped") else "not bootstrapped"))
+        ip = str(inv_mod.host_value(inv, name, "node_ip")[0]) if name in inv.hosts else "-"
+        rows.append({"name": name, "role": role, "node_ip": ip, "kubelet": kubelet,
+                     "ready": {"True": "Ready", "False": "NotReady"}.get(ready, ready)})
+    return rows
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
