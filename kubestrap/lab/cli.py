@@ -108,6 +108,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     info = lab.status(_state_dir(args), probe_ssh=False)
     for row in info["vms"]:
         row["ssh"] = row["name"] in result.ssh_seconds
+    info["started"] = result.started
+    info["ssh_seconds"] = {name: round(sec, 1) for name, sec in result.ssh_seconds.items()}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
