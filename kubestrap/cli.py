@@ -175,6 +175,9 @@ def _require_node(inv: inv_mod.Inventory, name: str) -> None:
 def cmd_add_node(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     _require_node(inv, args.name)
+    if args.name not in inv.workers:
+        raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
+                        "nodes are formed by `bootstrap.py up`")
     selected = _phase_selection(phases.add_node_phases(), args)
     code, result = _execute("add-node", f"bootstrap.py add-node {args.name}", selected, inv, args,
                             {"kubestrap_node_scope": args.name})
