@@ -1,0 +1,68 @@
+from pathlib import Path
+
+from kubestrap.lab import seed, state, vm
+from kubestrap.lab.image import Image
+from kubestrap.lab.procs import ProcRecord
+from kubestrap.lab.state import LabState, VMState
+
+
+def test_state_round_trip(tmp_path):
+    st = LabState(
+        "lab",
+        "10.77.0.0/24",
+        "tcg",
+        ProcRecord(10, 20, "/s"),
+        "/inv/hosts.yml",
+        [VMState("a", "worker", "10.77.0.11", 1, 2048, 2222, "m1", "m2", "u", "id", ["k8s_workers"], ProcRecord(11, 21, "/c"))],
+    )
+    state.save(tmp_path, st)
+    assert state.load(tmp_path) == st
+    state.remove(tmp_path)
+    assert state.load(tmp_path) is None
+
+
+def test_seed_files_match_nics_by_mac_and_carry_identity():
+    files = seed.seed_files(
+        seed.SeedData("node1", "ssh-ed25519 AAAA lab\n", "52:54:aa:00:00:01", "52:54:aa:00:00:02", "10.77.0.12", "10.77.0.0/24")
+    )
+    assert files["hostname"] == "node1\n"
+    assert files["authorized_keys"] == "ssh-ed25519 AAAA lab\n"
+    node = files["network/20-kubestrap-node.network"]
+    assert "MACAddress=52:54:aa:00:00:02" in node and "Address=10.77.0.12/24" in node
+    assert "Gateway" not in node
+    assert "MACAddress=52:54:aa:00:00:01" in files["network/10-kubestrap-uplink.network"]
+
+
+def cfg(accel="tcg"):
+    return vm.VMConfig(
+        "node1",
+        Path("/lab/vms/node1"),
+        2,
+        2048,
+        40022,
+        "52:54:aa:00:00:01",
+        "52:54:aa:00:00:02",
+        "11111111-2222-3333-4444-555555555555",
+        "0" * 32,
+        Path("/lab/switch"),
+        accel,
+    )
+
+
+def test_qemu_argv_networks_stay_off_host_networks():
+    argv = vm.qemu_argv(cfg(), Image(Path("/img")))
+    joined = " ".join(argv)
+    assert "user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22" in joined
+    assert "vde,id=c0,sock=/lab/switch" in joined
+    assert "virtio-net-pci,netdev=c0,mac=52:54:aa:00:00:02" in joined
+    assert "tap" not in joined and "bridge" not in joined
+    assert "type=1,uuid=11111111-2222-3333-4444-555555555555" in joined
+    assert "systemd.machine_id=" + "0" * 32 in joined
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert "-daemonize" in argv and f"file:{cfg().console_log}" in argv
+    assert cfg().marker in joined  # the PID check finds its marker in the command line
+
+
+def test_qemu_argv_kvm():
+    argv = vm.qemu_argv(cfg("kvm"), Image(Path("/img")))
+    assert argv[argv.index("-accel") + 1] == "kvm"
