@@ -267,6 +267,16 @@ class _Checker:
             self.add(source, key, f"{raw} contains the API endpoint {endpoint}")
 
     # --- versions --------------------------------------------------------------------------
+    def _charts(self) -> None:
+        charts, source = self.setting("kubestrap_charts")
+        if isinstance(charts, dict):
+            for name, chart in charts.items():
+                for key, message in _chart_problems(str(name), chart):
+                    self.add(source, key, message)
+        base, base_src = self.setting("kubestrap_charts_repo_base_url")
+        if base not in (None, "") and not re.match(r"^(https?|oci)://\S+$", str(base)):
+            self.add(base_src, "kubestrap_charts_repo_base_url", f"must be an http(s):// or oci:// URL, got {base!r}")
+
     def versions(self) -> None:
         arts, source = self.setting("kubestrap_artifacts")
         arches, _ = self.setting("kubestrap_architectures")
@@ -300,11 +310,29 @@ class _Checker:
                     self.add(source, f"{key}.sha256.{arch}", "missing: every version needs a checksum per architecture")
                 elif not isinstance(digest, str) or not _SHA256.match(digest):
                     self.add(source, f"{key}.sha256.{arch}", "must be 64 lowercase hex characters")
+        self._charts()
         images, img_src = self.setting("kubestrap_images")
         for name, ref in (images.items() if isinstance(images, dict) else []):
             if not isinstance(ref, str) or not re.search(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$", ref.split("/")[-1]) \
                     or ref.endswith(":latest"):
                 self.add(img_src, f"kubestrap_images.{name}", f"must be pinned to a tag or digest (not latest), got {ref!r}")
+
+
+def _chart_problems(name: str, chart: Any) -> Iterator[tuple[str, str]]:
+    key = f"kubestrap_charts.{name}"
+    if not isinstance(chart, dict):
+        yield key, "must be a mapping with chart, version and repo"
+        return
+    for field in sorted(set(chart) - {"chart", "version", "repo"}):
+        yield f"{key}.{field}", "unknown field (a chart has chart, version, repo)"
+    if not isinstance(chart.get("chart"), str) or not chart.get("chart"):
+        yield f"{key}.chart", "must name the chart in its repository"
+    version = chart.get("version")
+    if not isinstance(version, str) or not _PINNED_VERSION.match(version):
+        yield f"{key}.version", f"must be a pinned chart version such as \"1.2.3\" (quoted), got {version!r}"
+    repo = chart.get("repo")
+    if not isinstance(repo, str) or not re.match(r"^(https?|oci)://\S+$", repo):
+        yield f"{key}.repo", f"must be an http(s):// or oci:// repository URL, got {repo!r}"
 
 
 def _parse_pool(raw: str) -> tuple[IPAddress, IPAddress]:
