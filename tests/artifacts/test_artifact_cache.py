@@ -72,9 +72,7 @@ def test_cache_path_layout(tmp_path: Path):
 
 def test_the_real_versions_file_parses_with_a_checksum_for_every_architecture():
     versions = artifacts.load_versions()
-    assert {"kubeadm", "kubelet", "kubectl", "containerd", "runc", "cni_plugins", "crictl"} <= set(
-        versions.artifacts
-    )
+    assert {"kubeadm", "kubelet", "kubectl", "containerd", "runc", "cni_plugins", "crictl"} <= set(versions.artifacts)
     for artifact in versions.artifacts.values():
         for arch in versions.architectures:
             assert len(artifact.checksum(arch)) == 64

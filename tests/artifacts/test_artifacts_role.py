@@ -1,0 +1,175 @@
+"""The `artifacts` phase playbook end to end on this machine (no VM): a local "node" over the
+local connection, a local HTTP mirror with small stand-in files, and private cache/staging dirs.
+
+Proves: verified files land in the controller cache and the node staging dir (only what the node
+needs), a re-run changes nothing, and a checksum mismatch stops the play before any node changes,
+names the file and both hashes, and leaves nothing from the bad file in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "playbooks" / "artifacts.yml"
+NODE_ITEMS = ["cni_plugins", "containerd", "crictl", "kubeadm", "kubectl", "kubelet", "runc"]
+CP_ITEMS = ["cilium_cli", "helm"]
+
+
+def pinned() -> dict:
+    return yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_artifacts"]
+
+
+def url_path(entry: dict) -> str:
+    url = entry["url"].replace("{version}", entry["version"]).replace("{arch}", "amd64")
+    return re.sub(r"^https?://", "", url)
+
+
+@pytest.fixture
+def fake_mirror(http_server, tmp_path: Path):
+    """Every pinned artifact as a small distinct file on the local server, with a matching override."""
+    artifacts = {}
+    for name, entry in pinned().items():
+        data = f"stand-in for {name} {entry['version']}\n".encode() * 64
+        http_server.put(url_path(entry), data)
+        artifacts[name] = {
+            "version": entry["version"],
+            "url": entry["url"],
+            "sha256": {"amd64": hashlib.sha256(data).hexdigest()},
+        }
+    override = tmp_path / "override.yml"
+    cache = tmp_path / "controller-cache"
+    staging = tmp_path / "node-staging"
+    override.write_text(
+        yaml.safe_dump(
+            {
+                "kubestrap_artifacts_base_url": http_server.url,
+                "kubestrap_architectures": ["amd64"],
+                "kubestrap_artifacts": artifacts,
+                "artifacts_controller_cache_dir": str(cache),
+                "artifacts_node_staging_dir": str(staging),
+            }
+        )
+    )
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "k8s_cluster": {
+                            "children": {
+                                "k8s_control_plane": {
+                                    "hosts": {
+                                        "node1": {
+                                            "ansible_connection": "local",
+                                            "ansible_python_interpreter": sys.executable,
+                                            "ansible_become": False,
+                                            "node_ip": "127.0.0.1",
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        )
+    )
+    return {
+        "server": http_server,
+        "override": override,
+        "inventory": inventory,
+        "cache": cache,
+        "staging": staging,
+        "artifacts": artifacts,
+    }
+
+
+def run_playbook(mirror: dict) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_CACHE_PLUGIN="memory",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCAL_TEMP=str(mirror["cache"].parent / "ansible-local"),
+        ANSIBLE_REMOTE_TEMP=str(mirror["cache"].parent / "ansible-remote"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(mirror["inventory"]),
+            "-e",
+            f"@{mirror['override']}",
+            str(PLAYBOOK),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def recap(output: str) -> dict[str, int]:
+    match = re.search(r"node1\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-3000:]
+    return dict(zip(["ok", "changed", "unreachable", "failed"], map(int, match.groups()), strict=True))
+
+
+def files(directory: Path) -> list[str]:
+    if not directory.exists():
+        return []
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def test_fetch_stage_and_rerun_changes_nothing(fake_mirror):
+    first = run_playbook(fake_mirror)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert recap(first.stdout)["changed"] > 0
+
+    expected = []
+    for name in sorted(NODE_ITEMS + CP_ITEMS):
+        entry = fake_mirror["artifacts"][name]
+        expected.append(f"{name}/{entry['version']}/amd64/{url_path(entry).rsplit('/', 1)[1]}")
+    assert files(fake_mirror["cache"]) == sorted(expected)
+    assert files(fake_mirror["staging"]) == sorted(expected)  # node1 is the first control plane
+    for rel in expected:
+        assert (fake_mirror["staging"] / rel).read_bytes() == (fake_mirror["cache"] / rel).read_bytes()
+
+    served = len(fake_mirror["server"].requests)
+    second = run_playbook(fake_mirror)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert recap(second.stdout)["changed"] == 0
+    assert len(fake_mirror["server"].requests) == served  # verified cache: nothing downloaded again
+
+
+def test_checksum_mismatch_stops_before_any_node_change(fake_mirror):
+    entry = fake_mirror["artifacts"]["kubelet"]
+    bad = b"this is not the kubelet you pinned\n"
+    fake_mirror["server"].put(url_path(entry), bad)
+
+    result = run_playbook(fake_mirror)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    # the message names the file, the expected and the actual hash
+    assert "kubelet" in out
+    assert entry["sha256"]["amd64"] in out
+    assert hashlib.sha256(bad).hexdigest() in out
+    assert "nothing was staged on any node" in out
+    # nothing reached the node, nothing from the bad file is in the cache, no temporary leftovers
+    assert files(fake_mirror["staging"]) == []
+    assert not any(p.startswith("kubelet/") for p in files(fake_mirror["cache"]))
+    assert not any(".part" in p or "tmp" in p for p in files(fake_mirror["cache"]))
+    assert recap(result.stdout)["failed"] == 1
