@@ -1,0 +1,123 @@
+"""Render every add-on's values and manifests once per configuration with ansible-playbook."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+ROLES = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "argocd", "argo_rollouts", "falco", "monitoring"]
+
+HOSTS = {
+    "all": {
+        "children": {
+            "addon_render": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+            "k8s_cluster": {
+                "children": {
+                    "k8s_control_plane": {"hosts": {"cp1": {"ansible_host": "192.168.1.10", "node_ip": "192.168.1.10"}}},
+                    "k8s_workers": {
+                        "hosts": {
+                            f"worker{i}": {"ansible_host": f"192.168.1.1{i}", "node_ip": f"192.168.1.1{i}"} for i in (1, 2, 3)
+                        }
+                    },
+                }
+            },
+        }
+    }
+}
+
+# Everything on, STRICT mTLS, app-of-apps set, an API endpoint name, and extra values in every role.
+MAXIMAL = {
+    "addons_enabled": {name: True for name in ROLES},
+    "cluster_api_endpoint": "k8s-api.homelab.lan",
+    "istio_mtls_mode": "STRICT",
+    "istio_gateway_replicas": 3,
+    "argocd_app_of_apps_repo": "https://git.homelab.lan/platform/cluster-apps.git",
+    "longhorn_replica_count": 5,
+    "loki_retention_hours": 336,
+    "cilium_extra_values": {"bpf": {"masquerade": True}, "hubble": {"relay": {"replicas": 2}}},
+    "metallb_extra_values": {"controller": {"logLevel": "debug"}},
+    "cert_manager_extra_values": {"replicaCount": 2},
+    "longhorn_extra_values": {"defaultSettings": {"storageMinimalAvailablePercentage": 15}},
+    "istio_extra_values": {"istiod": {"pilot": {"autoscaleEnabled": False}}, "istio_gateway": {"service": {"loadBalancerIP": "192.168.1.241"}}},
+    "argocd_extra_values": {"server": {"service": {"type": "LoadBalancer"}}},
+    "argo_rollouts_extra_values": {"dashboard": {"enabled": True}},
+    "falco_extra_values": {"falco": {"falcosidekick": {"webui": {"enabled": True}}}, "falco_talon": {"replicaCount": 1}},
+    "monitoring_extra_values": {
+        "kube_prometheus_stack": {"alertmanager": {"enabled": False}},
+        "loki": {"singleBinary": {"persistence": {"size": "20Gi"}}},
+        "alloy": {"alloy": {"enableReporting": False}},
+    },
+}
+
+
+def render(tmp: Path, overrides: dict | None, roles: list[str] | None = None) -> Path:
+    inventory = tmp / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    shutil.copytree(ROOT / "group_vars" / "all", inventory / "group_vars" / "all")
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(HOSTS))
+    out = tmp / "out"
+    out.mkdir()
+    extra = {"render_dir": str(out), "addon_render_roles": roles or ROLES, **(overrides or {})}
+    (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
+    (tmp / "ansible.cfg").write_text("[defaults]\n")
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+        "ANSIBLE_NOCOWS": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
+        "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(HERE / "render.yml"), "-e", f"@{tmp / 'extra.yml'}"],
+        capture_output=True, text=True, env=env, cwd=tmp, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise AssertionError(f"rendering failed (rc={proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    return out
+
+
+class Rendered:
+    def __init__(self, out: Path):
+        self.out = out
+        self.values = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((out / "values").glob("*.yaml"))}
+        self.manifests = {}
+        for path in sorted((out / "manifests").glob("*.yaml")):
+            self.manifests[path.name] = [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+    def docs(self) -> list[tuple[str, dict]]:
+        return [(name, doc) for name, docs in self.manifests.items() for doc in docs]
+
+    def releases(self) -> list[tuple[str, str, dict]]:
+        """(role, chart key, values) for every rendered release."""
+        return [(role, key, vals) for role, per_chart in self.values.items() for key, vals in per_chart.items()]
+
+
+@pytest.fixture(scope="session")
+def rendered_default(tmp_path_factory) -> Rendered:
+    return Rendered(render(tmp_path_factory.mktemp("default"), None))
+
+
+@pytest.fixture(scope="session")
+def rendered_max(tmp_path_factory) -> Rendered:
+    return Rendered(render(tmp_path_factory.mktemp("maximal"), MAXIMAL))
+
+
+@pytest.fixture(scope="session", params=["default", "maximal"])
+def rendered(request) -> Rendered:
+    return request.getfixturevalue(f"rendered_{'max' if request.param == 'maximal' else 'default'}")
+
+
+@pytest.fixture(scope="session")
+def charts() -> dict:
+    return yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_charts"]
