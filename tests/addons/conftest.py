@@ -19,7 +19,9 @@ ROLES = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "argocd", "ar
 HOSTS = {
     "all": {
         "children": {
-            "addon_render": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}},
+            "addon_render": {
+                "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
+            },
             "k8s_cluster": {
                 "children": {
                     "k8s_control_plane": {"hosts": {"cp1": {"ansible_host": "192.168.1.10", "node_ip": "192.168.1.10"}}},
@@ -47,7 +49,10 @@ MAXIMAL = {
     "metallb_extra_values": {"controller": {"logLevel": "debug"}},
     "cert_manager_extra_values": {"replicaCount": 2},
     "longhorn_extra_values": {"defaultSettings": {"storageMinimalAvailablePercentage": 15}},
-    "istio_extra_values": {"istiod": {"pilot": {"autoscaleEnabled": False}}, "istio_gateway": {"service": {"loadBalancerIP": "192.168.1.241"}}},
+    "istio_extra_values": {
+        "istiod": {"pilot": {"autoscaleEnabled": False}},
+        "istio_gateway": {"service": {"loadBalancerIP": "192.168.1.241"}},
+    },
     "argocd_extra_values": {"server": {"service": {"type": "LoadBalancer"}}},
     "argo_rollouts_extra_values": {"dashboard": {"enabled": True}},
     "falco_extra_values": {"falco": {"falcosidekick": {"webui": {"enabled": True}}}, "falco_talon": {"replicaCount": 1}},

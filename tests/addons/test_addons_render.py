@@ -64,7 +64,8 @@ def test_manifests_validate(rendered):
 
 
 def test_kubernetes_schema_for_pinned_version_exists():
-    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}, k8s_schema_version(), strict=True)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
+    kubernetes_validate.validate(namespace, k8s_schema_version(), strict=True)
 
 
 def test_default_config_settings(rendered_default):
@@ -134,7 +135,7 @@ def test_generated_passwords_are_private_and_hashed(rendered):
 def test_bcrypt_hash_matches_password(rendered_default):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # noqa: PLC0415
+        import crypt
     password = (rendered_default.out / "secrets" / "argocd-admin-password").read_text().strip()
     hashed = rendered_default.values["argocd"]["argocd"]["configs"]["secret"]["argocdServerAdminPassword"]
     assert crypt.crypt(password, hashed) == hashed
@@ -153,7 +154,8 @@ def test_typo_in_values_key_fails(rendered_default, charts):
 def test_typo_in_top_level_values_key_fails(rendered_default, charts):
     values = copy.deepcopy(rendered_default.values["monitoring"]["loki"])
     values["singleBinnary"] = {"replicas": 1}
-    assert validator.check_chart_values("loki", charts["loki"]["version"], values) == ["singleBinnary: unknown key (not in the model)"]
+    errors = validator.check_chart_values("loki", charts["loki"]["version"], values)
+    assert errors == ["singleBinnary: unknown key (not in the model)"]
 
 
 def test_wrong_value_type_and_enum_fail(rendered_default, charts):

@@ -26,23 +26,23 @@ def argocd_bcrypt(password: str) -> str:
     salt = _salt(password)
     setting = f"$2b${_ROUNDS:02d}${salt}"
     try:
-        from passlib.hash import bcrypt as passlib_bcrypt  # noqa: PLC0415
+        from passlib.hash import bcrypt as passlib_bcrypt
 
         return passlib_bcrypt.using(salt=salt, rounds=_ROUNDS, ident="2b").hash(password)
     except ImportError:
         pass
     try:
-        import bcrypt  # noqa: PLC0415
+        import bcrypt
 
         return bcrypt.hashpw(password.encode(), setting.encode()).decode()
     except ImportError:
         pass
     try:
-        import warnings  # noqa: PLC0415
+        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt  # noqa: PLC0415
+            import crypt
 
         hashed = crypt.crypt(password, setting)
     except ImportError as exc:
@@ -53,5 +53,5 @@ def argocd_bcrypt(password: str) -> str:
 
 
 class FilterModule:
-    def filters(self):
+    def filters(self) -> dict:
         return {"argocd_bcrypt": argocd_bcrypt}
