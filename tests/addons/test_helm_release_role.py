@@ -59,7 +59,8 @@ def run_play(tmp: Path, values: dict) -> subprocess.CompletedProcess:
         "ANSIBLE_STDOUT_CALLBACK": "default",
     }
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(HERE / "helm_release_play.yml"), "-e", f"@{tmp / 'extra.yml'}"],
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(HERE / "helm_release_play.yml"),
+         "-e", f"@{tmp / 'extra.yml'}"],
         capture_output=True, text=True, env=env, cwd=tmp, check=False,
     )  # fmt: skip
 
