@@ -162,7 +162,7 @@ def _print_table(info: dict[str, Any]) -> None:
             row["role"] or "-",
             row["node_ip"],
             f"127.0.0.1:{row['ssh_port']}",
-            str(row["pid"] or "-"),
+            str(row["pid"]) if row["running"] else "-",
             state_text,
         )
     Console().print(table)
