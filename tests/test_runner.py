@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import stat
+import sys
 from pathlib import Path
 
 from conftest import ROOT
