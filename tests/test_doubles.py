@@ -1,0 +1,684 @@
+"""The kubeadm / kubelet / kube-apiserver contract doubles (tests/doubles/kubeadm), end to end on this
+machine: a control-plane "node" and a worker "node" are temporary root directories
+(KUBESTRAP_DOUBLE_ROOT), the configs are the ones kubestrap's roles render, and the cluster is
+driven with REAL kubectl 1.36 (Debian's build, from the test artifact mirror).
+
+systemd is not available here: `kubeadm` restarts the kubelet with `systemctl`, so each node gets a
+test-side stand-in for systemctl (below) that starts the kubelet double with exactly the command
+line of roles/kube_binaries/templates/10-kubeadm.conf.j2 (its Environment=, EnvironmentFile= and
+ExecStart= lines), so a flag the drop-in passes and the real kubelet would refuse fails here too.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT
+from models import kubeadm_v1beta4 as model
+
+DOUBLES = ROOT / "tests" / "doubles"
+DROPIN = ROOT / "roles" / "kube_binaries" / "templates" / "10-kubeadm.conf.j2"
+double = model.double
+
+# A stand-in for systemd's systemctl (systemd 252, Debian 12) for ONE unit, kubelet.service, as
+# kubestrap installs it. Supports what kubeadm calls (daemon-reload, restart, stop) plus start and
+# is-active; anything else fails like systemctl does for an unknown unit or verb.
+SYSTEMCTL = r'''#!/usr/bin/env python3
+"""Test stand-in for systemctl (systemd 252) managing kubelet.service from the kubeadm drop-in."""
+import os, re, shlex, signal, subprocess, sys, time
+ROOT = os.environ["KUBESTRAP_DOUBLE_ROOT"]
+DROPIN = os.environ["KUBESTRAP_TEST_DROPIN"]
+BIN = os.environ["KUBESTRAP_TEST_BIN"]
+PIDFILE = ROOT + "/run/kubelet.pid"
+
+def running():
+    try:
+        pid = int(open(PIDFILE).read())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+def stop():
+    pid = running()
+    if pid:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.killpg(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+    if os.path.exists(PIDFILE):
+        os.unlink(PIDFILE)
+
+def env_file(path):
+    out = {}
+    for line in open(path):
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+def command():
+    text = open(DROPIN).read().replace("{{ kube_binaries_bin_dir }}", BIN)
+    env, execs = {}, []
+    for line in text.splitlines():
+        if line.startswith("Environment="):
+            key, value = shlex.split(line[len("Environment="):])[0].split("=", 1)
+            env[key] = value
+        elif line.startswith("EnvironmentFile="):
+            path = line[len("EnvironmentFile="):]
+            optional = path.startswith("-")
+            path = path.lstrip("-")
+            if os.path.exists(ROOT + path):
+                env.update(env_file(ROOT + path))
+            elif not optional:
+                sys.exit(f"Failed to load environment files: {path}")
+        elif line.startswith("ExecStart="):
+            execs = [line[len("ExecStart="):]] if line[len("ExecStart="):] else []
+    argv = []
+    for word in execs[-1].split():
+        if word.startswith("$"):
+            argv.extend(env.get(word[1:], "").split())
+        else:
+            argv.append(word)
+    return argv
+
+def start():
+    if running():
+        return
+    log = open(ROOT + "/var/log/kubelet.log", "ab")
+    proc = subprocess.Popen(command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    open(PIDFILE, "w").write(str(proc.pid))
+
+args = sys.argv[1:]
+with open(ROOT + "/var/log/systemctl.calls", "a") as calls:
+    calls.write(" ".join(args) + "\n")
+if args == ["daemon-reload"]:
+    sys.exit(0)
+if len(args) != 2 or args[1] not in ("kubelet", "kubelet.service"):
+    sys.exit(f"Unit {args[-1] if args else ''} not found (test stand-in manages kubelet.service only)")
+verb = args[0]
+if verb == "restart":
+    stop(); start()
+elif verb == "start":
+    start()
+elif verb == "stop":
+    stop()
+elif verb == "is-active":
+    print("active" if running() else "inactive")
+    sys.exit(0 if running() else 3)
+else:
+    sys.exit(f"Unknown command verb {verb}.")
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class CRISocket:
+    """A unix socket at the containerd path that accepts connections (what the doubles probe)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                conn.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class Node:
+    """A node as a temporary root directory for the doubles."""
+
+    def __init__(self, base: Path, name: str) -> None:
+        self.name = name
+        self.root = base / name
+        self.bin = self.root / "usr" / "local" / "bin"
+        self.bin.mkdir(parents=True)
+        for program in ("kubeadm", "kubelet"):
+            (self.bin / program).symlink_to(DOUBLES / program)
+        systemctl = self.bin / "systemctl"
+        systemctl.write_text(SYSTEMCTL)
+        systemctl.chmod(0o755)
+        for sub in ("proc/sys/net/ipv4", "var/log", "run", "etc", "home"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        (self.root / "proc/swaps").write_text("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n")
+        (self.root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+        self.cri = CRISocket(self.root / "run/containerd/containerd.sock")
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBESTRAP_DOUBLE_ROOT": str(self.root),
+            "KUBESTRAP_TEST_DROPIN": str(DROPIN),
+            "KUBESTRAP_TEST_BIN": str(self.bin),
+            "PATH": f"{self.bin}:{os.environ['PATH']}",
+            "HOME": str(self.root / "home"),
+        }
+
+    def path(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def kubeadm(self, *args: str, stdin: str = "", timeout: float = 400) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.bin / "kubeadm"), *args], capture_output=True, text=True, env=self.env(),
+                              input=stdin, timeout=timeout)  # fmt: skip
+
+    def kubelet_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.path("/run/kubelet.pid").read_text())
+            os.kill(pid, 0)
+            return pid
+        return None
+
+    def logs(self) -> str:
+        out = []
+        for log in [self.path("/var/log/kubelet.log"), *self.root.glob("var/log/pods/*/*/0.log")]:
+            if log.exists():
+                out.append(f"--- {log.relative_to(self.root)}\n{log.read_text()[-4000:]}")
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        pid = self.kubelet_pid()
+        if pid:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(pid, 0)
+                except OSError:
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+        self.cri.close()
+
+
+def find_kubectl() -> str:
+    """Real kubectl 1.36: $KUBESTRAP_TEST_KUBECTL, the test mirror's Debian build, or one on PATH."""
+    candidates = [os.environ.get("KUBESTRAP_TEST_KUBECTL", "")]
+    mirror = Path(os.environ.get("KUBESTRAP_TEST_MIRROR_DIR", ROOT / ".cache" / "test-mirror"))
+    candidates += sorted(str(p) for p in mirror.glob("apt/trees/kubectl_1.36*/usr/bin/kubectl"))
+    candidates += [shutil.which("kubectl") or ""]
+    for candidate in filter(None, candidates):
+        done = subprocess.run([candidate, "version", "--client"], capture_output=True, text=True, check=False)
+        if re.search(r"Client Version: v1\.36\.", done.stdout):
+            return candidate
+    from fixtures.artifact_mirror import build
+
+    mirror_build = build()[0]
+    found = sorted(mirror_build.www.rglob("kubectl"))
+    assert found, "the test artifact mirror has no kubectl"
+    return str(found[0])
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    return find_kubectl()
+
+
+def render(tmp: Path, port: int) -> dict[str, list]:
+    """The role templates rendered for a cluster on 127.0.0.1:<port> (homelab inventory)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "homelab"),
+         str(ROOT / "tests" / "playbooks" / "render_cluster_configs.yml"), "-e", f"render_dir={tmp}",
+         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
+         "-e", "node_ip=127.0.0.1", "-e", "cluster_api_endpoint=127.0.0.1", "-e", f"cluster_api_port={port}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(tmp.iterdir())}
+
+
+def dump(docs: list) -> str:
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+class Cluster:
+    def __init__(self, base: Path, kubectl: str) -> None:
+        self.base = base
+        self.kubectl_bin = kubectl
+        self.port = free_port()
+        self.files = render(base / "render", self.port)
+        self.cp = Node(base, "k8s-cp")
+        self.workers: list[Node] = []
+        self.healthz = free_port()
+        docs = self.files["k8s-cp-kubeadm-config.yaml"]
+        # test-only deviation: the kubelet health port must not clash between the "nodes" sharing this machine
+        next(d for d in docs if d["kind"] == "KubeletConfiguration")["healthzPort"] = self.healthz
+        self.config_path = self.cp.path("/etc/kubernetes/kubestrap/kubeadm-config.yaml")
+        self.config_path.parent.mkdir(parents=True)
+        self.config_path.write_text(dump(docs))
+        for name, dest in (("k8s-cp-encryption-config.yaml", "/etc/kubernetes/encryption/config.yaml"),
+                           ("k8s-cp-audit-policy.yaml", "/etc/kubernetes/audit/policy.yaml")):  # fmt: skip
+            self.cp.path(dest).parent.mkdir(parents=True, exist_ok=True)
+            self.cp.path(dest).write_text(dump(self.files[name]))
+        self.init = None
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [self.kubectl_bin, "--kubeconfig", str(self.cp.path("/etc/kubernetes/admin.conf")), *args],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(self.base / "kubectl-home")},
+        )  # fmt: skip
+        if check:
+            assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stdout}{done.stderr}\n{self.cp.logs()}"
+        return done
+
+    def nodes(self) -> dict[str, dict]:
+        return {n["metadata"]["name"]: n for n in json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]}
+
+    def join_config(self, node: Node, token: str, ca_hash: str, healthz: int) -> Path:
+        docs = self.files[f"{node.name}-kubeadm-join.yaml"]
+        join = docs[0]
+        join["discovery"]["bootstrapToken"]["token"] = token
+        join["discovery"]["bootstrapToken"]["caCertHashes"] = [ca_hash]
+        join["timeouts"]["discovery"] = "10s"
+        patches = node.path("/etc/kubernetes/kubestrap/patches")
+        patches.mkdir(parents=True, exist_ok=True)
+        (patches / "kubeletconfiguration+merge.yaml").write_text(f"healthzPort: {healthz}\n")
+        join["patches"] = {"directory": "/etc/kubernetes/kubestrap/patches"}
+        path = node.path("/etc/kubernetes/kubestrap/kubeadm-join.yaml")
+        path.write_text(dump(docs))
+        return path
+
+    def stop(self) -> None:
+        for node in [self.cp, *self.workers]:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, kubectl):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), kubectl)
+    try:
+        cluster.init = cluster.cp.kubeadm("init", "--config", "/etc/kubernetes/kubestrap/kubeadm-config.yaml")
+        assert cluster.init.returncode == 0, cluster.init.stdout + cluster.init.stderr + cluster.cp.logs()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def wait_until(check, timeout: float = 60, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def token_and_hash(cluster: Cluster, *extra: str) -> tuple[str, str, str]:
+    done = cluster.cp.kubeadm("token", "create", "--ttl", "15m", "--print-join-command", *extra)
+    assert done.returncode == 0, done.stderr
+    token = re.search(r"--token\s+(\S+)", done.stdout).group(1)
+    ca_hash = re.search(r"--discovery-token-ca-cert-hash\s+(\S+)", done.stdout).group(1)
+    return token, ca_hash, done.stdout
+
+
+# --- pure parts ------------------------------------------------------------------------------------
+
+
+def test_version_outputs_are_unchanged():
+    run = lambda *a: subprocess.run([str(DOUBLES / a[0]), *a[1:]], capture_output=True, text=True)  # noqa: E731
+    assert run("kubeadm", "version", "-o", "short").stdout == "v1.36.4\n"
+    assert run("kubelet", "--version").stdout == "Kubernetes v1.36.4\n"
+    assert json.loads(run("kubeadm", "version", "-o", "json").stdout)["clientVersion"]["gitVersion"] == "v1.36.4"
+    assert 'GitVersion:"v1.36.4"' in run("kubeadm", "version").stdout
+    bad = run("kubeadm", "version", "--bogus")
+    assert bad.returncode == 1 and "unknown flag: --bogus" in bad.stderr
+    assert run("kubeadm", "frobnicate").returncode == 1
+
+
+def test_yaml_subset_matches_pyyaml_on_every_rendered_file(tmp_path):
+    files = render(tmp_path / "r", 6443)
+    for name in files:
+        text = (tmp_path / "r" / name).read_text()
+        assert double.yaml_load_all(text) == list(yaml.safe_load_all(text)), name
+    sample = {"a": [1, "x: y", {"b": None, "c": ["", "true", True]}], "d": {}, "e": "#not-a-comment", "f": "0755"}
+    assert yaml.safe_load(double.yaml_dump(sample)) == sample
+    assert double.yaml_load(double.yaml_dump(sample)) == sample
+    with pytest.raises(double.YAMLError, match="duplicate key"):
+        double.yaml_load("a: 1\na: 2\n")
+    with pytest.raises(double.YAMLError, match="unsupported"):
+        double.yaml_load("a: &anchor 1\n")
+
+
+def test_certificates_verify_with_openssl_semantics(tmp_path):
+    keys = double.generate_keys(2)
+    ca = double.make_cert(keys[0], "kubernetes", ca=True)
+    leaf = double.make_cert(keys[1], "kube-apiserver", issuer=(ca, keys[0]), server=True, dns=("kubernetes",), ips=("10.96.0.1",))
+    assert ca.is_ca and not leaf.is_ca
+    assert double.verify_signed_by(leaf, ca)
+    assert not double.verify_signed_by(leaf, double.make_cert(keys[1], "other", ca=True))
+    assert leaf.dns_names == ["kubernetes"] and leaf.ips == ["10.96.0.1"]
+    import ssl
+
+    ctx = ssl.create_default_context(cadata=ca.pem())  # the stdlib (OpenSSL) accepts the chain
+    (tmp_path / "k.pem").write_text(leaf.pem() + keys[1].private_pem())
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(tmp_path / "k.pem"))
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    subject, key = double.parse_csr(double.make_csr(keys[1], "system:node:x", ("system:nodes",)))
+    assert subject == {"O": ["system:nodes"], "CN": ["system:node:x"]} and key.n == keys[1].n
+
+
+# --- refusals before anything is written -----------------------------------------------------------
+
+
+@pytest.fixture
+def bare_node(tmp_path):
+    node = Node(tmp_path, "k8s-cp")
+    yield node
+    node.stop()
+
+
+def _write_config(node: Node, docs: list) -> str:
+    path = node.path("/etc/kubernetes/kubestrap/kubeadm-config.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump(docs))
+    return "/etc/kubernetes/kubestrap/kubeadm-config.yaml"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d[0].update(nodeRegistation={}), 'unknown field "nodeRegistation"'),
+    (lambda d: d[1].update(apiVersion="kubeadm.k8s.io/v1beta3"), "no longer supported"),
+    (lambda d: d[1]["apiServer"].update(extraArgs={"audit-log-path": "/x"}), "expected a list"),
+    (lambda d: d[2].update(cgroupDriver="systemd-cgroup"), "unsupported value"),
+    (lambda d: d[1].update(kubernetesVersion="v1.30.0"), "control plane version >= 1.35.0"),
+    (lambda d: d[0]["localAPIEndpoint"].update(advertiseAddress="not-an-ip"), "must be a valid IP address"),
+])
+def test_init_refuses_a_bad_config_and_writes_nothing(tmp_path, bare_node, mutate, message):
+    docs = render(tmp_path / "r", 6443)["k8s-cp-kubeadm-config.yaml"]
+    mutate(docs)
+    done = bare_node.kubeadm("init", "--config", _write_config(bare_node, docs))
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert not bare_node.path("/etc/kubernetes/pki").exists()
+    assert not bare_node.path("/etc/kubernetes/admin.conf").exists()
+
+
+def test_init_refuses_unknown_flags_and_missing_config(bare_node):
+    done = bare_node.kubeadm("init", "--confg", "/x")
+    assert done.returncode == 1 and "unknown flag: --confg" in done.stderr
+    done = bare_node.kubeadm("init", "--config", "/nope.yaml")
+    assert done.returncode == 1 and 'unable to read config from "/nope.yaml"' in done.stderr
+
+
+def test_init_preflight_refuses_like_kubeadm(tmp_path, bare_node):
+    docs = render(tmp_path / "r", free_port())["k8s-cp-kubeadm-config.yaml"]
+    bare_node.path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
+    bare_node.cri.close()
+    bare_node.path("/run/containerd/containerd.sock").unlink()
+    manifests = bare_node.path("/etc/kubernetes/manifests")
+    manifests.mkdir(parents=True)
+    (manifests / "kube-apiserver.yaml").write_text("{}\n")
+    done = bare_node.kubeadm("init", "--config", _write_config(bare_node, docs))
+    assert done.returncode == 1
+    assert "[preflight] Some fatal errors occurred" in done.stderr
+    assert "[ERROR FileContent--proc-sys-net-ipv4-ip_forward]" in done.stderr
+    assert "[ERROR CRI]" in done.stderr and "no such file or directory" in done.stderr
+    assert "[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]" in done.stderr
+    assert not bare_node.path("/etc/kubernetes/pki").exists()
+
+
+def test_kubelet_refuses_to_start_without_its_config(bare_node):
+    done = subprocess.run([str(bare_node.bin / "kubelet"), "--config=/var/lib/kubelet/config.yaml",
+                           "--kubeconfig=/etc/kubernetes/kubelet.conf"], capture_output=True, text=True, env=bare_node.env())  # fmt: skip
+    assert done.returncode == 1
+    assert "failed to load kubelet config file" in done.stderr and "no such file or directory" in done.stderr
+    removed = subprocess.run([str(bare_node.bin / "kubelet"), "--pod-infra-container-image=registry.k8s.io/pause:3.10"],
+                             capture_output=True, text=True, env=bare_node.env())  # fmt: skip
+    assert removed.returncode == 1 and "unknown flag: --pod-infra-container-image" in removed.stderr
+
+
+def test_kubelet_refuses_swap_and_a_dead_runtime(bare_node):
+    config = bare_node.path("/var/lib/kubelet/config.yaml")
+    config.parent.mkdir(parents=True)
+    config.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n"
+                      "containerRuntimeEndpoint: unix:///run/containerd/containerd.sock\nhealthzPort: 0\n")  # fmt: skip
+    bare_node.path("/proc/swaps").write_text("Filename Type Size Used Priority\n/swapfile file 1024 0 -2\n")
+    run = lambda: subprocess.run([str(bare_node.bin / "kubelet"), "--config=/var/lib/kubelet/config.yaml"],  # noqa: E731
+                                 capture_output=True, text=True, env=bare_node.env(), timeout=30)  # fmt: skip
+    done = run()
+    assert done.returncode == 1 and "running with swap on is not supported" in done.stderr
+    bare_node.path("/proc/swaps").write_text("Filename Type Size Used Priority\n")
+    bare_node.cri.close()
+    bare_node.path("/run/containerd/containerd.sock").unlink()
+    done = run()
+    assert done.returncode == 1 and "validate CRI v1 runtime API" in done.stderr
+
+
+# --- a cluster: init, kubectl, token, join, reset ---------------------------------------------------
+
+
+def test_init_writes_what_kubeadm_writes(cluster):
+    cp = cluster.cp
+    out = cluster.init.stdout
+    assert "Your Kubernetes control-plane has initialized successfully!" in out
+    for name in model.double.PKI_FILES:
+        assert cp.path(f"/etc/kubernetes/pki/{name}").is_file(), name
+    for name in ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"):
+        conf = yaml.safe_load(cp.path(f"/etc/kubernetes/{name}").read_text())
+        assert conf["kind"] == "Config" and conf["clusters"][0]["cluster"]["server"].startswith("https://")
+        assert oct(cp.path(f"/etc/kubernetes/{name}").stat().st_mode & 0o777) == "0o600"
+    admin = yaml.safe_load(cp.path("/etc/kubernetes/admin.conf").read_text())
+    assert admin["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{cluster.port}"
+    cert = double.Cert.from_pem(base64.b64decode(admin["users"][0]["user"]["client-certificate-data"]))
+    assert cert.subject == {"O": ["kubeadm:cluster-admins"], "CN": ["kubernetes-admin"]}
+    api = double.Cert.from_pem(cp.path("/etc/kubernetes/pki/apiserver.crt").read_text())
+    assert "k8s-cp" in api.dns_names and "127.0.0.1" in api.ips and "10.96.0.1" in api.ips
+    apiserver = yaml.safe_load(cp.path("/etc/kubernetes/manifests/kube-apiserver.yaml").read_text())
+    command = apiserver["spec"]["containers"][0]["command"]
+    assert "--encryption-provider-config=/etc/kubernetes/encryption/config.yaml" in command
+    assert "--audit-policy-file=/etc/kubernetes/audit/policy.yaml" in command
+    assert {"name": "audit-log", "hostPath": {"path": "/var/log/kubernetes/audit", "type": "DirectoryOrCreate"}} in \
+        apiserver["spec"]["volumes"]
+    etcd = yaml.safe_load(cp.path("/etc/kubernetes/manifests/etcd.yaml").read_text())
+    assert "--listen-metrics-urls=http://0.0.0.0:2381" in etcd["spec"]["containers"][0]["command"]
+    flags = cp.path("/var/lib/kubelet/kubeadm-flags.env").read_text()
+    assert flags == 'KUBELET_KUBEADM_ARGS="--hostname-override=k8s-cp --node-ip=127.0.0.1"\n'
+    kubelet = yaml.safe_load(cp.path("/var/lib/kubelet/config.yaml").read_text())
+    assert kubelet["cgroupDriver"] == "systemd"
+    assert kubelet["containerRuntimeEndpoint"] == "unix:///run/containerd/containerd.sock"
+    assert cp.path("/var/lib/kubelet/pki/kubelet-client-current.pem").exists()
+    assert "restart kubelet" in cp.path("/var/log/systemctl.calls").read_text()
+    join = re.search(r"kubeadm join 127\.0\.0\.1:\d+ --token (\S+) \\\n\t--discovery-token-ca-cert-hash (sha256:\w+)", out)
+    assert join, out
+    ca = double.Cert.from_pem(cp.path("/etc/kubernetes/pki/ca.crt").read_text())
+    assert join.group(2) == ca.spki_sha256()
+
+
+def test_real_kubectl_talks_to_the_apiserver(cluster):
+    assert cluster.kubectl("get", "--raw=/readyz").stdout == "ok"
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == "v1.36.4"
+    node = wait_until(lambda: cluster.nodes().get("k8s-cp"))
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.36.4"
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in node["status"]["addresses"]
+    labels = node["metadata"]["labels"]
+    assert labels["kubernetes.io/hostname"] == "k8s-cp" and labels["kubernetes.io/os"] == "linux"
+    assert "node-role.kubernetes.io/control-plane" in labels
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in node["spec"]["taints"]
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and "NetworkPluginNotReady" in ready["message"]
+    table = cluster.kubectl("get", "nodes").stdout
+    assert re.search(r"^k8s-cp\s+NotReady\s+control-plane\s+\S+\s+v1\.36\.4$", table, re.M), table
+    missing = cluster.kubectl("get", "node", "nope", check=False)
+    assert missing.returncode == 1
+    assert 'Error from server (NotFound): nodes "nope" not found' in missing.stderr
+    assert cluster.kubectl("get", "node", "k8s-cp", "-o", "name").stdout == "node/k8s-cp\n"
+    assert cluster.kubectl("get", "pods", "-A", "-o", "json").stdout.count('"items": []') == 1
+    config = json.loads(cluster.kubectl("-n", "kube-system", "get", "configmap", "kubeadm-config", "-o", "json").stdout)
+    assert yaml.safe_load(config["data"]["ClusterConfiguration"])["clusterName"] == "homelab"
+
+
+def test_node_turns_ready_once_a_cni_config_exists(cluster):
+    cni = cluster.cp.path("/etc/cni/net.d")
+    cni.mkdir(parents=True, exist_ok=True)
+    (cni / "05-test.conflist").write_text('{"cniVersion": "1.0.0", "name": "test", "plugins": []}\n')
+
+    def ready() -> bool:
+        node = cluster.nodes()["k8s-cp"]
+        return next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+    assert wait_until(ready, 30), cluster.cp.logs()
+    assert re.search(r"^k8s-cp\s+Ready\s", cluster.kubectl("get", "nodes").stdout, re.M)
+
+
+def test_anonymous_and_unknown_clients_get_real_errors(cluster, kubectl):
+    server = f"https://127.0.0.1:{cluster.port}"
+    done = subprocess.run([kubectl, "--server", server, "--insecure-skip-tls-verify", "get", "nodes"],
+                          capture_output=True, text=True, env={**os.environ, "HOME": str(cluster.base / "anon")})  # fmt: skip
+    assert done.returncode == 1
+    assert 'User "system:anonymous" cannot' in done.stderr
+    done = subprocess.run([kubectl, "--server", server, "--insecure-skip-tls-verify", "--token", "abcdef.0123456789abcdef",
+                           "get", "nodes"], capture_output=True, text=True, env={**os.environ, "HOME": str(cluster.base / "anon")})  # fmt: skip
+    assert done.returncode == 1 and "Unauthorized" in done.stderr
+
+
+def test_token_create_list_delete(cluster):
+    token, ca_hash, out = token_and_hash(cluster, "--description", "for the test")
+    assert out.startswith(f"kubeadm join 127.0.0.1:{cluster.port} --token {token} --discovery-token-ca-cert-hash sha256:")
+    listed = cluster.cp.kubeadm("token", "list")
+    assert listed.returncode == 0
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(token))
+    assert re.search(r"\s1[45]m\s", line) and "authentication,signing" in line and "for the test" in line
+    secret = json.loads(cluster.kubectl("-n", "kube-system", "get", "secret", f"bootstrap-token-{token[:6]}", "-o", "json").stdout)
+    assert secret["type"] == "bootstrap.kubernetes.io/token"
+    assert base64.b64decode(secret["data"]["auth-extra-groups"]).decode() == "system:bootstrappers:kubeadm:default-node-token"
+    deleted = cluster.cp.kubeadm("token", "delete", token)
+    assert deleted.returncode == 0 and f'bootstrap token "{token[:6]}" deleted' in deleted.stdout
+    assert token not in cluster.cp.kubeadm("token", "list").stdout
+    bad = cluster.cp.kubeadm("token", "create", "--ttl", "15 minutes")
+    assert bad.returncode == 1 and "invalid argument" in bad.stderr
+
+
+def _worker(cluster: Cluster, name: str) -> Node:
+    node = Node(cluster.base, name)
+    cluster.workers.append(node)
+    return node
+
+
+def test_join_with_a_wrong_token_fails_and_changes_nothing(cluster):
+    token, ca_hash, _ = token_and_hash(cluster)
+    before = sorted(cluster.nodes())
+    node = _worker(cluster, "k8s-worker2")
+    wrong_id = "zzzzzz.0123456789abcdef"
+    done = node.kubeadm("join", "--config", str(cluster.join_config(node, wrong_id, ca_hash, free_port())).replace(str(node.root), ""))
+    assert done.returncode == 1
+    assert 'couldn\'t validate the identity of the API Server: token id "zzzzzz" is invalid for this cluster or it has expired' \
+        in done.stderr
+    wrong_secret = token[:7] + "0000000000000000"
+    done = node.kubeadm("join", "--config", str(cluster.join_config(node, wrong_secret, ca_hash, free_port())).replace(str(node.root), ""))
+    assert done.returncode == 1 and "failed to verify JWS signature" in done.stderr
+    wrong_hash = "sha256:" + "1" * 64
+    done = node.kubeadm("join", "--config", str(cluster.join_config(node, token, wrong_hash, free_port())).replace(str(node.root), ""))
+    assert done.returncode == 1 and "none of the public keys" in done.stderr and "are pinned" in done.stderr
+    assert not node.path("/etc/kubernetes/kubelet.conf").exists()
+    assert not node.path("/var/lib/kubelet/config.yaml").exists()
+    assert sorted(cluster.nodes()) == before
+
+
+def test_join_refuses_a_config_without_discovery(cluster):
+    node = _worker(cluster, "k8s-worker3")
+    path = node.path("/etc/kubernetes/kubestrap/kubeadm-join.yaml")
+    path.parent.mkdir(parents=True)
+    docs = cluster.files["k8s-worker3-kubeadm-join.yaml"]
+    docs[0].pop("discovery")
+    path.write_text(dump(docs))
+    done = node.kubeadm("join", "--config", "/etc/kubernetes/kubestrap/kubeadm-join.yaml")
+    assert done.returncode == 1 and "JoinConfiguration.discovery: required" in done.stderr
+
+
+def test_worker_joins_with_a_fresh_token(cluster):
+    token, ca_hash, _ = token_and_hash(cluster)
+    node = _worker(cluster, "k8s-worker1")
+    config = cluster.join_config(node, token, ca_hash, free_port())
+    done = node.kubeadm("join", "--config", "/" + str(config.relative_to(node.root)))
+    assert done.returncode == 0, done.stdout + done.stderr + node.logs()
+    assert "This node has joined the cluster" in done.stdout
+    kubelet_conf = yaml.safe_load(node.path("/etc/kubernetes/kubelet.conf").read_text())
+    assert kubelet_conf["users"][0]["user"]["client-certificate"] == "/var/lib/kubelet/pki/kubelet-client-current.pem"
+    assert not node.path("/etc/kubernetes/bootstrap-kubelet.conf").exists()
+    assert double.Cert.from_pem(node.path("/etc/kubernetes/pki/ca.crt").read_text()).spki_sha256() == ca_hash
+    pem = node.path("/var/lib/kubelet/pki/kubelet-client-current.pem").read_text()
+    assert double.Cert.from_pem(pem).subject == {"O": ["system:nodes"], "CN": ["system:node:k8s-worker1"]}
+    # what roles/kubeadm_join waits for on the control plane
+    got = wait_until(lambda: cluster.kubectl("get", "node", "k8s-worker1", "-o", "name", check=False).returncode == 0, 60)
+    assert got, node.logs()
+    worker = cluster.nodes()["k8s-worker1"]
+    assert "node-role.kubernetes.io/control-plane" not in worker["metadata"]["labels"]
+    csrs = json.loads(cluster.kubectl("get", "csr", "-o", "json").stdout)["items"]
+    assert any(c["spec"]["username"] == f"system:bootstrap:{token[:6]}" and c["status"].get("certificate") for c in csrs)
+    again = node.kubeadm("join", "--config", "/" + str(cluster.join_config(node, token, ca_hash, free_port()).relative_to(node.root)))
+    assert again.returncode == 1 and "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in again.stderr
+
+
+def test_drain_and_delete_node_like_the_reset_playbook(cluster):
+    assert wait_until(lambda: "k8s-worker1" in cluster.nodes(), 60)
+    drained = cluster.kubectl("drain", "k8s-worker1", "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=60s")
+    assert "node/k8s-worker1 cordoned" in drained.stdout and "node/k8s-worker1 drained" in drained.stdout
+    assert cluster.nodes()["k8s-worker1"]["spec"]["unschedulable"] is True
+    assert "SchedulingDisabled" in cluster.kubectl("get", "node", "k8s-worker1").stdout
+    cluster.kubectl("uncordon", "k8s-worker1")
+    assert "unschedulable" not in cluster.nodes()["k8s-worker1"]["spec"]
+    worker = next(w for w in cluster.workers if w.name == "k8s-worker1")
+    reset = worker.kubeadm("reset", "--force")
+    assert reset.returncode == 0, reset.stderr
+    deleted = cluster.kubectl("delete", "node", "k8s-worker1")
+    assert 'node "k8s-worker1" deleted' in deleted.stdout
+    assert "k8s-worker1" not in cluster.nodes()
+    assert not worker.path("/etc/kubernetes/kubelet.conf").exists()
+    assert not any(worker.path("/var/lib/kubelet").iterdir())
+
+
+def test_reset_asks_then_removes_what_init_wrote(cluster):
+    cp = cluster.cp
+    refused = cp.kubeadm("reset", stdin="n\n")
+    assert refused.returncode == 1 and "won't proceed" in refused.stderr
+    assert cp.path("/etc/kubernetes/admin.conf").exists()
+    done = cp.kubeadm("reset", stdin="y\n")
+    assert done.returncode == 0, done.stderr
+    assert cp.kubelet_pid() is None
+    for path in ("/etc/kubernetes/admin.conf", "/etc/kubernetes/super-admin.conf", "/etc/kubernetes/kubelet.conf",
+                 "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/manifests/kube-apiserver.yaml", "/var/lib/kubelet/config.yaml"):  # fmt: skip
+        assert not cp.path(path).exists(), path
+    assert not any(cp.path("/var/lib/etcd").iterdir())
+    assert cp.path("/etc/kubernetes/encryption/config.yaml").exists()  # not kubeadm's: kept, as the real reset does
+    gone = cluster.kubectl("get", "--raw=/readyz", check=False)
+    assert gone.returncode != 0
