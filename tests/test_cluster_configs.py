@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CORPUS, ROOT
+from helpers import CORPUS, ROOT
 from models import kubeadm_v1beta4 as model
 
 INVENTORIES = {"homelab": ROOT / "inventories" / "homelab", "corpus-base": CORPUS / "base"}

@@ -7,7 +7,7 @@ import stat
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from helpers import ROOT
 from rich.console import Console
 
 from kubestrap import runner

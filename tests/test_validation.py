@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, ROOT, build_case
+from helpers import CORPUS, ROOT, build_case
 
 from kubestrap import validate
 

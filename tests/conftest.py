@@ -1,0 +1,1 @@
+"""Shared pytest configuration; helpers for tests live in tests/helpers.py."""

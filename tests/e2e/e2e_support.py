@@ -1,0 +1,91 @@
+"""End-to-end support: a 5-VM lab (lab-cp + lab-worker1..4), the local artifact mirror, and
+inventories for the cluster with and without lab-worker4 (the node add-node joins later)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fixtures import artifact_mirror  # noqa: E402
+
+LAB = "e2e"
+NEW_NODE = "lab-worker4"
+
+
+@dataclass
+class Cluster:
+    work: Path
+    main: Path  # inventory without NEW_NODE
+    full: Path  # inventory with NEW_NODE
+    env: dict[str, str]
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    def cli(self, *args: str, inventory: Path | None = None, timeout: int = 2400,
+            check: bool = True) -> tuple[int, dict[str, Any], str]:
+        """Run bootstrap.py COMMAND -i INV --json; return (exit code, summary, stderr)."""
+        command = [sys.executable, str(ROOT / "bootstrap.py"), *args, "-i", str(inventory or self.main), "--json"]
+        proc = subprocess.run(command, capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=timeout)
+        try:
+            summary = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        except json.JSONDecodeError:
+            summary = {"raw": proc.stdout}
+        self.log.append({"args": args, "rc": proc.returncode, "seconds": summary.get("seconds")})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+        return proc.returncode, summary, proc.stderr
+
+    def lab(self, *args: str) -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "kubestrap.lab", *args, "--name", LAB],
+                              capture_output=True, text=True, cwd=ROOT, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout) if "--json" in args else {}
+
+    def kill_vm(self, name: str) -> None:
+        vms = {vm["name"]: vm for vm in self.lab("status", "--json")["vms"]}
+        os.kill(int(vms[name]["pid"]), signal.SIGKILL)
+
+
+def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set[str]) -> Path:
+    hosts = yaml.safe_load(lab_hosts.read_text())
+    groups = hosts["all"]["children"]["k8s_cluster"]["children"]
+    for group in groups.values():
+        for name in drop:
+            group["hosts"].pop(name, None)
+    (path / "group_vars").mkdir(parents=True)
+    (path / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    settings = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "k8s_cluster.yml").read_text())
+    settings.update(overrides)
+    (path / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+def start_cluster(tmp_path_factory: Any) -> Any:
+    work = tmp_path_factory.mktemp("e2e")
+    _mirror, _url, override_file, _ = artifact_mirror.serve()
+    overrides = yaml.safe_load(override_file.read_text())
+    # The platform add-ons need a real API server and images; the e2e stops at cluster formation.
+    overrides["addons_enabled"] = {name: False for name in
+                                   yaml.safe_load((ROOT / "group_vars/all/addons.yml").read_text())["addons_enabled"]}
+    env = dict(os.environ, KUBESTRAP_RUNS_DIR=str(work / "runs"), KUBESTRAP_SECRETS_DIR=str(work / "secrets"),
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    c = Cluster(work, work / "main", work / "full", env)
+    c.lab("up", "--workers", "4")
+    lab_hosts = ROOT / ".lab" / LAB / "hosts.yml"
+    _inventory(c.main, lab_hosts, overrides, {NEW_NODE})
+    _inventory(c.full, lab_hosts, overrides, set())
+    yield c
+    (work / "e2e-log.json").write_text(json.dumps(c.log, indent=2))
+    c.lab("down")
+    artifact_mirror.stop()

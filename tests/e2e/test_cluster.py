@@ -1,0 +1,146 @@
+"""End-to-end on real VMs: up from fresh hosts, idempotent second up, add-node isolation, bad
+join, worker killed mid-run, reset and re-up. Assertions read the run journal's per-host counts.
+
+Real: OS preparation, containerd, artifact distribution, files, units, ordering, token flow.
+Contract doubles (tests/doubles/): kubeadm, kubelet and the API server they stand up.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from e2e_support import NEW_NODE, ROOT, Cluster
+
+from kubestrap import phases, runner
+from kubestrap.journal import Journal
+from kubestrap.progress import ProgressView
+from kubestrap.redact import Redactor
+
+CLUSTER_NODES = ["lab-cp", "lab-worker1", "lab-worker2", "lab-worker3"]
+
+
+def changed(summary: dict) -> dict[str, int]:
+    return {host: counts["changed"] for host, counts in summary["hosts"].items()}
+
+
+def status_nodes(cluster: Cluster, inventory: Path | None = None) -> dict[str, dict]:
+    _, summary, _ = cluster.cli("status", inventory=inventory)
+    return {row["name"]: row for row in summary["nodes"]}
+
+
+def test_up_converges_on_fresh_vms(cluster: Cluster):
+    _, summary, _ = cluster.cli("up")
+    assert summary["result"] == "ok"
+    assert [p["name"] for p in summary["phases"]][-1] == "addons"
+    nodes = status_nodes(cluster)
+    for name in CLUSTER_NODES:
+        assert nodes[name]["kubelet"] == "v1.36.4", nodes
+    assert nodes[NEW_NODE]["ready"] in ("not joined", "not bootstrapped") or NEW_NODE not in nodes
+    kubeconfig = Path(cluster.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf"
+    assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
+
+
+def test_second_up_changes_nothing(cluster: Cluster):
+    _, summary, _ = cluster.cli("up")
+    assert summary["result"] == "ok"
+    assert set(summary["hosts"]) >= set(CLUSTER_NODES)
+    assert {h: c for h, c in changed(summary).items() if c} == {}
+
+
+def test_add_node_touches_only_the_new_node(cluster: Cluster):
+    _, summary, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
+    assert summary["result"] == "ok"
+    touched = set(summary["hosts"])
+    # no task at all ran on the other workers; the first control plane only minted the token
+    assert touched <= {NEW_NODE, "lab-cp"}, touched
+    assert changed(summary)[NEW_NODE] > 0
+    assert changed(summary).get("lab-cp", 0) == 1
+    join = next(p for p in summary["phases"] if p["name"] == "join")
+    assert join["hosts"]["lab-cp"]["changed"] == 1
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+    # and a second add-node changes nothing anywhere
+    _, again, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
+    assert {h: c for h, c in changed(again).items() if c} == {}
+
+
+def test_journal_holds_no_join_token(cluster: Cluster):
+    runs = Path(cluster.env["KUBESTRAP_RUNS_DIR"])
+    import re
+
+    token = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+    for path in runs.rglob("*"):
+        if path.is_file() and "facts" not in path.parts:
+            assert not token.search(path.read_text(errors="ignore")), path
+
+
+def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cluster):
+    _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full)
+    assert summary["result"] == "ok"
+    assert set(summary["hosts"]) <= {NEW_NODE, "lab-cp", "localhost"}
+    # add-node with a forged token: the join must fail on the new node, in the join phase
+    selected = phases.add_node_phases()
+    hosts = {p.name: [] for p in selected}
+    journal = Journal("bad-join", Redactor(), base=Path(cluster.env["KUBESTRAP_RUNS_DIR"]))
+    opts = runner.RunOptions(cluster.full, {"kubestrap_node_scope": NEW_NODE,
+                                            "kubeadm_join_token": "zzzzzz.zzzzzzzzzzzzzzzz"})
+    from rich.console import Console
+
+    outcomes, _ = runner.run_phases("add-node", selected, hosts, opts, journal,
+                                    ProgressView(Console(stderr=True), len(selected)))
+    journal.close()
+    failed = outcomes[-1]
+    assert failed.phase.name == "join" and not failed.ok
+    assert [f.host for f in failed.tracker.failures] == [NEW_NODE]
+    message = runner.failure_message(failed, "bootstrap.py add-node", journal)
+    assert f"host {NEW_NODE} failed in phase join" in message
+    assert "zzzzzz.zzzzzzzzzzzzzzzz" not in (journal.path / "events.jsonl").read_text()
+    nodes = status_nodes(cluster)
+    for name in CLUSTER_NODES:
+        assert nodes[name]["kubelet"] == "v1.36.4"
+    # with the real token the reset node converges again
+    _, summary, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
+    assert summary["result"] == "ok"
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+
+
+def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
+    runs = Path(cluster.env["KUBESTRAP_RUNS_DIR"])
+    before = set(runs.iterdir())
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bootstrap.py"), "up", "-i", str(cluster.full)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env, cwd=ROOT)
+    deadline = time.monotonic() + 600
+    victim = "lab-worker3"
+    while time.monotonic() < deadline:
+        new = [p for p in runs.iterdir() if p not in before and p.is_dir() and p.name != "facts"]
+        events = new[0] / "events.jsonl" if new else None
+        if events and events.exists() and '"phase": "node_prep"' in events.read_text():
+            cluster.kill_vm(victim)
+            break
+        time.sleep(1)
+    else:
+        proc.kill()
+        raise AssertionError("up never reached phase node_prep")
+    killed_at = time.monotonic()
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert time.monotonic() - killed_at < 300, "the run took too long to notice the dead worker"
+    assert f"host {victim} unreachable in phase" in stderr, stderr[-3000:]
+    cluster.lab("up", "--workers", "4")  # the lab restarts the killed VM on its disk
+    _, summary, _ = cluster.cli("up", inventory=cluster.full)
+    assert summary["result"] == "ok"
+
+
+def test_full_reset_then_up_converges_again(cluster: Cluster):
+    _, summary, _ = cluster.cli("reset", "--yes", inventory=cluster.full)
+    assert summary["result"] == "ok"
+    assert not (Path(cluster.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf").exists()
+    _, summary, _ = cluster.cli("up", inventory=cluster.full)
+    assert summary["result"] == "ok"
+    nodes = status_nodes(cluster, cluster.full)
+    for name in [*CLUSTER_NODES, NEW_NODE]:
+        assert nodes[name]["kubelet"] == "v1.36.4", nodes
+    (cluster.work / "nodes.json").write_text(json.dumps(nodes))
