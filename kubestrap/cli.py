@@ -198,8 +198,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         for row in nodes:
             table.add_row(row["name"], row["role"], row["node_ip"], row["kubelet"], row["ready"])
         Console(highlight=False).print(table)
+        addons = _status_addons(result)
+        result["addons"] = addons
+        if addons:
+            table = Table(title="add-ons (helm releases)", title_justify="left")
+            for col in ("release", "namespace", "chart", "status"):
+                table.add_column(col)
+            for rel in addons:
+                table.add_row(rel.get("name", ""), rel.get("namespace", ""), rel.get("chart", ""), rel.get("status", ""))
+            Console(highlight=False).print(table)
     _emit_json(args, result)
     return code
+
+
+def _status_addons(result: dict[str, Any]) -> list[dict[str, str]]:
+    for phase in result.get("phases", []):
+        status = (phase.get("stats") or {}).get("kubestrap_status") or {}
+        if status.get("addons"):
+            return list(status["addons"])
+    return []
 
 
 def _status_rows(inv: inv_mod.Inventory, result: dict[str, Any]) -> list[dict[str, str]]:
