@@ -191,6 +191,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     code, result = _execute("status", "bootstrap.py status", selected, inv, args, {})
     nodes = _status_rows(inv, result)
     result["nodes"] = nodes
+    addons = _status_addons(result)
+    result["addons"] = addons
     if not args.json:
         table = Table(title=f"cluster {inv.value('cluster_name')}", title_justify="left")
         for col in ("node", "role", "node IP", "kubelet", "ready"):
@@ -198,8 +200,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         for row in nodes:
             table.add_row(row["name"], row["role"], row["node_ip"], row["kubelet"], row["ready"])
         Console(highlight=False).print(table)
-        addons = _status_addons(result)
-        result["addons"] = addons
         if addons:
             table = Table(title="add-ons (helm releases)", title_justify="left")
             for col in ("release", "namespace", "chart", "status"):
