@@ -193,21 +193,17 @@ def load(path: Path, defaults_dir: Path = paths.DEFAULTS_DIR) -> Inventory:
         for host in inv.group_hosts(group):
             inv.hosts[host].groups.add(group)
 
-    layers = [*file_layers]
-    group_dir = base / "group_vars"
-    if group_dir.is_dir():
-        names = sorted({p.stem if p.is_file() else p.name for p in group_dir.iterdir()})
-        for group in names:
-            for f in _vars_files(group_dir, group):
-                layers.append(VarLayer(f, "group_vars", group, _load_mapping(f)))
-    host_dir = base / "host_vars"
-    if host_dir.is_dir():
-        names = sorted({p.stem if p.is_file() else p.name for p in host_dir.iterdir()})
-        for host in names:
-            for f in _vars_files(host_dir, host):
-                layers.append(VarLayer(f, "host_vars", host, _load_mapping(f)))
-    inv.layers.extend(layers)
+    inv.layers.extend([*file_layers, *_dir_layers(base / "group_vars"), *_dir_layers(base / "host_vars")])
     return inv
+
+
+def _dir_layers(directory: Path) -> list[VarLayer]:
+    """Layers of group_vars/ or host_vars/: one per file, named by group or host."""
+    if not directory.is_dir():
+        return []
+    scope = directory.name
+    names = sorted({p.stem if p.is_file() else p.name for p in directory.iterdir()})
+    return [VarLayer(f, scope, name, _load_mapping(f)) for name in names for f in _vars_files(directory, name)]
 
 
 def host_value(inv: Inventory, host: str, key: str) -> tuple[Any, Path | None]:
