@@ -414,14 +414,17 @@ def _write_config(node: Node, docs: list) -> str:
     return "/etc/kubernetes/kubestrap/kubeadm-config.yaml"
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d[0].update(nodeRegistation={}), 'unknown field "nodeRegistation"'),
-    (lambda d: d[1].update(apiVersion="kubeadm.k8s.io/v1beta3"), "no longer supported"),
-    (lambda d: d[1]["apiServer"].update(extraArgs={"audit-log-path": "/x"}), "expected a list"),
-    (lambda d: d[2].update(cgroupDriver="systemd-cgroup"), "unsupported value"),
-    (lambda d: d[1].update(kubernetesVersion="v1.30.0"), "control plane version >= 1.35.0"),
-    (lambda d: d[0]["localAPIEndpoint"].update(advertiseAddress="not-an-ip"), "must be a valid IP address"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d[0].update(nodeRegistation={}), 'unknown field "nodeRegistation"'),
+        (lambda d: d[1].update(apiVersion="kubeadm.k8s.io/v1beta3"), "no longer supported"),
+        (lambda d: d[1]["apiServer"].update(extraArgs={"audit-log-path": "/x"}), "expected a list"),
+        (lambda d: d[2].update(cgroupDriver="systemd-cgroup"), "unsupported value"),
+        (lambda d: d[1].update(kubernetesVersion="v1.30.0"), "control plane version >= 1.35.0"),
+        (lambda d: d[0]["localAPIEndpoint"].update(advertiseAddress="not-an-ip"), "must be a valid IP address"),
+    ],
+)
 def test_init_refuses_a_bad_config_and_writes_nothing(tmp_path, bare_node, mutate, message):
     docs = render(tmp_path / "r", 6443)["k8s-cp-kubeadm-config.yaml"]
     mutate(docs)
@@ -458,7 +461,8 @@ def test_init_preflight_refuses_like_kubeadm(tmp_path, bare_node):
 
 def test_kubelet_refuses_to_start_without_its_config(bare_node):
     done = subprocess.run([str(bare_node.bin / "kubelet"), "--config=/var/lib/kubelet/config.yaml",
-                           "--kubeconfig=/etc/kubernetes/kubelet.conf"], capture_output=True, text=True, env=bare_node.env())  # fmt: skip
+                           "--kubeconfig=/etc/kubernetes/kubelet.conf"],
+                          capture_output=True, text=True, env=bare_node.env())  # fmt: skip
     assert done.returncode == 1
     assert "failed to load kubelet config file" in done.stderr and "no such file or directory" in done.stderr
     removed = subprocess.run([str(bare_node.bin / "kubelet"), "--pod-infra-container-image=registry.k8s.io/pause:3.10"],
@@ -506,8 +510,9 @@ def test_init_writes_what_kubeadm_writes(cluster):
     command = apiserver["spec"]["containers"][0]["command"]
     assert "--encryption-provider-config=/etc/kubernetes/encryption/config.yaml" in command
     assert "--audit-policy-file=/etc/kubernetes/audit/policy.yaml" in command
-    assert {"name": "audit-log", "hostPath": {"path": "/var/log/kubernetes/audit", "type": "DirectoryOrCreate"}} in \
-        apiserver["spec"]["volumes"]
+    assert {"name": "audit-log", "hostPath": {"path": "/var/log/kubernetes/audit", "type": "DirectoryOrCreate"}} in apiserver[
+        "spec"
+    ]["volumes"]
     etcd = yaml.safe_load(cp.path("/etc/kubernetes/manifests/etcd.yaml").read_text())
     assert "--listen-metrics-urls=http://0.0.0.0:2381" in etcd["spec"]["containers"][0]["command"]
     flags = cp.path("/var/lib/kubelet/kubeadm-flags.env").read_text()
@@ -561,24 +566,40 @@ def test_node_turns_ready_once_a_cni_config_exists(cluster):
 
 
 def test_anonymous_and_unknown_clients_get_real_errors(cluster, kubectl):
+    import ssl
+    import urllib.error
+    import urllib.request
+
     server = f"https://127.0.0.1:{cluster.port}"
-    done = subprocess.run([kubectl, "--server", server, "--insecure-skip-tls-verify", "get", "nodes"],
-                          capture_output=True, text=True, env={**os.environ, "HOME": str(cluster.base / "anon")})  # fmt: skip
-    assert done.returncode == 1
-    assert 'User "system:anonymous" cannot' in done.stderr
+    insecure = ssl._create_unverified_context()
+    with urllib.request.urlopen(f"{server}/readyz", context=insecure) as resp:  # public health endpoint
+        assert resp.read() == b"ok"
+    for path, message in (("/api/v1/nodes", 'nodes is forbidden: User "system:anonymous" cannot list resource "nodes" '
+                                             'in API group "" at the cluster scope'),
+                          ("/api", 'forbidden: User "system:anonymous" cannot get path "/api"')):  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{server}{path}", context=insecure)
+        status = json.loads(err.value.read())
+        assert (err.value.code, status["kind"], status["reason"], status["message"]) == (403, "Status", "Forbidden", message)
+    with urllib.request.urlopen(f"{server}/api/v1/namespaces/kube-public/configmaps/cluster-info", context=insecure) as resp:
+        info = json.loads(resp.read())
+    assert "kubeconfig" in info["data"] and any(k.startswith("jws-kubeconfig-") for k in info["data"])
     done = subprocess.run([kubectl, "--server", server, "--insecure-skip-tls-verify", "--token", "abcdef.0123456789abcdef",
-                           "get", "nodes"], capture_output=True, text=True, env={**os.environ, "HOME": str(cluster.base / "anon")})  # fmt: skip
-    assert done.returncode == 1 and "Unauthorized" in done.stderr
+                           "get", "nodes"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "HOME": str(cluster.base / "anon")})  # fmt: skip
+    assert done.returncode == 1 and "error: You must be logged in to the server" in done.stderr
 
 
 def test_token_create_list_delete(cluster):
-    token, ca_hash, out = token_and_hash(cluster, "--description", "for the test")
+    token, _, out = token_and_hash(cluster, "--description", "for the test")
     assert out.startswith(f"kubeadm join 127.0.0.1:{cluster.port} --token {token} --discovery-token-ca-cert-hash sha256:")
     listed = cluster.cp.kubeadm("token", "list")
     assert listed.returncode == 0
     line = next(line for line in listed.stdout.splitlines() if line.startswith(token))
     assert re.search(r"\s1[45]m\s", line) and "authentication,signing" in line and "for the test" in line
-    secret = json.loads(cluster.kubectl("-n", "kube-system", "get", "secret", f"bootstrap-token-{token[:6]}", "-o", "json").stdout)
+    secret = json.loads(
+        cluster.kubectl("-n", "kube-system", "get", "secret", f"bootstrap-token-{token[:6]}", "-o", "json").stdout
+    )
     assert secret["type"] == "bootstrap.kubernetes.io/token"
     assert base64.b64decode(secret["data"]["auth-extra-groups"]).decode() == "system:bootstrappers:kubeadm:default-node-token"
     deleted = cluster.cp.kubeadm("token", "delete", token)
@@ -599,15 +620,23 @@ def test_join_with_a_wrong_token_fails_and_changes_nothing(cluster):
     before = sorted(cluster.nodes())
     node = _worker(cluster, "k8s-worker2")
     wrong_id = "zzzzzz.0123456789abcdef"
-    done = node.kubeadm("join", "--config", str(cluster.join_config(node, wrong_id, ca_hash, free_port())).replace(str(node.root), ""))
+    done = node.kubeadm(
+        "join", "--config", str(cluster.join_config(node, wrong_id, ca_hash, free_port())).replace(str(node.root), "")
+    )
     assert done.returncode == 1
-    assert 'couldn\'t validate the identity of the API Server: token id "zzzzzz" is invalid for this cluster or it has expired' \
+    assert (
+        'couldn\'t validate the identity of the API Server: token id "zzzzzz" is invalid for this cluster or it has expired'
         in done.stderr
+    )
     wrong_secret = token[:7] + "0000000000000000"
-    done = node.kubeadm("join", "--config", str(cluster.join_config(node, wrong_secret, ca_hash, free_port())).replace(str(node.root), ""))
+    done = node.kubeadm(
+        "join", "--config", str(cluster.join_config(node, wrong_secret, ca_hash, free_port())).replace(str(node.root), "")
+    )
     assert done.returncode == 1 and "failed to verify JWS signature" in done.stderr
     wrong_hash = "sha256:" + "1" * 64
-    done = node.kubeadm("join", "--config", str(cluster.join_config(node, token, wrong_hash, free_port())).replace(str(node.root), ""))
+    done = node.kubeadm(
+        "join", "--config", str(cluster.join_config(node, token, wrong_hash, free_port())).replace(str(node.root), "")
+    )
     assert done.returncode == 1 and "none of the public keys" in done.stderr and "are pinned" in done.stderr
     assert not node.path("/etc/kubernetes/kubelet.conf").exists()
     assert not node.path("/var/lib/kubelet/config.yaml").exists()
@@ -645,7 +674,9 @@ def test_worker_joins_with_a_fresh_token(cluster):
     assert "node-role.kubernetes.io/control-plane" not in worker["metadata"]["labels"]
     csrs = json.loads(cluster.kubectl("get", "csr", "-o", "json").stdout)["items"]
     assert any(c["spec"]["username"] == f"system:bootstrap:{token[:6]}" and c["status"].get("certificate") for c in csrs)
-    again = node.kubeadm("join", "--config", "/" + str(cluster.join_config(node, token, ca_hash, free_port()).relative_to(node.root)))
+    again = node.kubeadm(
+        "join", "--config", "/" + str(cluster.join_config(node, token, ca_hash, free_port()).relative_to(node.root))
+    )
     assert again.returncode == 1 and "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in again.stderr
 
 
@@ -676,7 +707,8 @@ def test_reset_asks_then_removes_what_init_wrote(cluster):
     assert done.returncode == 0, done.stderr
     assert cp.kubelet_pid() is None
     for path in ("/etc/kubernetes/admin.conf", "/etc/kubernetes/super-admin.conf", "/etc/kubernetes/kubelet.conf",
-                 "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/manifests/kube-apiserver.yaml", "/var/lib/kubelet/config.yaml"):  # fmt: skip
+                 "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/manifests/kube-apiserver.yaml",
+                 "/var/lib/kubelet/config.yaml"):  # fmt: skip
         assert not cp.path(path).exists(), path
     assert not any(cp.path("/var/lib/etcd").iterdir())
     assert cp.path("/etc/kubernetes/encryption/config.yaml").exists()  # not kubeadm's: kept, as the real reset does
