@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 import os
 import re
@@ -400,6 +401,11 @@ def test_certificates_verify_with_openssl_semantics(tmp_path):
 # --- refusals before anything is written -----------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def rendered_once(tmp_path_factory) -> dict[str, list]:
+    return render(tmp_path_factory.mktemp("rendered"), free_port())
+
+
 @pytest.fixture
 def bare_node(tmp_path):
     node = Node(tmp_path, "k8s-cp")
@@ -425,8 +431,8 @@ def _write_config(node: Node, docs: list) -> str:
         (lambda d: d[0]["localAPIEndpoint"].update(advertiseAddress="not-an-ip"), "must be a valid IP address"),
     ],
 )
-def test_init_refuses_a_bad_config_and_writes_nothing(tmp_path, bare_node, mutate, message):
-    docs = render(tmp_path / "r", 6443)["k8s-cp-kubeadm-config.yaml"]
+def test_init_refuses_a_bad_config_and_writes_nothing(rendered_once, bare_node, mutate, message):
+    docs = copy.deepcopy(rendered_once["k8s-cp-kubeadm-config.yaml"])
     mutate(docs)
     done = bare_node.kubeadm("init", "--config", _write_config(bare_node, docs))
     assert done.returncode == 1
@@ -442,8 +448,8 @@ def test_init_refuses_unknown_flags_and_missing_config(bare_node):
     assert done.returncode == 1 and 'unable to read config from "/nope.yaml"' in done.stderr
 
 
-def test_init_preflight_refuses_like_kubeadm(tmp_path, bare_node):
-    docs = render(tmp_path / "r", free_port())["k8s-cp-kubeadm-config.yaml"]
+def test_init_preflight_refuses_like_kubeadm(rendered_once, bare_node):
+    docs = copy.deepcopy(rendered_once["k8s-cp-kubeadm-config.yaml"])
     bare_node.path("/proc/sys/net/ipv4/ip_forward").write_text("0\n")
     bare_node.cri.close()
     bare_node.path("/run/containerd/containerd.sock").unlink()
