@@ -1,4 +1,4 @@
-"""End-to-end support: a 5-VM lab (lab-cp + lab-worker1..4), the local artifact mirror, and
+"""End-to-end support: a 5-VM lab (e2e-cp + e2e-worker1..4), the local artifact mirror, and
 inventories for the cluster with and without lab-worker4 (the node add-node joins later)."""
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fixtures import artifact_mirror  # noqa: E402
 
 LAB = "e2e"
-NEW_NODE = "lab-worker4"
+CP = f"{LAB}-cp"
+WORKERS = [f"{LAB}-worker{i}" for i in (1, 2, 3)]
+NEW_NODE = f"{LAB}-worker4"
 
 
 @dataclass

@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from e2e_support import NEW_NODE, ROOT, Cluster
+from e2e_support import CP, NEW_NODE, ROOT, WORKERS, Cluster
 
 from kubestrap import phases, runner
 from kubestrap.journal import Journal
 from kubestrap.progress import ProgressView
 from kubestrap.redact import Redactor
 
-CLUSTER_NODES = ["lab-cp", "lab-worker1", "lab-worker2", "lab-worker3"]
+CLUSTER_NODES = [CP, *WORKERS]
 
 
 def changed(summary: dict) -> dict[str, int]:
@@ -56,11 +56,11 @@ def test_add_node_touches_only_the_new_node(cluster: Cluster):
     assert summary["result"] == "ok"
     touched = set(summary["hosts"])
     # no task at all ran on the other workers; the first control plane only minted the token
-    assert touched <= {NEW_NODE, "lab-cp"}, touched
+    assert touched <= {NEW_NODE, CP}, touched
     assert changed(summary)[NEW_NODE] > 0
-    assert changed(summary).get("lab-cp", 0) == 1
+    assert changed(summary).get(CP, 0) == 1
     join = next(p for p in summary["phases"] if p["name"] == "join")
-    assert join["hosts"]["lab-cp"]["changed"] == 1
+    assert join["hosts"][CP]["changed"] == 1
     assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
     # and a second add-node changes nothing anywhere
     _, again, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
@@ -80,7 +80,7 @@ def test_journal_holds_no_join_token(cluster: Cluster):
 def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cluster):
     _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full)
     assert summary["result"] == "ok"
-    assert set(summary["hosts"]) <= {NEW_NODE, "lab-cp", "localhost"}
+    assert set(summary["hosts"]) <= {NEW_NODE, CP, "localhost"}
     # add-node with a forged token: the join must fail on the new node, in the join phase
     selected = phases.add_node_phases()
     hosts = {p.name: [] for p in selected}
@@ -113,7 +113,7 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     proc = subprocess.Popen([sys.executable, str(ROOT / "bootstrap.py"), "up", "-i", str(cluster.full)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env, cwd=ROOT)
     deadline = time.monotonic() + 600
-    victim = "lab-worker3"
+    victim = WORKERS[2]
     while time.monotonic() < deadline:
         new = [p for p in runs.iterdir() if p not in before and p.is_dir() and p.name != "facts"]
         events = new[0] / "events.jsonl" if new else None
