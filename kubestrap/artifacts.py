@@ -136,9 +136,7 @@ def mirror_url(url: str, base_url: str) -> str:
     return base_url.rstrip("/") + "/" + _SCHEME.sub("", url).lstrip("/")
 
 
-def parse_versions(
-    data: Any, source: Path = VERSIONS_FILE, overrides: Mapping[str, Any] | None = None
-) -> Versions:
+def parse_versions(data: Any, source: Path = VERSIONS_FILE, overrides: Mapping[str, Any] | None = None) -> Versions:
     """Build `Versions` from the loaded YAML of versions.yml (plus optional overriding settings)."""
     merged: dict[str, Any] = dict(data or {}) if isinstance(data, Mapping) else {}
     if data is not None and not isinstance(data, Mapping):
@@ -151,9 +149,7 @@ def parse_versions(
     artifacts: dict[str, Artifact] = {}
     for name, entry in raw.items():
         if not isinstance(entry, Mapping):
-            raise ArtifactError(
-                f"{where}: kubestrap_artifacts.{name} must be a mapping with version, url, sha256"
-            )
+            raise ArtifactError(f"{where}: kubestrap_artifacts.{name} must be a mapping with version, url, sha256")
         missing = [key for key in ("version", "url", "sha256") if key not in entry]
         if missing:
             raise ArtifactError(f"{where}: kubestrap_artifacts.{name} lacks {', '.join(missing)}")
@@ -165,8 +161,7 @@ def parse_versions(
             text = str(value).strip().lower()
             if not _SHA256.match(text):
                 raise ArtifactError(
-                    f"{where}: kubestrap_artifacts.{name}.sha256.{arch} is not a sha256 "
-                    f"(64 hex digits): {value!r}"
+                    f"{where}: kubestrap_artifacts.{name}.sha256.{arch} is not a sha256 (64 hex digits): {value!r}"
                 )
             checked[str(arch)] = text
         artifacts[str(name)] = Artifact(str(name), str(entry["version"]), str(entry["url"]), checked)
@@ -175,9 +170,7 @@ def parse_versions(
         raise ArtifactError(f"{where}: kubestrap_artifacts_base_url must be a string (a URL or empty)")
     arches = merged.get("kubestrap_architectures") or ["amd64"]
     if not isinstance(arches, list) or not all(isinstance(a, str) for a in arches):
-        raise ArtifactError(
-            f"{where}: kubestrap_architectures must be a list of names such as [amd64, arm64]"
-        )
+        raise ArtifactError(f"{where}: kubestrap_architectures must be a list of names such as [amd64, arm64]")
     return Versions(artifacts, base_url, list(arches), source)
 
 
@@ -247,8 +240,7 @@ def fetch(
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 raise ArtifactError(
-                    f"cannot download {_describe(artifact, arch)} from {url}: {reason}; "
-                    + _where_hint(base_url)
+                    f"cannot download {_describe(artifact, arch)} from {url}: {reason}; " + _where_hint(base_url)
                 ) from None
         actual = digest.hexdigest()
         if actual != expected:

@@ -47,18 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="mirror base URL (default: kubestrap_artifacts_base_url; '' forces upstream URLs)",
     )
-    fetch.add_argument(
-        "--only", action="append", default=None, metavar="NAME", help="fetch only this artifact (repeatable)"
-    )
+    fetch.add_argument("--only", action="append", default=None, metavar="NAME", help="fetch only this artifact (repeatable)")
     fetch.set_defaults(func=run_fetch)
 
-    bundle = actions.add_parser(
-        "bundle", help="write the cache as a .tar.gz in mirror layout (serve it as the base URL)"
-    )
+    bundle = actions.add_parser("bundle", help="write the cache as a .tar.gz in mirror layout (serve it as the base URL)")
     bundle.add_argument("output", type=Path, metavar="OUT.tar.gz", help="tarball to write")
-    bundle.add_argument(
-        "--arch", action="append", default=None, metavar="ARCH", help="architecture to include (repeatable)"
-    )
+    bundle.add_argument("--arch", action="append", default=None, metavar="ARCH", help="architecture to include (repeatable)")
     bundle.set_defaults(func=run_bundle)
 
 
@@ -101,8 +95,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         def report(result: artifacts.FetchResult) -> None:
             state = "downloaded" if result.downloaded else "cached"
             print(
-                f"{state:>10}  {result.artifact.name} {result.artifact.version} {result.arch}  "
-                f"{artifacts.display(result.path)}"
+                f"{state:>10}  {result.artifact.name} {result.artifact.version} {result.arch}  {artifacts.display(result.path)}"
             )
 
         results = artifacts.fetch_all(
