@@ -2,7 +2,8 @@
 
 The seed disk is a tiny ext4 image labelled ``KSEED`` attached read-only to each VM. At every boot,
 before networkd and sshd start, ``kubestrap-lab-seed`` copies from it the hostname, root's
-authorized_keys, the SSH host key and the networkd files (NICs matched by MAC).
+authorized_keys, the SSH host key and the networkd files (NICs matched by MAC); /etc/hosts is
+written on first boot only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ trap 'umount "$mnt"' EXIT
 name=$(cat "$mnt/hostname")
 printf '%s\n' "$name" > /etc/hostname
 hostname "$name"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$name" > /etc/hosts
+# /etc/hosts only on first boot: later boots keep what the roles under test wrote there
+if ! grep -q "[[:space:]]$name\$" /etc/hosts 2>/dev/null; then
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$name" > /etc/hosts
+fi
+# D-Bus must report the VM's own machine-id, not the one frozen into the base image
+if [ -d /var/lib/dbus ]; then
+    ln -sf /etc/machine-id /var/lib/dbus/machine-id
+fi
 install -d -m 0700 /root/.ssh
 install -m 0600 "$mnt/authorized_keys" /root/.ssh/authorized_keys
 install -m 0600 "$mnt/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
