@@ -95,9 +95,7 @@ def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, jour
         view.event(event)
         return False  # the journal keeps its own redacted copy; runner keeps none
 
-    bindir = Path(sys.executable).parent
     env = {
-        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(paths.ANSIBLE_CFG),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
