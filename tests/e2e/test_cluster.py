@@ -37,7 +37,7 @@ def status_nodes(cluster: Cluster, inventory: Path | None = None) -> dict[str, d
 def test_up_converges_on_fresh_vms(cluster: Cluster):
     _, summary, _ = cluster.cli("up")
     assert summary["result"] == "ok"
-    assert [p["name"] for p in summary["phases"]][-1] == "addons"
+    assert [p["name"] for p in summary["phases"]][-1] == "verify"
     nodes = status_nodes(cluster)
     for name in CLUSTER_NODES:
         assert nodes[name]["kubelet"] == "v1.36.4", nodes

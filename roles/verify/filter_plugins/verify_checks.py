@@ -1,0 +1,96 @@
+"""Filters of the verify role: which nodes and workloads are not ready, and whether an IP is in a pool.
+
+Readiness follows what `kubectl rollout status` waits for: the controller has observed the current
+generation, every desired replica runs the current template and is available.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+
+def _ready_condition(node: dict[str, Any]) -> str:
+    for cond in node.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == "Ready":
+            return str(cond.get("status", "Unknown"))
+    return "Unknown"
+
+
+def unready_nodes(items: list[dict[str, Any]], expected: list[str], require_ready: bool = True) -> list[str]:
+    """Expected node names that are missing, or (with require_ready) whose Ready condition is not True."""
+    by_name = {item.get("metadata", {}).get("name"): item for item in items}
+    problems = []
+    for name in expected:
+        node = by_name.get(name)
+        if node is None:
+            problems.append(f"{name} (not registered)")
+        elif require_ready and _ready_condition(node) != "True":
+            problems.append(f"{name} (Ready={_ready_condition(node)})")
+    return problems
+
+
+def _generation_seen(obj: dict[str, Any]) -> bool:
+    return int(obj.get("status", {}).get("observedGeneration", 0)) >= int(obj.get("metadata", {}).get("generation", 1))
+
+
+def _workload_gap(obj: dict[str, Any]) -> str:
+    """Empty when the workload is rolled out, else what is missing."""
+    kind = obj.get("kind", "")
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    if not _generation_seen(obj):
+        return "controller has not seen the latest spec"
+    if kind == "Deployment":
+        want = int(spec.get("replicas", 1))
+        updated, available = int(status.get("updatedReplicas", 0)), int(status.get("availableReplicas", 0))
+        total = int(status.get("replicas", 0))
+        if updated < want or total > updated or available < updated:
+            return f"{available}/{want} available, {updated} updated"
+    elif kind == "DaemonSet":
+        want = int(status.get("desiredNumberScheduled", 0))
+        updated, available = int(status.get("updatedNumberScheduled", 0)), int(status.get("numberAvailable", 0))
+        if updated < want or available < want:
+            return f"{available}/{want} available, {updated} updated"
+    elif kind == "StatefulSet":
+        want = int(spec.get("replicas", 1))
+        ready, updated = int(status.get("readyReplicas", 0)), int(status.get("updatedReplicas", 0))
+        if ready < want or updated < want:
+            return f"{ready}/{want} ready, {updated} updated"
+    return ""
+
+
+def unready_workloads(items: list[dict[str, Any]]) -> list[str]:
+    """'Kind namespace/name: gap' for every Deployment, DaemonSet or StatefulSet not rolled out."""
+    problems = []
+    for obj in items:
+        gap = _workload_gap(obj)
+        if gap:
+            meta = obj.get("metadata", {})
+            problems.append(f"{obj.get('kind')} {meta.get('namespace')}/{meta.get('name')}: {gap}")
+    return problems
+
+
+def ip_in_pool(address: str, pool: str | list[str]) -> bool:
+    """Whether address lies in a MetalLB pool given as "FIRST-LAST", a CIDR, or a list of those."""
+    try:
+        ip = ipaddress.ip_address(str(address).strip())
+    except ValueError:
+        return False
+    for entry in [pool] if isinstance(pool, str) else pool:
+        entry = str(entry).strip()
+        if "-" in entry:
+            first, last = (ipaddress.ip_address(part.strip()) for part in entry.split("-", 1))
+            if first.version == ip.version and first <= ip <= last:  # type: ignore[operator]
+                return True
+        elif ip in ipaddress.ip_network(entry, strict=False):
+            return True
+    return False
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "kubestrap_unready_nodes": unready_nodes,
+            "kubestrap_unready_workloads": unready_workloads,
+            "kubestrap_ip_in_pool": ip_in_pool,
+        }

@@ -1,0 +1,150 @@
+"""The verify phase (roles/verify): its readiness filters, and its probe manifest validated offline
+(core kinds with kubernetes-validate, Istio Gateway/VirtualService against strict models)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from helpers import ROOT
+
+from tests.addons import validator
+from tests.addons.test_addons_render import CORE_API_VERSIONS, k8s_schema_version
+
+_spec = importlib.util.spec_from_file_location("verify_checks", ROOT / "roles/verify/filter_plugins/verify_checks.py")
+assert _spec and _spec.loader
+checks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(checks)
+
+
+def node(name: str, ready: str | None) -> dict:
+    conditions = [] if ready is None else [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]
+    return {"metadata": {"name": name}, "status": {"conditions": conditions}}
+
+
+def test_nodes_missing_or_not_ready_are_named():
+    items = [node("cp", "True"), node("w1", "False"), node("w2", None)]
+    assert checks.unready_nodes(items, ["cp", "w1", "w2", "w3"]) == [
+        "w1 (Ready=False)", "w2 (Ready=Unknown)", "w3 (not registered)",
+    ]  # fmt: skip
+    assert checks.unready_nodes(items, ["cp", "w1", "w2", "w3"], require_ready=False) == ["w3 (not registered)"]
+    assert checks.unready_nodes(items, ["cp"]) == []
+
+
+DS = "DaemonSet"
+
+
+def workload(kind: str, spec: dict, status: dict, generation: int = 2, observed: int = 2) -> dict:
+    return {
+        "kind": kind,
+        "metadata": {"name": "x", "namespace": "ns", "generation": generation},
+        "spec": spec,
+        "status": {"observedGeneration": observed, **status},
+    }
+
+
+@pytest.mark.parametrize(
+    ("obj", "gap"),
+    [
+        (workload("Deployment", {"replicas": 2}, {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}), ""),
+        (workload("Deployment", {"replicas": 2}, {"replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}), "2/2 available"),
+        (workload("Deployment", {"replicas": 2}, {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}), "1/2 available"),
+        (workload("Deployment", {}, {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}, observed=1), "not seen"),
+        (workload(DS, {}, {"desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 3}), ""),
+        (workload(DS, {}, {"desiredNumberScheduled": 3, "updatedNumberScheduled": 2, "numberAvailable": 3}), "2 updated"),
+        (workload("StatefulSet", {"replicas": 1}, {"readyReplicas": 1, "updatedReplicas": 1}), ""),
+        (workload("StatefulSet", {"replicas": 1}, {"readyReplicas": 0, "updatedReplicas": 1}), "0/1 ready"),
+    ],
+)
+def test_workload_readiness_follows_rollout_status(obj, gap):
+    problems = checks.unready_workloads([obj])
+    if gap:
+        assert len(problems) == 1 and problems[0].startswith(f"{obj['kind']} ns/x: ") and gap in problems[0]
+    else:
+        assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("ip", "pool", "inside"),
+    [
+        ("192.168.1.200", "192.168.1.200-192.168.1.220", True),
+        ("192.168.1.221", "192.168.1.200-192.168.1.220", False),
+        ("10.77.0.5", "10.77.0.0/28", True),
+        ("10.77.0.16", "10.77.0.0/28", False),
+        ("10.0.0.1", ["192.168.1.200-192.168.1.220", "10.0.0.0/24"], True),
+        ("not-an-ip", "10.0.0.0/24", False),
+        ("", "10.0.0.0/24", False),
+    ],
+)
+def test_gateway_ip_must_come_from_the_pool(ip, pool, inside):
+    assert checks.ip_in_pool(ip, pool) is inside
+
+
+def test_probe_manifest_validates(tmp_path: Path):
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Render the verify probe",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Render",
+                            "ansible.builtin.include_role": {"name": "verify", "tasks_from": "render.yml"},
+                            "vars": {"verify_dir": str(tmp_path / "out")},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LOCALHOST_WARNING="false")
+    extra = ["-e", f"ansible_python_interpreter={sys.executable}"]
+    extra += [arg for name in ("versions", "cluster", "addons") for arg in ("-e", f"@{ROOT}/group_vars/all/{name}.yml")]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,", *extra, str(playbook)],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    docs = [d for d in yaml.safe_load_all((tmp_path / "out" / "probe.yaml").read_text()) if d]
+    assert [d["kind"] for d in docs] == ["Namespace", "Deployment", "Service", "Gateway", "VirtualService"]
+    models = validator.cr_models()
+    errors = []
+    for doc in docs:
+        if doc["apiVersion"] in CORE_API_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, k8s_schema_version(), strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append(f"{doc['kind']}: {exc.message}")
+        else:
+            errors += validator.check_cr(doc, models)
+    assert errors == []
+    gateway = docs[3]
+    assert gateway["spec"]["selector"] == {"istio": "ingressgateway"}
+    route = docs[4]["spec"]["http"][0]["route"][0]["destination"]
+    assert route["host"] == "echo.kubestrap-verify.svc.cluster.local"
+    assert docs[1]["spec"]["template"]["spec"]["containers"][0]["image"].startswith("registry.k8s.io/e2e-test-images/agnhost:")
+
+
+def test_a_typo_in_the_probe_is_caught_by_the_models():
+    models = validator.cr_models()
+    bad = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "echo", "namespace": "x"},
+        "spec": {"hosts": ["h"], "http": [{"route": [{"destinaton": {"host": "echo"}}]}]},
+    }
+    assert validator.check_cr(bad, models) != []
+
+
+def test_verify_is_the_last_phase_of_up():
+    site = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())
+    assert site[-1]["tags"] == ["verify"] and site[-1]["ansible.builtin.import_playbook"] == "verify.yml"
