@@ -13,8 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 MODELS = Path(__file__).resolve().parent / "models"
 CHART_MODELS = MODELS / "charts"
 
@@ -79,6 +77,8 @@ def check(value: Any, model: Any, path: str = "") -> list[str]:
 
 
 def load_yaml(path: Path) -> Any:
+    import yaml  # here, not at the top: the helm double imports check() on nodes without PyYAML
+
     return yaml.safe_load(path.read_text())
 
 
