@@ -88,9 +88,20 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(control_plane, tmp_pat
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
     assert recap(first.stdout)["failed"] == 0 and recap(first.stdout)["changed"] > 0
     listed = json.loads(
-        subprocess.run([str(tmp_path / "bin" / "helm"), "list", "-A", "-o", "json", "--kubeconfig",
-                        str(control_plane.cp.path("/etc/kubernetes/admin.conf"))],
-                       capture_output=True, text=True, check=True).stdout  # fmt: skip
+        subprocess.run(
+            [
+                str(tmp_path / "bin" / "helm"),
+                "list",
+                "-A",
+                "-o",
+                "json",
+                "--kubeconfig",
+                str(control_plane.cp.path("/etc/kubernetes/admin.conf")),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     )
     assert {r["name"] for r in listed} == {
         "cilium", "metallb", "cert-manager", "longhorn", "istio-base", "istiod", "istio-ingressgateway",
