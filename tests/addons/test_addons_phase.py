@@ -1,6 +1,6 @@
 """The real `addons` phase (playbooks/addons.yml, every add-on enabled) against the contract doubles on this
-machine, no VMs: a control plane brought up by the kubeadm/kubelet/kube-apiserver doubles (the fixtures of
-tests/test_doubles.py), the helm double, and REAL kubectl 1.36. Only path and binary variables the roles
+machine, no VMs: the session's control plane of the kubeadm/kubelet/kube-apiserver doubles (`control_plane`,
+tests/conftest.py), the helm double, and REAL kubectl 1.36. Only path and binary variables the roles
 expose are overridden. A second run must change nothing."""
 
 from __future__ import annotations
@@ -11,24 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
-from test_doubles import Cluster, find_kubectl
+from k8s_double_cluster import Cluster
 
 from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT
 
 ROLE_DIRS = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "monitoring", "argocd", "argo_rollouts", "falco"]
-
-
-@pytest.fixture(scope="module")
-def control_plane(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("addons-cluster"), find_kubectl())
-    try:
-        init = cluster.cp.kubeadm("init", "--config", "/etc/kubernetes/kubestrap/kubeadm-config.yaml")
-        assert init.returncode == 0, init.stdout + init.stderr + cluster.cp.logs()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -69,7 +57,7 @@ def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
         "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
         "ANSIBLE_STDOUT_CALLBACK": "default",
         "ANSIBLE_NOCOWS": "1",
-        "HOME": str(cluster.base / "kubectl-home"),
+        "HOME": cluster.home,
     }
     return subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory" / "hosts.yml"), str(ROOT / "playbooks" / "addons.yml"),
@@ -87,22 +75,9 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(control_plane, tmp_pat
     first = run_phase(control_plane, tmp_path)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
     assert recap(first.stdout)["failed"] == 0 and recap(first.stdout)["changed"] > 0
-    listed = json.loads(
-        subprocess.run(
-            [
-                str(tmp_path / "bin" / "helm"),
-                "list",
-                "-A",
-                "-o",
-                "json",
-                "--kubeconfig",
-                str(control_plane.cp.path("/etc/kubernetes/admin.conf")),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    helm = [str(tmp_path / "bin" / "helm"), "list", "-A", "-o", "json", "--kubeconfig", str(control_plane.kubeconfig)]
+    listed = json.loads(subprocess.run(helm, capture_output=True, text=True, check=True).stdout)
+    listed = [r for r in listed if not r["namespace"].startswith("test-")]  # other tests' on the shared control plane
     assert {r["name"] for r in listed} == {
         "cilium", "metallb", "cert-manager", "longhorn", "istio-base", "istiod", "istio-ingressgateway",
         "kube-prometheus-stack", "loki", "alloy", "argocd", "argo-rollouts", "falco-talon", "falco",
