@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+import yaml
 from e2e_support import CP, NEW_NODE, ROOT, WORKERS, Cluster
 
 from kubestrap import phases, runner
@@ -38,9 +40,15 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     _, summary, _ = cluster.cli("up")
     assert summary["result"] == "ok"
     assert [p["name"] for p in summary["phases"]][-1] == "verify"
-    nodes = status_nodes(cluster)
+    _, status, _ = cluster.cli("status")
+    nodes = {row["name"]: row for row in status["nodes"]}
     for name in CLUSTER_NODES:
         assert nodes[name]["kubelet"] == "v1.36.4", nodes
+    # every add-on went through the helm double: one deployed release per pinned chart
+    charts = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_charts"]
+    releases = {r["name"]: r for r in status["addons"]}
+    assert len(releases) == len(charts), releases
+    assert {r["status"] for r in releases.values()} == {"deployed"}, releases
     assert NEW_NODE not in nodes or nodes[NEW_NODE]["ready"] in ("not joined", "not bootstrapped")
     kubeconfig = Path(cluster.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf"
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
@@ -79,6 +87,7 @@ def test_journal_holds_no_join_token(cluster: Cluster):
             assert not token.search(path.read_text(errors="ignore")), path
 
 
+@pytest.mark.extended
 def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cluster):
     _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full)
     assert summary["result"] == "ok"
@@ -107,6 +116,7 @@ def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cl
     assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
 
 
+@pytest.mark.extended
 def test_full_reset_removes_the_cluster(cluster: Cluster):
     _, summary, _ = cluster.cli("reset", "--yes", inventory=cluster.full)
     assert summary["result"] == "ok"
@@ -115,6 +125,7 @@ def test_full_reset_removes_the_cluster(cluster: Cluster):
     assert all(row["kubelet"] != "v1.36.4" for row in nodes.values()), nodes
 
 
+@pytest.mark.extended
 def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     """The up after the full reset loses a worker mid-run: it must stop naming the host and the phase."""
     runs = Path(cluster.env["KUBESTRAP_RUNS_DIR"])
@@ -146,6 +157,7 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     assert f"host {victim} unreachable in phase" in stderr, stderr[-3000:]
 
 
+@pytest.mark.extended
 def test_up_after_reset_and_lost_worker_converges(cluster: Cluster):
     cluster.lab("up", "--workers", str(len(WORKERS) + 1))  # the lab restarts the killed VM on its disk
     _, summary, _ = cluster.cli("up", inventory=cluster.full)
