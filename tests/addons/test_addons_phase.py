@@ -40,6 +40,9 @@ def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
     extra = {
         "addons_enabled": {name: True for name in ROLES},
         "argocd_app_of_apps_repo": "https://git.homelab.lan/platform/cluster-apps.git",
+        # the "node" is this test machine (no systemd, no iscsid): the check itself is tested in
+        # tests/test_longhorn_prerequisites.py and passes on the VMs of tests/e2e
+        "longhorn_check_node_prerequisites": False,
         "helm_release_helm_bin": str(bin_dir / "helm"),
         "helm_release_kubectl_bin": cluster.kubectl_bin,
         "helm_release_kubeconfig": kubeconfig,
