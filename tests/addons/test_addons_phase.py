@@ -16,6 +16,8 @@ from k8s_double_cluster import Cluster
 
 from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT
 
+# Cilium comes with the control plane (playbooks/cni.yml), the rest in the addons phase.
+PLAYBOOKS = [str(ROOT / "playbooks" / "cni.yml"), str(ROOT / "playbooks" / "addons.yml")]
 ROLE_DIRS = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "monitoring", "argocd", "argo_rollouts", "falco"]
 
 
@@ -63,7 +65,7 @@ def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
         "HOME": cluster.home,
     }
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory" / "hosts.yml"), str(ROOT / "playbooks" / "addons.yml"),
+        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory" / "hosts.yml"), *PLAYBOOKS,
          "-e", f"@{tmp / 'extra.yml'}"],
         capture_output=True, text=True, env=env, cwd=tmp, check=False, timeout=600,
     )  # fmt: skip
