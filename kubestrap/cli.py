@@ -202,20 +202,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         Console(highlight=False).print(table)
         if addons:
             table = Table(title="add-ons (helm releases)", title_justify="left")
-            for col in ("release", "namespace", "chart", "status"):
+            for col in ("release", "namespace", "chart", "status", "workloads in namespace"):
                 table.add_column(col)
             for rel in addons:
-                table.add_row(rel.get("name", ""), rel.get("namespace", ""), rel.get("chart", ""), rel.get("status", ""))
+                table.add_row(rel.get("name", ""), rel.get("namespace", ""), rel.get("chart", ""), rel.get("status", ""),
+                              rel.get("workloads", "-"))
             Console(highlight=False).print(table)
     _emit_json(args, result)
     return code
 
 
 def _status_addons(result: dict[str, Any]) -> list[dict[str, str]]:
+    """Helm releases with the readiness of the workloads in their namespace ("R/T ready")."""
     for phase in result.get("phases", []):
         status = (phase.get("stats") or {}).get("kubestrap_status") or {}
         if status.get("addons"):
-            return list(status["addons"])
+            readiness = status.get("workloads") or {}
+            return [{**rel, "workloads": readiness.get(rel.get("namespace", ""), "no workloads")} for rel in status["addons"]]
     return []
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -148,3 +149,23 @@ def test_a_typo_in_the_probe_is_caught_by_the_models():
 def test_verify_is_the_last_phase_of_up():
     site = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())
     assert site[-1]["tags"] == ["verify"] and site[-1]["ansible.builtin.import_playbook"] == "verify.yml"
+
+
+def test_namespace_readiness_counts_rolled_out_workloads():
+    ready = workload("Deployment", {"replicas": 1}, {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})
+    stuck = workload(DS, {}, {"desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 1})
+    other = json.loads(json.dumps(ready))
+    other["metadata"]["namespace"] = "metallb-system"
+    assert checks.namespace_readiness([ready, stuck, other]) == {"ns": "1/2 ready", "metallb-system": "1/1 ready"}
+
+
+def test_status_table_joins_releases_with_their_namespace_readiness():
+    from kubestrap import cli
+
+    stats = {"kubestrap_status": {
+        "addons": [{"name": "metallb", "namespace": "metallb-system", "chart": "metallb-0.16.1", "status": "deployed"},
+                   {"name": "istio-base", "namespace": "istio-system", "chart": "base-1.30.4", "status": "deployed"}],
+        "workloads": {"metallb-system": "2/2 ready"},
+    }}  # fmt: skip
+    rows = cli._status_addons({"phases": [{"name": "status", "stats": stats}]})
+    assert [r["workloads"] for r in rows] == ["2/2 ready", "no workloads"]

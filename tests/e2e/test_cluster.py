@@ -49,6 +49,9 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     releases = {r["name"]: r for r in status["addons"]}
     assert len(releases) == len(charts), releases
     assert {r["status"] for r in releases.values()} == {"deployed"}, releases
+    for release in releases.values():  # "R/T ready": every workload in the release's namespace rolled out
+        ready, _, total = release["workloads"].partition(" ")[0].partition("/")
+        assert release["workloads"] == "no workloads" or ready == total, releases
     assert NEW_NODE not in nodes or nodes[NEW_NODE]["ready"] in ("not joined", "not bootstrapped")
     kubeconfig = Path(cluster.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf"
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"

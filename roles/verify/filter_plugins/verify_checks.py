@@ -70,6 +70,16 @@ def unready_workloads(items: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def namespace_readiness(items: list[dict[str, Any]]) -> dict[str, str]:
+    """Per namespace, "R/T ready": rolled-out workloads out of all Deployments/DaemonSets/StatefulSets."""
+    totals: dict[str, list[int]] = {}
+    for obj in items:
+        counts = totals.setdefault(str(obj.get("metadata", {}).get("namespace", "")), [0, 0])
+        counts[1] += 1
+        counts[0] += 0 if _workload_gap(obj) else 1
+    return {ns: f"{ready}/{total} ready" for ns, (ready, total) in totals.items()}
+
+
 def ip_in_pool(address: str, pool: str | list[str]) -> bool:
     """Whether address lies in a MetalLB pool given as "FIRST-LAST", a CIDR, or a list of those."""
     try:
@@ -93,4 +103,5 @@ class FilterModule:
             "kubestrap_unready_nodes": unready_nodes,
             "kubestrap_unready_workloads": unready_workloads,
             "kubestrap_ip_in_pool": ip_in_pool,
+            "kubestrap_namespace_readiness": namespace_readiness,
         }
