@@ -36,7 +36,39 @@ class Cluster:
     main: Path  # inventory without NEW_NODE
     full: Path  # inventory with NEW_NODE
     env: dict[str, str]
+    image_tar: Path  # the mirror's busybox OCI image, for `ctr images import` on a node
     log: list[dict[str, Any]] = field(default_factory=list)
+
+    def _ssh_base(self, host: str, tool: str) -> list[str]:
+        hosts = yaml.safe_load((self.full / "hosts.yml").read_text())["all"]["children"]["k8s_cluster"]["children"]
+        hv = next(group["hosts"][host] for group in hosts.values() if host in group["hosts"])
+        port_flag = "-p" if tool == "ssh" else "-P"
+        return [
+            tool,
+            "-q",
+            "-i",
+            hv["ansible_ssh_private_key_file"],
+            port_flag,
+            str(hv["ansible_port"]),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+        ]
+
+    def ssh(self, host: str, *argv: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        """Run argv as root on a lab node (real SSH, like Ansible)."""
+        return subprocess.run(
+            [*self._ssh_base(host, "ssh"), "root@127.0.0.1", "--", *argv], capture_output=True, text=True, timeout=timeout
+        )
+
+    def copy_to(self, host: str, src: Path, dest: str) -> None:
+        proc = subprocess.run(
+            [*self._ssh_base(host, "scp"), str(src), f"root@127.0.0.1:{dest}"], capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr
 
     def cli(
         self, *args: str, inventory: Path | None = None, timeout: int = 2400, check: bool = True
@@ -81,7 +113,7 @@ def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set
 
 def start_cluster(tmp_path_factory: Any) -> Any:
     work = tmp_path_factory.mktemp("e2e")
-    _mirror, _url, override_file, _ = artifact_mirror.serve()
+    mirror, _url, override_file, _ = artifact_mirror.serve()
     overrides = yaml.safe_load(override_file.read_text())
     # Every add-on is on: the add-on phase runs through the helm double against the API server
     # double. Two checks of the verify phase need what the doubles cannot give: Ready nodes need a
@@ -95,7 +127,7 @@ def start_cluster(tmp_path_factory: Any) -> Any:
         KUBESTRAP_SECRETS_DIR=str(work / "secrets"),
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     )
-    c = Cluster(work, work / "main", work / "full", env)
+    c = Cluster(work, work / "main", work / "full", env, mirror.directory / "images" / "busybox-oci.tar")
     c.lab("up", "--workers", str(WORKER_COUNT + 1))
     lab_hosts = ROOT / ".lab" / LAB / "hosts.yml"
     _inventory(c.main, lab_hosts, overrides, {NEW_NODE})

@@ -57,6 +57,22 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_worker_runs_a_container_with_the_installed_runtime(cluster: Cluster):
+    """What the kubelet double cannot show: the containerd, runc and config `up` installed run a real
+    container (the mirror's static busybox as an OCI image)."""
+    node = WORKERS[0]
+    cluster.copy_to(node, cluster.image_tar, "/root/busybox-oci.tar")
+    imported = cluster.ssh(node, "/usr/local/bin/ctr", "images", "import", "/root/busybox-oci.tar")
+    assert imported.returncode == 0, imported.stderr
+    ran = cluster.ssh(node, "/usr/local/bin/ctr", "run", "--rm", "docker.io/kubestrap/busybox:test", "e2e-echo",
+                      "/bin/busybox", "echo", "hello-from-e2e")  # fmt: skip
+    assert ran.stdout.strip() == "hello-from-e2e", ran.stderr
+    dumped = cluster.ssh(node, "/usr/local/bin/containerd", "config", "dump").stdout
+    assert "SystemdCgroup = true" in dumped
+    swaps = cluster.ssh(node, "cat", "/proc/swaps").stdout.splitlines()
+    assert len(swaps) == 1, swaps  # header only: swap is off
+
+
 def test_second_up_changes_nothing(cluster: Cluster):
     _, summary, _ = cluster.cli("up")
     assert summary["result"] == "ok"
