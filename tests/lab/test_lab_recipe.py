@@ -1,4 +1,5 @@
 from dataclasses import replace
+from pathlib import Path
 
 from kubestrap.lab import recipe
 from kubestrap.lab.recipe import Recipe, mirrors_from_sources
@@ -68,3 +69,13 @@ def test_no_sources_falls_back_to_debian(monkeypatch):
     monkeypatch.delenv(recipe.MIRROR_ENV, raising=False)
     monkeypatch.delenv(recipe.SECURITY_MIRROR_ENV, raising=False)
     assert recipe.default_recipe().mirror == recipe.DEFAULT_MIRROR
+
+
+def test_guest_never_rebuilds_its_unused_initramfs():
+    from kubestrap.lab import guest
+
+    files = {path: content for path, content, _ in guest.FILES}
+    assert "update_initramfs=no" in files["etc/initramfs-tools/update-initramfs.conf"].splitlines()
+    # written after the chroot packages, so the image's own initrd (qemu's -initrd) is built first
+    source = (Path(__file__).resolve().parents[2] / "kubestrap/lab/image.py").read_text()
+    assert source.index("recipe.chroot_packages],") < source.index("for rel, content, mode in recipe.guest_files")
