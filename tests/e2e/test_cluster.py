@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import CP, NEW_NODE, ROOT, WORKERS, Cluster
+from e2e_support import ADDONS, CP, NEW_NODE, ROOT, WORKERS, Cluster
 
 from kubestrap import phases, runner
 from kubestrap.journal import Journal
@@ -47,8 +47,8 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     # every add-on went through the helm double: one deployed release per pinned chart
     charts = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_charts"]
     releases = {r["name"]: r for r in status["addons"]}
-    assert len(releases) == len(charts), releases
-    assert {r["status"] for r in releases.values()} == {"deployed"}, releases
+    assert len(releases) == (len(charts) if ADDONS else 0), releases
+    assert {r["status"] for r in releases.values()} <= {"deployed"}, releases
     for release in releases.values():  # "R/T ready": every workload in the release's namespace rolled out
         ready, _, total = release["workloads"].partition(" ")[0].partition("/")
         assert release["workloads"] == "no workloads" or ready == total, releases
@@ -60,7 +60,7 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
 def test_a_worker_runs_a_container_with_the_installed_runtime(cluster: Cluster):
     """What the kubelet double cannot show: the containerd, runc and config `up` installed run a real
     container (the mirror's static busybox as an OCI image)."""
-    node = WORKERS[0]
+    node = (WORKERS or [CP])[0]
     cluster.copy_to(node, cluster.image_tar, "/root/busybox-oci.tar")
     imported = cluster.ssh(node, "/usr/local/bin/ctr", "images", "import", "/root/busybox-oci.tar")
     assert imported.returncode == 0, imported.stderr
@@ -91,7 +91,10 @@ def test_add_node_touches_only_the_new_node(cluster: Cluster):
     join = next(p for p in summary["phases"] if p["name"] == "join")
     assert join["hosts"][CP]["changed"] == 1
     assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
-    # and a second add-node changes nothing anywhere
+
+
+@pytest.mark.extended
+def test_second_add_node_changes_nothing(cluster: Cluster):
     _, again, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
     assert {h: c for h, c in changed(again).items() if c} == {}
 
@@ -158,7 +161,7 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
         cwd=ROOT,
     )
     deadline = time.monotonic() + 900
-    victim = WORKERS[-1]
+    victim = NEW_NODE  # a worker of the full inventory, whatever KUBESTRAP_E2E_WORKERS is
     while time.monotonic() < deadline:
         new = [p for p in runs.iterdir() if p not in before and p.is_dir() and p.name != "facts"]
         events = new[0] / "events.jsonl" if new else None
