@@ -4,6 +4,10 @@ of `add-node`, per phase, with task counts and the number of hosts add-node touc
 
 Uses the same lab and local artifact mirror as tests/e2e. Figures go to bench/results/cluster.json.
     .venv/bin/python bench/cluster_bench.py
+    .venv/bin/python bench/cluster_bench.py --from-runs DIR [--label NAME]
+The second form boots nothing: it reads the run journals an e2e run left in DIR (its
+KUBESTRAP_RUNS_DIR: one <timestamp>-<command>/summary.json per run) and writes the same figures
+for the up, up, add-node sequence found there to bench/results/cluster-<NAME>.json.
 """
 
 from __future__ import annotations
@@ -41,7 +45,30 @@ def _figures(summary: dict) -> dict:
     }
 
 
+def from_runs(runs: Path) -> dict:
+    """Figures of the first up, the second up and the first add-node journaled under runs."""
+    summaries = [json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))]
+    ups = [s for s in summaries if s.get("command") == "up"]
+    adds = [s for s in summaries if s.get("command") == "add-node"]
+    results: dict = {"source": str(runs)}
+    for key, summary in (("up_fresh", ups[0] if ups else None), ("up_again", ups[1] if len(ups) > 1 else None),
+                         ("add_node", adds[0] if adds else None)):  # fmt: skip
+        if summary is not None:
+            results[key] = _figures(summary)
+            results[key]["result"] = summary.get("result")
+    if "add_node" in results:
+        results["add_node"]["number_of_hosts_touched"] = len(results["add_node"]["hosts_touched"])
+    return results
+
+
 def main() -> int:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--from-runs":
+        label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else "e2e"
+        out = ROOT / "bench" / "results" / f"cluster-{label}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(from_runs(Path(sys.argv[2])), indent=2) + "\n")
+        print(out)
+        return 0
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with tempfile.TemporaryDirectory() as tmp:
         gen = start_cluster(_Factory(Path(tmp)))
