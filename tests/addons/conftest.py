@@ -64,6 +64,19 @@ MAXIMAL = {
 }
 
 
+def ansible_env(tmp: Path, home: str) -> dict[str, str]:
+    """Environment of an ansible-playbook run against the doubles' control plane (tmp/ansible.cfg)."""
+    return {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "ANSIBLE_NOCOWS": "1",
+        "HOME": home,
+    }
+
+
 def render(tmp: Path, overrides: dict | None, roles: list[str] | None = None) -> Path:
     inventory = tmp / "inventory"
     (inventory / "group_vars").mkdir(parents=True)

@@ -6,7 +6,6 @@ expose are overridden. A second run must change nothing."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import yaml
 from k8s_double_cluster import Cluster
 
-from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT
+from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT, ansible_env
 
 # Cilium comes with the control plane (playbooks/cni.yml), the rest in the addons phase.
 PLAYBOOKS = [str(ROOT / "playbooks" / "cni.yml"), str(ROOT / "playbooks" / "addons.yml")]
@@ -55,15 +54,7 @@ def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
         **{f"{role}_kubeconfig": kubeconfig for role in ("metallb", "cert_manager", "istio", "argocd")},
     }
     (tmp / "extra.yml").write_text(yaml.safe_dump(extra))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
-        "ANSIBLE_STDOUT_CALLBACK": "default",
-        "ANSIBLE_NOCOWS": "1",
-        "HOME": cluster.home,
-    }
+    env = ansible_env(tmp, cluster.home)
     return subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", str(tmp / "inventory" / "hosts.yml"), *PLAYBOOKS,
          "-e", f"@{tmp / 'extra.yml'}"],

@@ -5,7 +5,6 @@ completes fails naming the workload. Each test works in a namespace of its own (
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import yaml
 from k8s_double_cluster import Cluster
 
-from tests.addons.conftest import ANSIBLE_PLAYBOOK, HERE, HOSTS, ROOT
+from tests.addons.conftest import ANSIBLE_PLAYBOOK, HERE, HOSTS, ROOT, ansible_env
 
 UNREADY = """apiVersion: v1
 kind: Namespace
@@ -53,14 +52,7 @@ def run_play(cluster: Cluster, tmp: Path, namespace: str, values: dict, **extra)
         **extra,
     }
     (tmp / "extra.yml").write_text(yaml.safe_dump(variables))
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
-        "ANSIBLE_STDOUT_CALLBACK": "default",
-        "HOME": cluster.home,
-    }
+    env = ansible_env(tmp, cluster.home)
     return subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(HERE / "helm_release_play.yml"),
          "-e", f"@{tmp / 'extra.yml'}"],
