@@ -82,6 +82,11 @@ class PhaseTracker:
             self._result(kind, data, stamp)
         elif kind == "playbook_on_stats":
             self.stats_data = data.get("artifact_data") or {}
+            # Ansible's own per-host count is authoritative: a no_log result reaches us censored,
+            # without its "changed" flag (the join token step, for one).
+            for name, count in (data.get("changed") or {}).items():
+                state = self.host(name)
+                state.changed = max(state.changed, int(count))
 
     def _result(self, kind: str, data: dict[str, Any], stamp: float | None) -> None:
         state = self.host(data["host"])
