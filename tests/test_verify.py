@@ -169,3 +169,54 @@ def test_status_table_joins_releases_with_their_namespace_readiness():
     }}  # fmt: skip
     rows = cli._status_addons({"phases": [{"name": "status", "stats": stats}]})
     assert [r["workloads"] for r in rows] == ["2/2 ready", "no workloads"]
+
+
+KUBECTL = """#!/bin/sh
+# stands for kubectl get ... -o json against a cluster with one Ready node and one Deployment
+case "$*" in
+  *" get nodes "*) cat "$NODES" ;;
+  *" get deployments,daemonsets,statefulsets "*) cat "$WORKLOADS" ;;
+  *) echo "unexpected: $*" >&2; exit 1 ;;
+esac
+"""
+
+
+def run_verify(tmp: Path, workloads: list[dict], **settings) -> subprocess.CompletedProcess[str]:
+    kubectl = tmp / "kubectl"
+    kubectl.write_text(KUBECTL)
+    kubectl.chmod(0o755)
+    (tmp / "workloads.json").write_text(json.dumps({"items": workloads}))
+    (tmp / "nodes.json").write_text(json.dumps({"items": [node("cp1", "True")]}))
+    extra = {"ansible_python_interpreter": sys.executable, "verify_kubectl_bin": str(kubectl),
+             "verify_helm_bin": str(tmp / "no-helm"), "verify_expected_nodes": ["cp1"], "verify_retries": 1,
+             "verify_delay": 0, "verify_ingress_probe": False, "addons_enabled": {}, "verify_probe_image": "unused:1",
+             **settings}  # fmt: skip
+    (tmp / "extra.json").write_text(json.dumps(extra))
+    play = [{"name": "Verify", "hosts": "localhost", "gather_facts": False, "roles": [{"role": "verify"}]}]
+    (tmp / "play.yml").write_text(json.dumps(play))
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LOCALHOST_WARNING="false",
+               WORKLOADS=str(tmp / "workloads.json"), NODES=str(tmp / "nodes.json"))  # fmt: skip
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,", "-e", f"@{tmp / 'extra.json'}",
+         str(tmp / "play.yml")],
+        capture_output=True, text=True, env=env, cwd=tmp,
+    )  # fmt: skip
+
+
+def test_verify_passes_when_everything_is_rolled_out(tmp_path: Path):
+    ready = workload("Deployment", {"replicas": 1}, {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})
+    proc = run_verify(tmp_path, [ready], verify_require_node_ready=True, verify_require_workloads_ready=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_verify_names_the_workload_that_is_not_rolled_out(tmp_path: Path):
+    stuck = workload("Deployment", {"replicas": 2}, {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 1})
+    proc = run_verify(tmp_path, [stuck], verify_require_workloads_ready=True)
+    assert proc.returncode == 2
+    assert "these are not rolled out: Deployment ns/x: 1/2 available" in " ".join(proc.stdout.split())
+
+
+def test_without_a_cni_of_ours_pending_workloads_are_not_awaited(tmp_path: Path):
+    stuck = workload("Deployment", {"replicas": 2}, {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 0})
+    proc = run_verify(tmp_path, [stuck])  # addons_enabled.cilium unset: CoreDNS waits for the user's CNI
+    assert proc.returncode == 0, proc.stdout[-3000:]

@@ -124,6 +124,7 @@ def start_cluster(tmp_path_factory: Any) -> Any:
         # running CNI agent (Cilium's pods exist only as API objects here), and the ingress probe needs
         # running containers and MetalLB's speaker. Both are switched off; everything else is verified.
         overrides["verify_require_node_ready"] = False
+        overrides["verify_require_workloads_ready"] = True  # the helm double reports them rolled out
         overrides["verify_ingress_probe"] = False
     else:
         addons = yaml.safe_load((ROOT / "group_vars/all/addons.yml").read_text())["addons_enabled"]
