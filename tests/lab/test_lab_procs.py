@@ -1,5 +1,7 @@
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from kubestrap.lab import procs
 from kubestrap.lab.procs import ProcRecord
@@ -28,10 +30,19 @@ def test_is_ours_needs_same_start_time_and_marker(tmp_path):
     assert not procs.is_ours(ProcRecord(1, 100, "x"), tmp_path)
 
 
+def _wait_for_exec(pid: int, marker: str) -> None:
+    """Right after fork the child's /proc cmdline is still the parent's: wait for its exec."""
+    deadline = time.monotonic() + 10
+    while marker not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+        assert time.monotonic() < deadline, "the child never exec'd"
+        time.sleep(0.05)
+
+
 def test_record_and_stop_a_real_process(tmp_path):
     marker = str(tmp_path / "marker")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
     try:
+        _wait_for_exec(child.pid, marker)
         rec = procs.record(child.pid, marker)
         assert rec is not None and procs.is_ours(rec)
         assert procs.stop(rec, timeout=5) is True
