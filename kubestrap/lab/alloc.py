@@ -68,6 +68,16 @@ def os_free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """True if ``port`` on 127.0.0.1 can be bound right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(exclude: Iterable[int] = (), probe: Callable[[], int] = os_free_port, tries: int = 50) -> int:
     """A free port not in ``exclude`` (ports of this lab already handed out)."""
     excluded = set(exclude)

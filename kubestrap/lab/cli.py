@@ -153,7 +153,7 @@ _STATES = {
 
 def _print_table(info: dict[str, Any]) -> None:
     table = Table(title=f"lab {info.get('name')} ({info.get('accel')}, {info.get('network')})")
-    for column in ("VM", "role", "node_ip", "ssh", "pid", "state"):
+    for column in ("VM", "role", "node_ip", "ssh", "api", "pid", "state"):
         table.add_column(column)
     for row in info["vms"]:
         state_text = _STATES[(row["running"], row["ssh"])]
@@ -162,6 +162,7 @@ def _print_table(info: dict[str, Any]) -> None:
             row["role"] or "-",
             row["node_ip"],
             f"127.0.0.1:{row['ssh_port']}",
+            f"127.0.0.1:{row['api_port']}" if row.get("api_port") else "-",
             str(row["pid"]) if row["running"] else "-",
             state_text,
         )

@@ -79,6 +79,7 @@ def _vm_config(st: VMState, state_dir: Path, accel_name: str) -> vm.VMConfig:
         machine_id=st.machine_id,
         switch_sock=switch.sock_dir(state_dir),
         accel=accel_name,
+        api_port=st.api_port,
     )
 
 
@@ -95,11 +96,14 @@ def _plan_vm(vs: VMSpec, ip: str, old: VMState | None, macs: tuple[str, str]) ->
         uuid=old.uuid if old else alloc.new_uuid(),
         machine_id=old.machine_id if old else alloc.new_machine_id(),
         groups=list(vs.groups),
+        api_port=old.api_port if old else 0,
     )
 
 
 def _boot(st: VMState, spec: LabSpec, img: image.Image, key: Path, accel_name: str, ports: set[int]) -> None:
-    """Prepare disks and start one VM; sets ``st.ssh_port`` and ``st.process``."""
+    """Prepare disks and start one VM; sets ``st.ssh_port`` (and ``st.api_port`` on a control plane:
+    the port it had before when still free, so a restarted VM keeps its kubeconfig's address) and
+    ``st.process``."""
     directory = vm_dir(spec.state_dir, st.name)
     directory.mkdir(parents=True, exist_ok=True)
     seed.build(
@@ -112,6 +116,10 @@ def _boot(st: VMState, spec: LabSpec, img: image.Image, key: Path, accel_name: s
     for attempt in range(PORT_TRIES):
         st.ssh_port = alloc.free_port(exclude=ports)
         ports.add(st.ssh_port)
+        if st.role == "control_plane":
+            keep = attempt == 0 and st.api_port and st.api_port not in ports and alloc.port_is_free(st.api_port)
+            st.api_port = st.api_port if keep else alloc.free_port(exclude=ports)
+            ports.add(st.api_port)
         cfg = _vm_config(st, spec.state_dir, accel_name)
         try:
             st.process = vm.start(cfg, img)
@@ -165,7 +173,7 @@ def up(spec: LabSpec, log: Log) -> UpResult:
             to_boot.append(st)
         for gone in set(old_vms) - wanted:
             _clean_vm_files(vm_dir(spec.state_dir, gone))
-        ports = {v.ssh_port for v in new.vms if v.name in running}
+        ports = {p for v in new.vms if v.name in running for p in (v.ssh_port, v.api_port) if p}
         if to_boot:
             log(f"starting {', '.join(v.name for v in to_boot)} ({accel_name})")
         errors: list[str] = []
@@ -249,6 +257,7 @@ def status(state_dir: Path, probe_ssh: bool = True) -> dict[str, Any]:
             "node_ip": v.node_ip,
             "ssh_host": "127.0.0.1",
             "ssh_port": v.ssh_port,
+            "api_port": v.api_port or None,
             "user": "root",
             "pid": v.process.pid if v.process else None,
             "running": up_now,

@@ -28,6 +28,7 @@ class VMState:
     machine_id: str
     groups: list[str] = field(default_factory=list)
     process: ProcRecord | None = None
+    api_port: int = 0  # control planes: 127.0.0.1 port forwarded to the VM's 6443 (0 = none)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from kubestrap.lab import hostdeps, procs
 from kubestrap.lab.errors import LabError
 from kubestrap.lab.image import Image
 
+API_SERVER_PORT = 6443
+
 
 @dataclass(frozen=True)
 class VMConfig:
@@ -24,6 +26,7 @@ class VMConfig:
     machine_id: str
     switch_sock: Path
     accel: str
+    api_port: int = 0  # forwarded to the guest's 6443 (the API server) when set
 
     @property
     def overlay(self) -> Path:
@@ -95,7 +98,7 @@ def qemu_argv(cfg: VMConfig, image: Image, qemu: str = "qemu-system-x86_64") -> 
         "-drive",
         f"file={cfg.seed_image},if=virtio,format=raw,readonly=on",
         "-netdev",
-        f"user,id=n0,hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22",
+        uplink_netdev(cfg),
         "-device",
         f"virtio-net-pci,netdev=n0,mac={cfg.uplink_mac}",
         "-netdev",
@@ -122,6 +125,14 @@ def qemu_argv(cfg: VMConfig, image: Image, qemu: str = "qemu-system-x86_64") -> 
     ]
 
 
+def uplink_netdev(cfg: VMConfig) -> str:
+    """The user-mode uplink: SSH (and, on control planes, the API server) forwarded from 127.0.0.1."""
+    forwards = [f"hostfwd=tcp:127.0.0.1:{cfg.ssh_port}-:22"]
+    if cfg.api_port:
+        forwards.append(f"hostfwd=tcp:127.0.0.1:{cfg.api_port}-:{API_SERVER_PORT}")
+    return ",".join(["user", "id=n0", *forwards])
+
+
 class PortInUse(LabError):
     """qemu could not bind the SSH forwarding port (taken between allocation and start)."""
 
@@ -134,7 +145,8 @@ def start(cfg: VMConfig, image: Image) -> procs.ProcRecord:
     if proc.returncode != 0:
         err = proc.stderr.strip()
         if "hostfwd" in err or "forwarding rule" in err:
-            raise PortInUse(f"{cfg.name}: port {cfg.ssh_port} is taken: {err}")
+            ports = f"port {cfg.ssh_port}" + (f" or {cfg.api_port}" if cfg.api_port else "")
+            raise PortInUse(f"{cfg.name}: {ports} is taken: {err}")
         raise LabError(f"qemu failed to start VM {cfg.name}: {err}")
     pid = procs.read_pidfile(cfg.pidfile, timeout=10)
     rec = procs.record(pid, cfg.marker) if pid else None

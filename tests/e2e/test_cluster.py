@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_support import ADDONS, CP, NEW_NODE, ROOT, WORKERS, Cluster
+from k8s_double_cluster import find_kubectl
 
 from kubestrap import phases, runner
 from kubestrap.journal import Journal
@@ -55,6 +56,14 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     assert NEW_NODE not in nodes or nodes[NEW_NODE]["ready"] in ("not joined", "not bootstrapped")
     kubeconfig = Path(cluster.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf"
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
+    # the fetched kubeconfig works from the controller: the lab forwards the API server's port, the
+    # kubeconfig names that address and the API server certificate covers it (real kubectl verifies)
+    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    assert server.startswith("https://127.0.0.1:"), server
+    listed = subprocess.run([find_kubectl(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "name"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert {f"node/{name}" for name in CLUSTER_NODES} <= set(listed.stdout.split()), listed.stdout
 
 
 def test_a_worker_runs_a_container_with_the_installed_runtime(cluster: Cluster):

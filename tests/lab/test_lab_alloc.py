@@ -67,3 +67,14 @@ def test_ids_are_unique_and_well_formed():
     assert len(ids) == 20
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert alloc.new_uuid() != alloc.new_uuid()
+
+
+def test_port_is_free_sees_a_bound_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        assert alloc.port_is_free(taken) is False
+    assert alloc.port_is_free(alloc.free_port()) is True

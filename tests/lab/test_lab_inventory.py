@@ -6,8 +6,8 @@ from kubestrap.lab import inventory
 from kubestrap.lab.state import LabState, VMState
 
 
-def vm(name, role, ip, port):
-    return VMState(name, role, ip, 1, 2048, port, "52:54:00:00:00:01", "52:54:00:00:00:02", "u", "m")
+def vm(name, role, ip, port, api_port=0):
+    return VMState(name, role, ip, 1, 2048, port, "52:54:00:00:00:01", "52:54:00:00:00:02", "u", "m", api_port=api_port)
 
 
 def lab_state():
@@ -51,3 +51,14 @@ def test_write_only_when_content_changes(tmp_path):
     assert inventory.write(path, text) is False
     assert path.stat().st_mtime_ns == mtime
     assert inventory.write(path, text + "# x\n") is True
+
+
+def test_control_plane_with_forwarded_api_port_gets_a_reachable_kubeconfig_address(tmp_path):
+    st = lab_state()
+    st.vms[0] = vm("lab-cp", "control_plane", "10.77.0.10", 40001, api_port=40443)
+    groups = yaml.safe_load(inventory.render_text(st, tmp_path / "k"))["all"]["children"]["k8s_cluster"]["children"]
+    cp = groups["k8s_control_plane"]["hosts"]["lab-cp"]
+    # host variables: they must win over group_vars/all/cluster.yml's empty default
+    assert cp["cluster_api_controller_url"] == "https://127.0.0.1:40443"
+    assert cp["kubeadm_init_cert_sans"] == ["127.0.0.1"]
+    assert "cluster_api_controller_url" not in groups["k8s_workers"]["hosts"]["lab-worker1"]

@@ -33,7 +33,7 @@ def test_seed_files_match_nics_by_mac_and_carry_identity():
     assert "MACAddress=52:54:aa:00:00:01" in files["network/10-kubestrap-uplink.network"]
 
 
-def cfg(accel="tcg"):
+def cfg(accel="tcg", api_port=0):
     return vm.VMConfig(
         "node1",
         Path("/lab/vms/node1"),
@@ -46,6 +46,7 @@ def cfg(accel="tcg"):
         "0" * 32,
         Path("/lab/switch"),
         accel,
+        api_port,
     )
 
 
@@ -61,6 +62,12 @@ def test_qemu_argv_networks_stay_off_host_networks():
     assert argv[argv.index("-accel") + 1] == "tcg"
     assert "-daemonize" in argv and f"file:{cfg().console_log}" in argv
     assert cfg().marker in joined  # the PID check finds its marker in the command line
+
+
+def test_qemu_argv_forwards_the_api_server_port_of_a_control_plane():
+    joined = " ".join(vm.qemu_argv(cfg(api_port=40443), Image(Path("/img"))))
+    assert "user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22,hostfwd=tcp:127.0.0.1:40443-:6443" in joined
+    assert ":6443" not in " ".join(vm.qemu_argv(cfg(), Image(Path("/img"))))
 
 
 def test_qemu_argv_kvm():
