@@ -45,9 +45,34 @@ def _figures(summary: dict) -> dict:
     }
 
 
+def slowest_tasks(events: Path, count: int = 15) -> list[dict]:
+    """The run's slowest tasks by wall time (task start to the next task start or the end of its
+    playbook), with phase and role: where the next speed-up is."""
+    from datetime import datetime
+
+    spans: list[dict] = []
+    current: dict | None = None
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        kind = event.get("event")
+        if kind not in ("playbook_on_task_start", "playbook_on_stats", "playbook_on_play_start"):
+            continue
+        at = datetime.fromisoformat(event["created"]).timestamp()
+        if current is not None:
+            current["seconds"] = round(at - current.pop("at"), 1)
+            spans.append(current)
+            current = None
+        if kind == "playbook_on_task_start":
+            data = event.get("event_data", {})
+            current = {"phase": event.get("phase"), "role": data.get("role", ""), "task": data.get("task", ""), "at": at}
+    return sorted(spans, key=lambda s: -s["seconds"])[:count]
+
+
 def from_runs(runs: Path) -> dict:
     """Figures of the first up, the second up and the first add-node journaled under runs."""
-    summaries = [json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))]
+    summaries = []
+    for path in sorted(runs.glob("*/summary.json")):
+        summaries.append({**json.loads(path.read_text()), "_events": path.parent / "events.jsonl"})
     ups = [s for s in summaries if s.get("command") == "up"]
     adds = [s for s in summaries if s.get("command") == "add-node"]
     results: dict = {"source": str(runs)}
@@ -56,6 +81,8 @@ def from_runs(runs: Path) -> dict:
         if summary is not None:
             results[key] = _figures(summary)
             results[key]["result"] = summary.get("result")
+            if summary["_events"].exists():
+                results[key]["slowest_tasks"] = slowest_tasks(summary["_events"])
     if "add_node" in results:
         results["add_node"]["number_of_hosts_touched"] = len(results["add_node"]["hosts_touched"])
     return results

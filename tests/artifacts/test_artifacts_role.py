@@ -154,6 +154,15 @@ def test_fetch_stage_and_rerun_changes_nothing(fake_mirror):
     assert recap(second.stdout)["changed"] == 0
     assert len(fake_mirror["server"].requests) == served  # verified cache: nothing downloaded again
 
+    # a staged file that went missing (and its directory) is found missing and sent again, alone
+    lost = fake_mirror["staging"] / expected[0]
+    lost.unlink()
+    lost.parent.rmdir()
+    third = run_playbook(fake_mirror)
+    assert third.returncode == 0, third.stdout[-4000:]
+    assert recap(third.stdout)["changed"] == 2  # its directory and its file
+    assert files(fake_mirror["staging"]) == sorted(expected)
+
 
 def test_checksum_mismatch_stops_before_any_node_change(fake_mirror):
     entry = fake_mirror["artifacts"]["kubelet"]
