@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -123,12 +124,30 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
+# Ansible's own words when a command fails; the reason is in the program's output.
+_GENERIC = ("non-zero return code", "MODULE FAILURE")
+_ERROR_LINE = re.compile(r"\b(error|failed|fatal|refused|denied|invalid)\b", re.IGNORECASE)
+
+
 def _message(res: dict[str, Any]) -> str:
     if res.get("censored"):
         return "output hidden by no_log (the task handles a secret); re-run with -vvv on a test cluster"
-    for key in ("msg", "stderr", "reason", "module_stderr", "stdout"):
-        value = res.get(key)
-        if value:
-            text = str(value).strip()
-            return text.splitlines()[-1][:400] if key != "msg" else text[:600]
-    return "no message"
+    msg = str(res.get("msg") or "").strip()
+    if msg and not msg.startswith(_GENERIC):
+        return msg[:600]
+    detail = _program_output(res)
+    if msg and detail:
+        rc = res.get("rc")
+        return f"{msg}{f' ({rc})' if rc is not None else ''}: {detail}"
+    return msg or detail or "no message"
+
+
+def _program_output(res: dict[str, Any]) -> str:
+    """The line of a failed program's output that says why: its first error-looking line (kubeadm
+    and most tools put the error first and hints after it), else its last line."""
+    for key in ("stderr", "module_stderr", "reason", "stdout"):
+        lines = [line.strip() for line in str(res.get(key) or "").splitlines() if line.strip()]
+        if lines:
+            errors = [line for line in lines if _ERROR_LINE.search(line)]
+            return (errors[0] if errors else lines[-1])[:400]
+    return ""

@@ -22,3 +22,31 @@ def test_stats_never_lower_a_count():
     tracker.feed({"event": "runner_on_ok", "event_data": {"host": "cp1", "task": "t", "res": {"changed": True}}})
     tracker.feed({"event": "playbook_on_stats", "event_data": {"changed": {}}})
     assert tracker.host("cp1").changed == 1
+
+
+def failure_of(res: dict) -> str:
+    tracker = Tracker("join")
+    tracker.feed({"event": "runner_on_failed", "event_data": {"host": "w4", "task": "Run kubeadm join", "res": res}})
+    return tracker.failures[0].message
+
+
+def test_a_failed_command_is_explained_by_its_error_line_not_by_ansibles_generic_words():
+    # what kubeadm join printed when a Node of that name was still registered (seen on the lab)
+    res = {
+        "msg": "non-zero return code",
+        "rc": 1,
+        "stdout": "[preflight] Running pre-flight checks",
+        "stderr": 'error execution phase kubelet-start: a Node with name "w4" and status "Ready" already exists in '
+                  "the cluster. You must delete the existing Node or change the name of this new joining Node\n"
+                  "To see the stack trace of this error execute with --v=5 or higher",
+    }  # fmt: skip
+    message = failure_of(res)
+    assert message.startswith("non-zero return code (1): error execution phase kubelet-start: a Node with name")
+    assert "stack trace" not in message
+
+
+def test_a_specific_module_message_is_kept_and_a_bare_output_uses_its_last_line():
+    assert failure_of({"msg": "disk /dev/sdz is missing", "stderr": "noise"}) == "disk /dev/sdz is missing"
+    assert failure_of({"msg": "non-zero return code", "rc": 2, "stderr": "one\ntwo"}) == "non-zero return code (2): two"
+    assert failure_of({}) == "no message"
+    assert failure_of({"censored": "hidden"}).startswith("output hidden by no_log")
