@@ -90,7 +90,7 @@ def _plan_vm(vs: VMSpec, ip: str, old: VMState | None, macs: tuple[str, str]) ->
         node_ip=ip,
         cpus=vs.cpus,
         memory_mib=vs.memory_mib,
-        ssh_port=0,
+        ssh_port=old.ssh_port if old else 0,
         uplink_mac=old.uplink_mac if old else macs[0],
         node_mac=old.node_mac if old else macs[1],
         uuid=old.uuid if old else alloc.new_uuid(),
@@ -100,10 +100,19 @@ def _plan_vm(vs: VMSpec, ip: str, old: VMState | None, macs: tuple[str, str]) ->
     )
 
 
+def pick_port(previous: int, ports: set[int]) -> int:
+    """``previous`` when it is set, not handed out in this lab and free on 127.0.0.1, else a new free
+    port; the result is added to ``ports``."""
+    keep = previous and previous not in ports and alloc.port_is_free(previous)
+    port = previous if keep else alloc.free_port(exclude=ports)
+    ports.add(port)
+    return port
+
+
 def _boot(st: VMState, spec: LabSpec, img: image.Image, key: Path, accel_name: str, ports: set[int]) -> None:
-    """Prepare disks and start one VM; sets ``st.ssh_port`` (and ``st.api_port`` on a control plane:
-    the port it had before when still free, so a restarted VM keeps its kubeconfig's address) and
-    ``st.process``."""
+    """Prepare disks and start one VM; sets ``st.ssh_port`` and, on a control plane, ``st.api_port``
+    (a restarted VM gets the ports it had when they are still free, so inventories and kubeconfigs
+    written for it stay valid) and ``st.process``."""
     directory = vm_dir(spec.state_dir, st.name)
     directory.mkdir(parents=True, exist_ok=True)
     seed.build(
@@ -114,12 +123,9 @@ def _boot(st: VMState, spec: LabSpec, img: image.Image, key: Path, accel_name: s
     if not cfg.overlay.exists():
         vm.create_overlay(img, cfg.overlay)
     for attempt in range(PORT_TRIES):
-        st.ssh_port = alloc.free_port(exclude=ports)
-        ports.add(st.ssh_port)
+        st.ssh_port = pick_port(st.ssh_port if attempt == 0 else 0, ports)
         if st.role == "control_plane":
-            keep = attempt == 0 and st.api_port and st.api_port not in ports and alloc.port_is_free(st.api_port)
-            st.api_port = st.api_port if keep else alloc.free_port(exclude=ports)
-            ports.add(st.api_port)
+            st.api_port = pick_port(st.api_port if attempt == 0 else 0, ports)
         cfg = _vm_config(st, spec.state_dir, accel_name)
         try:
             st.process = vm.start(cfg, img)

@@ -40,7 +40,14 @@ class Cluster:
     full: Path  # inventory with NEW_NODE
     env: dict[str, str]
     image_tar: Path  # the mirror's busybox OCI image, for `ctr images import` on a node
+    overrides: dict[str, Any] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
+
+    def write_inventories(self) -> None:
+        """(Re)write both inventories from the lab's current hosts.yml (a restarted VM may have new ports)."""
+        lab_hosts = ROOT / ".lab" / LAB / "hosts.yml"
+        _inventory(self.main, lab_hosts, self.overrides, {NEW_NODE})
+        _inventory(self.full, lab_hosts, self.overrides, set())
 
     def _ssh_base(self, host: str, tool: str) -> list[str]:
         hosts = yaml.safe_load((self.full / "hosts.yml").read_text())["all"]["children"]["k8s_cluster"]["children"]
@@ -106,7 +113,7 @@ def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set
     for group in groups.values():
         for name in drop:
             group["hosts"].pop(name, None)
-    (path / "group_vars").mkdir(parents=True)
+    (path / "group_vars").mkdir(parents=True, exist_ok=True)
     (path / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
     settings = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "k8s_cluster.yml").read_text())
     settings.update(overrides)
@@ -135,11 +142,9 @@ def start_cluster(tmp_path_factory: Any) -> Any:
         KUBESTRAP_SECRETS_DIR=str(work / "secrets"),
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     )
-    c = Cluster(work, work / "main", work / "full", env, mirror.directory / "images" / "busybox-oci.tar")
+    c = Cluster(work, work / "main", work / "full", env, mirror.directory / "images" / "busybox-oci.tar", overrides)
     c.lab("up", "--workers", str(WORKER_COUNT + 1))
-    lab_hosts = ROOT / ".lab" / LAB / "hosts.yml"
-    _inventory(c.main, lab_hosts, overrides, {NEW_NODE})
-    _inventory(c.full, lab_hosts, overrides, set())
+    c.write_inventories()
     yield c
     (work / "e2e-log.json").write_text(json.dumps(c.log, indent=2))
     c.lab("down")

@@ -191,6 +191,7 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
 @pytest.mark.extended
 def test_up_after_reset_and_lost_worker_converges(cluster: Cluster):
     cluster.lab("up", "--workers", str(len(WORKERS) + 1))  # the lab restarts the killed VM on its disk
+    cluster.write_inventories()
     _, summary, _ = cluster.cli("up", inventory=cluster.full)
     assert summary["result"] == "ok"
     nodes = status_nodes(cluster, cluster.full)

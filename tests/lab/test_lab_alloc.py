@@ -78,3 +78,20 @@ def test_port_is_free_sees_a_bound_port():
         taken = sock.getsockname()[1]
         assert alloc.port_is_free(taken) is False
     assert alloc.port_is_free(alloc.free_port()) is True
+
+
+def test_a_restarted_vm_keeps_its_ports_when_they_are_free():
+    import socket
+
+    from kubestrap.lab.lab import pick_port
+
+    free = alloc.free_port()
+    ports: set[int] = set()
+    assert pick_port(free, ports) == free and ports == {free}
+    assert pick_port(free, ports) != free  # already handed out in this lab
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        taken = sock.getsockname()[1]
+        assert pick_port(taken, set()) != taken  # something else took it meanwhile
+    assert pick_port(0, set()) > 0
