@@ -25,9 +25,10 @@ def host_vars(vm_port: int, node_ip: str, key: Path, api_port: int = 0) -> dict[
     }
     if api_port:
         # The controller reaches the API server through the VM's forwarded port: the fetched admin
-        # kubeconfig points there, and the API server certificate names 127.0.0.1. Host variables, so
-        # they win over the repository's group_vars/all.
-        hv["cluster_api_controller_url"] = f"https://127.0.0.1:{api_port}"
+        # kubeconfig points there, and the API server certificate names 127.0.0.1. Role settings of
+        # kubeadm_init as host variables (cluster_api_controller_url is cluster-level: one value for
+        # every host, which a per-VM port is not).
+        hv["kubeadm_init_controller_server_url"] = f"https://127.0.0.1:{api_port}"
         hv["kubeadm_init_cert_sans"] = ["127.0.0.1"]
     return hv
 

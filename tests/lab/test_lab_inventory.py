@@ -58,7 +58,23 @@ def test_control_plane_with_forwarded_api_port_gets_a_reachable_kubeconfig_addre
     st.vms[0] = vm("lab-cp", "control_plane", "10.77.0.10", 40001, api_port=40443)
     groups = yaml.safe_load(inventory.render_text(st, tmp_path / "k"))["all"]["children"]["k8s_cluster"]["children"]
     cp = groups["k8s_control_plane"]["hosts"]["lab-cp"]
-    # host variables: they must win over group_vars/all/cluster.yml's empty default
-    assert cp["cluster_api_controller_url"] == "https://127.0.0.1:40443"
+    # host variables of kubeadm_init (the inventory check refuses cluster-level settings on one host)
+    assert cp["kubeadm_init_controller_server_url"] == "https://127.0.0.1:40443"
     assert cp["kubeadm_init_cert_sans"] == ["127.0.0.1"]
-    assert "cluster_api_controller_url" not in groups["k8s_workers"]["hosts"]["lab-worker1"]
+    assert "kubeadm_init_controller_server_url" not in groups["k8s_workers"]["hosts"]["lab-worker1"]
+
+
+def test_the_generated_lab_inventory_passes_the_inventory_check(tmp_path):
+    """What `lab up` writes must be accepted by `bootstrap.py up`'s offline check (a cluster-level
+    setting as a host variable is refused there)."""
+    import shutil
+
+    from kubestrap import validate
+
+    root = Path(__file__).resolve().parents[2]
+    st = lab_state()
+    st.vms[0] = vm("lab-cp", "control_plane", "10.77.0.10", 40001, api_port=40443)
+    inv = tmp_path / "lab"
+    shutil.copytree(root / "inventories" / "lab" / "group_vars", inv / "group_vars")
+    inventory.write(inv / "hosts.yml", inventory.render_text(st, tmp_path / "k"))
+    assert list(validate.check_path(inv)) == []
