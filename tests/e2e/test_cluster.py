@@ -160,6 +160,7 @@ def test_full_reset_removes_the_cluster(cluster: Cluster):
 def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     """The up after the full reset loses a worker mid-run: it must stop naming the host and the phase."""
     runs = Path(cluster.env["KUBESTRAP_RUNS_DIR"])
+    runs.mkdir(parents=True, exist_ok=True)  # also when this scenario runs alone (-k killed)
     before = set(runs.iterdir())
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "bootstrap.py"), "up", "-i", str(cluster.full)],
