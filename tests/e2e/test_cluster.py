@@ -185,8 +185,12 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     killed_at = time.monotonic()
     _, stderr = proc.communicate(timeout=1200)
     assert proc.returncode == 1, stderr[-3000:]
-    assert time.monotonic() - killed_at < 300, "the run took too long to notice the dead worker"
-    assert f"host {victim} unreachable in phase" in stderr, stderr[-3000:]
+    # Ansible finishes the phase on the healthy hosts (on fresh VMs its package installs take minutes
+    # under TCG), then the run stops there: no later phase starts.
+    assert time.monotonic() - killed_at < 600, "the run took too long to stop after losing the worker"
+    assert f"host {victim} unreachable in phase node_prep" in stderr, stderr[-3000:]
+    events = next(p for p in runs.iterdir() if p not in before and p.is_dir() and p.name != "facts") / "events.jsonl"
+    assert '"phase": "containerd"' not in events.read_text()
 
 
 @pytest.mark.extended
