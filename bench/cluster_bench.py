@@ -7,7 +7,8 @@ Uses the same lab and local artifact mirror as tests/e2e. Figures go to bench/re
     .venv/bin/python bench/cluster_bench.py --from-runs DIR [--label NAME]
 The second form boots nothing: it reads the run journals an e2e run left in DIR (its
 KUBESTRAP_RUNS_DIR: one <timestamp>-<command>/summary.json per run) and writes the same figures
-for the up, up, add-node sequence found there to bench/results/cluster-<NAME>.json.
+for the up, up, add-node sequence found there to bench/results/cluster-<NAME>.json, with each run's
+slowest tasks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +50,6 @@ def _figures(summary: dict) -> dict:
 def slowest_tasks(events: Path, count: int = 15) -> list[dict]:
     """The run's slowest tasks by wall time (task start to the next task start or the end of its
     playbook), with phase and role: where the next speed-up is."""
-    from datetime import datetime
-
     spans: list[dict] = []
     current: dict | None = None
     for line in events.read_text().splitlines():

@@ -134,7 +134,7 @@ def uplink_netdev(cfg: VMConfig) -> str:
 
 
 class PortInUse(LabError):
-    """qemu could not bind the SSH forwarding port (taken between allocation and start)."""
+    """qemu could not bind a forwarded port, SSH or API (taken between allocation and start)."""
 
 
 def start(cfg: VMConfig, image: Image) -> procs.ProcRecord:
