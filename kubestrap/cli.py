@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,14 @@ def _print_plan(console: Console, selected: list[phases.Phase], hosts: dict[str,
     console.print(table)
 
 
+def _again(args: argparse.Namespace, *words: str) -> str:
+    """The command line that repeats this one, naming the inventory when it is not the default."""
+    parts = ["bootstrap.py", words[0]]
+    if Path(args.inventory).resolve() != paths.DEFAULT_INVENTORY.resolve():
+        parts += ["-i", shlex.quote(paths.display(Path(args.inventory)))]
+    return " ".join([*parts, *words[1:]])
+
+
 def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_mod.Inventory,
              args: argparse.Namespace, extravars: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     absent = collections_check.missing()
@@ -82,7 +91,8 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
         console.print(f"[red]interrupted[/]; journal: {paths.display(journal.path)}")
         return 130, {}
     failed = next((o for o in outcomes if not o.ok), None)
-    failure = runner.failure_message(failed, resume, journal) if failed else None
+    resumable = command in ("up", "add-node")
+    failure = runner.failure_message(failed, resume, journal, resumable) if failed else None
     result = runner.summary(command, inv.path, outcomes, seconds, failure)
     result["journal"] = paths.display(journal.path)
     journal.write_summary(result)
@@ -110,7 +120,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         _emit_json(args, {"inventory": paths.display(args.inventory), "valid": True, "hosts": hosts})
         return EXIT_OK
     preflight = [p for p in phases.up_phases() if p.name == "preflight"]
-    code, result = _execute("check", "bootstrap.py check --hosts", preflight, inv, args, {})
+    code, result = _execute("check", _again(args, "check", "--hosts"), preflight, inv, args, {})
     _print_preflight(console, result)
     _emit_json(args, result)
     return code
@@ -157,7 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     selected = _phase_selection(phases.up_phases(), args)
-    code, result = _execute("up", "bootstrap.py up", selected, inv, args, {})
+    code, result = _execute("up", _again(args, "up"), selected, inv, args, {})
     _emit_json(args, result)
     return code
 
@@ -179,7 +189,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
         raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
                         "nodes are formed by `bootstrap.py up`")
     selected = _phase_selection(phases.add_node_phases(), args)
-    code, result = _execute("add-node", f"bootstrap.py add-node {args.name}", selected, inv, args,
+    code, result = _execute("add-node", _again(args, "add-node", args.name), selected, inv, args,
                             {"kubestrap_node_scope": args.name})
     _emit_json(args, result)
     return code
@@ -188,7 +198,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     selected = phases.single(paths.PLAYBOOKS_DIR / "status.yml", "status")
-    code, result = _execute("status", "bootstrap.py status", selected, inv, args, {})
+    code, result = _execute("status", _again(args, "status"), selected, inv, args, {})
     nodes = _status_rows(inv, result)
     result["nodes"] = nodes
     addons = _status_addons(result)
@@ -253,7 +263,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
             return EXIT_OK
     extravars = {"kubestrap_node_scope": args.node} if args.node else {}
     selected = phases.single(paths.PLAYBOOKS_DIR / "reset.yml", "reset")
-    code, result = _execute("reset", "bootstrap.py reset --yes", selected, inv, args, extravars)
+    again = _again(args, "reset", *(["--node", args.node] if args.node else []), "--yes")
+    code, result = _execute("reset", again, selected, inv, args, extravars)
     _emit_json(args, result)
     return code
 

@@ -53,14 +53,19 @@ class PhaseOutcome:
         }
 
 
-def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal) -> str:
-    """One actionable paragraph: which host, which phase, what happened, what to do next."""
+def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal, resumable: bool = True) -> str:
+    """One actionable paragraph: which host, which phase, what happened, what to do next.
+
+    resume_command is the command line to run again; commands with phases (resumable) get
+    `--from-phase PHASE` appended, single-phase commands (check, status, reset) are repeated as given.
+    """
     phase = outcome.phase.name
     where = paths.display(journal.path)
+    again = f"{resume_command} --from-phase {phase}" if resumable else resume_command
     if not outcome.tracker.failures:
         return (f"phase {phase} stopped ({outcome.status}, ansible exit code {outcome.rc}) before any host "
                 f"reported a failure: {outcome.detail or 'no output'}. See {where}/phases for ansible-runner's output. "
-                f"Next: fix it, then `{resume_command} --from-phase {phase}`.")
+                f"Next: fix it, then `{again}`.")
     lines = []
     for f in outcome.tracker.failures:
         if f.unreachable:
@@ -69,7 +74,7 @@ def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal
                          f"SSH with your key works.")
         else:
             lines.append(f"host {f.host} failed in phase {phase}, task '{f.task}': {f.message}")
-    lines.append(f"Next: fix the cause, then `{resume_command} --from-phase {phase}`. "
+    lines.append(f"Next: fix the cause, then `{again}`. "
                  f"Journal: {where}/events.jsonl")
     return "\n".join(lines)
 

@@ -76,6 +76,16 @@ def test_reset_without_terminal_needs_yes():
     assert "--yes" in proc.stderr
 
 
+def test_rerun_advice_names_the_inventory_and_the_node(tmp_path: Path):
+    from kubestrap import cli
+
+    args = cli.build_parser().parse_args(["reset", "--node", "k8s-worker3", "-i", str(tmp_path / "my inv")])
+    assert cli._again(args, "reset", "--node", "k8s-worker3", "--yes") == \
+        f"bootstrap.py reset -i '{tmp_path / 'my inv'}' --node k8s-worker3 --yes"
+    default = cli.build_parser().parse_args(["up"])
+    assert cli._again(default, "up") == "bootstrap.py up"
+
+
 def _local_inventory(tmp_path: Path) -> Path:
     """Two inventory nodes that are both this machine: preflight must catch the shared identity."""
     inv = tmp_path / "local"
@@ -120,5 +130,7 @@ def test_check_hosts_runs_preflight_and_names_failing_host(tmp_path: Path):
     assert results["local-cp"]["ssh"]["ok"] is True
     assert "failed in phase preflight" in proc.stderr and "local-w" in proc.stderr
     assert "host preflight" in proc.stderr  # the table
+    # the advice repeats this very command (its inventory included); check has no --from-phase
+    assert "Next: fix the cause, then `bootstrap.py check -i local --hosts`." in proc.stderr
     journal = ROOT / summary["journal"] if not Path(summary["journal"]).is_absolute() else Path(summary["journal"])
     assert (journal / "summary.json").exists() or (tmp_path / summary["journal"]).exists()

@@ -64,6 +64,9 @@ def test_failure_names_host_phase_and_next_step(tmp_path: Path, monkeypatch):
     assert failure is not None
     assert "host localhost failed in phase smoke, task 'Stop with a known message': disk /dev/sdz is missing" in failure
     assert "--from-phase smoke" in failure
+    # single-phase commands (check, status, reset) are repeated as given: they have no --from-phase
+    again = runner.failure_message(outcomes[0], "bootstrap.py reset --node w3 --yes", journal, resumable=False)
+    assert "then `bootstrap.py reset --node w3 --yes`." in again and "--from-phase" not in again
     summary = json.loads((journal.path / "summary.json").read_text())
     assert summary["result"] == "failed"
     assert summary["phases"][0]["hosts"]["localhost"]["failed"] == 1
