@@ -252,19 +252,31 @@ def cmd_reset(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     if args.node:
         _require_node(inv, args.node)
+    if args.gone and not args.node:
+        raise UserError("--gone removes one dead worker: name it with --node NAME")
+    if args.gone and args.node not in inv.workers:
+        raise UserError(f"{args.node} is a control-plane node: --gone removes workers only")
     target = args.node or "every node"
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError("reset needs confirmation: run it in a terminal or pass --yes")
-        answer = input(f"Reset {target} of {inv.value('cluster_name')}? This wipes Kubernetes from it. "
-                       "Type 'yes' to go on: ")
+        question = (f"Delete the Node {args.node} from {inv.value('cluster_name')} without contacting the machine?"
+                    if args.gone else f"Reset {target} of {inv.value('cluster_name')}? This wipes Kubernetes from it.")
+        answer = input(f"{question} Type 'yes' to go on: ")
         if answer.strip() != "yes":
             _console().print("reset cancelled; nothing was touched")
             return EXIT_OK
-    extravars = {"kubestrap_node_scope": args.node} if args.node else {}
+    extravars: dict[str, Any] = {"kubestrap_node_scope": args.node} if args.node else {}
+    if args.gone:
+        extravars["kubestrap_reset_gone"] = True
     selected = phases.single(paths.PLAYBOOKS_DIR / "reset.yml", "reset")
-    again = _again(args, "reset", *(["--node", args.node] if args.node else []), "--yes")
-    code, result = _execute("reset", again, selected, inv, args, extravars)
+    words = ["--node", args.node, *(["--gone"] if args.gone else [])] if args.node else []
+    code, result = _execute("reset", _again(args, "reset", *words, "--yes"), selected, inv, args, extravars)
+    if args.node and not args.gone and result.get("hosts", {}).get(args.node, {}).get("unreachable"):
+        hint = (f"If {args.node} is dead or gone for good, `{_again(args, 'reset', '--node', args.node, '--gone', '--yes')}` "
+                "deletes its Node object without contacting it; if it comes back later, reset it before reusing it.")
+        result["hint"] = hint
+        _console().print(hint)
     _emit_json(args, result)
     return code
 
@@ -308,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "reset":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
             p.add_argument("--node", metavar="NAME", help="reset only this node")
+            p.add_argument("--gone", action="store_true",
+                           help="with --node: the worker is dead; delete its Node object without contacting it")
     for module in ("kubestrap.lab.cli", "kubestrap.artifacts_cli"):
         try:
             register = __import__(module, fromlist=["register"]).register

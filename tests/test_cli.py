@@ -76,6 +76,13 @@ def test_reset_without_terminal_needs_yes():
     assert "--yes" in proc.stderr
 
 
+def test_reset_gone_needs_a_worker():
+    proc = run("reset", "--gone", "--yes", "-i", "inventories/homelab")
+    assert proc.returncode == 2 and "name it with --node NAME" in proc.stderr
+    proc = run("reset", "--node", "k8s-cp", "--gone", "--yes", "-i", "inventories/homelab")
+    assert proc.returncode == 2 and "k8s-cp is a control-plane node" in proc.stderr
+
+
 def test_rerun_advice_names_the_inventory_and_the_node(tmp_path: Path):
     from kubestrap import cli
 

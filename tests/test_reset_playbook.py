@@ -58,3 +58,66 @@ def test_a_full_reset_removes_the_kubeconfig_of_the_inventorys_cluster(tmp_path)
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert not kubeconfig.exists(), done.stdout[-2000:]
+
+
+def _gone_inventory(tmp_path: Path, port: int) -> Path:
+    import sys
+
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    local = {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": local, "children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {"cp1": {"ansible_host": "192.0.2.10", "node_ip": "192.0.2.10"}}},
+        "k8s_workers": {"hosts": {
+            "w1": {"ansible_host": "192.0.2.11", "node_ip": "192.0.2.11"},
+            "w2": {"ansible_host": "127.0.0.1", "ansible_port": port, "node_ip": "192.0.2.12"}}}}}}}}))  # fmt: skip
+    (inv / "group_vars" / "k8s_cluster.yml").write_text("cluster_name: lab\n")
+    return inv
+
+
+def _playbook(tmp_path: Path, inv: Path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), KUBESTRAP_SECRETS_DIR=str(tmp_path / "secrets"),
+               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), *args, str(ROOT / "playbooks" / "reset.yml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_gone_node_is_left_out_of_the_reset_play(tmp_path):
+    """`reset --node w2 --gone` runs nothing on w2: the reset play matches no host, drain/delete stay
+    on the first control plane; without --gone w2 is reset as usual."""
+    inv = _gone_inventory(tmp_path, 9)
+    gone = _playbook(tmp_path, inv, "--list-hosts", "-e", "kubestrap_node_scope=w2", "-e", "kubestrap_reset_gone=true")
+    normal = _playbook(tmp_path, inv, "--list-hosts", "-e", "kubestrap_node_scope=w2")
+    assert gone.returncode == 0 and normal.returncode == 0, gone.stderr + normal.stderr
+
+    def hosts_of(listing: str, play: str) -> list[str]:
+        block = listing.split(f"): {play}\t")[1].split("play #")[0]  # "play #N (pattern): NAME\tTAGS"
+        return [line.strip() for line in block.split("hosts (")[1].splitlines()[1:] if line.strip()]
+
+    assert hosts_of(gone.stdout, "Reset the nodes") == []
+    assert hosts_of(normal.stdout, "Reset the nodes") == ["w2"]
+    assert hosts_of(gone.stdout, "Delete the reset nodes from the cluster (reset --node)") == ["cp1"]
+
+
+def test_a_gone_node_that_still_answers_is_refused(tmp_path):
+    """--gone is refused while the machine answers on its SSH port (it must be reset, not forgotten);
+    a closed port lets the run go on."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        inv = _gone_inventory(tmp_path, port)
+        extra = ["-e", "kubestrap_node_scope=w2", "-e", "kubestrap_reset_gone=true", "--limit", "localhost"]
+        refused = _playbook(tmp_path, inv, *extra)
+    assert refused.returncode != 0
+    assert f"w2 still answers on 127.0.0.1:{port}, so it is not gone" in refused.stdout, refused.stdout[-3000:]
+    closed = _playbook(tmp_path, inv, *extra)  # the listener is closed now: connection refused
+    assert closed.returncode == 0, closed.stdout[-3000:]

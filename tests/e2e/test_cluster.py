@@ -1,7 +1,7 @@
 """End-to-end on real VMs: up from fresh hosts, idempotent second up, add-node isolation, bad
-join, full reset, an up after the reset that loses a worker mid-run, and the up that converges once
-the worker is back. Tests run in file order and share one lab (tests/e2e/e2e_support.py).
-Assertions read the run journal's per-host counts.
+join, removing a dead worker (reset --node --gone), full reset, an up after the reset that loses a
+worker mid-run, and the up that converges once the worker is back. Tests run in file order and
+share one lab (tests/e2e/e2e_support.py). Assertions read the run journal's per-host counts.
 
 Real: OS preparation, containerd, artifact distribution, files, units, ordering, token flow.
 Contract doubles (tests/doubles/): kubeadm, kubelet and the API server they stand up.
@@ -145,6 +145,30 @@ def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cl
     _, summary, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
     assert summary["result"] == "ok"
     assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+
+
+@pytest.mark.extended
+def test_dead_worker_is_removed_with_gone(cluster: Cluster):
+    """A worker whose machine died: `reset --node` names it unreachable and points at --gone, which
+    deletes its Node object without contacting it (refused while the machine still answers)."""
+    code, _, stderr = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full, check=False)
+    assert code == 1 and f"{NEW_NODE} still answers on 127.0.0.1:" in stderr, stderr[-3000:]
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+    cluster.kill_vm(NEW_NODE)
+    code, summary, stderr = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full, check=False)
+    assert code == 1 and f"host {NEW_NODE} unreachable in phase reset" in stderr, stderr[-3000:]
+    assert f"reset -i {cluster.full} --node {NEW_NODE} --gone --yes" in summary["hint"]
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"  # the Node is still there
+    _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full)
+    assert summary["result"] == "ok"
+    assert set(summary["hosts"]) <= {CP, "localhost"}, summary["hosts"]
+    nodes = status_nodes(cluster, cluster.full)
+    assert nodes[NEW_NODE]["kubelet"] == "-", nodes  # no Node object any more
+    for name in CLUSTER_NODES:
+        assert nodes[name]["kubelet"] == "v1.36.4", nodes
+    # the machine comes back (for the scenarios below): the lab restarts it on its disk
+    cluster.lab("up", "--workers", str(len(WORKERS) + 1))
+    cluster.write_inventories()
 
 
 @pytest.mark.extended
