@@ -31,7 +31,9 @@ class UserError(Exception):
 
 
 def _console() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: messages are never broken into lines, so a command to copy or a host name to grep
+    # stays whole in CI logs and pipes (a terminal wraps long lines itself)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # --- shared steps ---------------------------------------------------------------------------
@@ -80,6 +82,8 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
         raise UserError(collections_check.advice(absent))
     console = _console()
     hosts = plan.phase_hosts(selected, inv.path, extravars)
+    if command in ("up", "add-node"):
+        _print_plan(console, selected, hosts, inv)  # what will run where, before any host is touched
     cluster = str(inv.value("cluster_name", "cluster"))
     journal = Journal(command, Redactor.for_secrets_dir(paths.secrets_dir(cluster)))
     view = ProgressView(console, len(selected), args.verbose)

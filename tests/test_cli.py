@@ -83,6 +83,22 @@ def test_reset_gone_needs_a_worker():
     assert proc.returncode == 2 and "k8s-cp is a control-plane node" in proc.stderr
 
 
+def test_up_prints_its_plan_before_touching_a_host(tmp_path: Path):
+    inv = _local_inventory(tmp_path)
+    proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "up", "--phase", "preflight", "-i", str(inv)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "KUBESTRAP_RUNS_DIR": str(tmp_path / "runs"),
+                               "HOME": str(tmp_path)})  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the two nodes share this machine's identity
+    lines = proc.stderr.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.strip() == "plan: phases x hosts")
+    row = next(line for line in lines[title:] if " preflight " in line)
+    assert row.count("x") == 2, row
+    assert title < next(i for i, line in enumerate(lines) if "phase 1/1" in line)
+    # a failed up names this very command to resume with
+    assert "`bootstrap.py up -i local --from-phase preflight`" in proc.stderr  # relative to the cwd
+
+
 def test_rerun_advice_names_the_inventory_and_the_node(tmp_path: Path):
     from kubestrap import cli
 

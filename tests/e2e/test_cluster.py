@@ -151,12 +151,12 @@ def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cl
 def test_dead_worker_is_removed_with_gone(cluster: Cluster):
     """A worker whose machine died: `reset --node` names it unreachable and points at --gone, which
     deletes its Node object without contacting it (refused while the machine still answers)."""
-    code, _, stderr = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full, check=False)
-    assert code == 1 and f"{NEW_NODE} still answers on 127.0.0.1:" in stderr, stderr[-3000:]
+    code, summary, stderr = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full, check=False)
+    assert code == 1 and f"{NEW_NODE} still answers on 127.0.0.1:" in summary["failure"], stderr[-3000:]
     assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
     cluster.kill_vm(NEW_NODE)
     code, summary, stderr = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full, check=False)
-    assert code == 1 and f"host {NEW_NODE} unreachable in phase reset" in stderr, stderr[-3000:]
+    assert code == 1 and f"host {NEW_NODE} unreachable in phase reset" in summary["failure"], stderr[-3000:]
     assert f"reset -i {cluster.full} --node {NEW_NODE} --gone --yes" in summary["hint"]
     assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"  # the Node is still there
     _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full)
