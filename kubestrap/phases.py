@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from kubestrap import paths, yamlfile
 
 _IMPORT_KEYS = ("ansible.builtin.import_playbook", "import_playbook")
@@ -28,9 +26,15 @@ class Phase:
     description: str
 
     def host_patterns(self, extravars: dict[str, Any]) -> list[str]:
-        """The `hosts:` pattern of each play in the phase playbook, templated with *extravars*."""
+        """The `hosts:` pattern of each play in the phase playbook, templated with *extravars*.
+
+        Ansible's own templar renders it, so every filter a playbook may use (`bool`, ...) works here too.
+        """
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.template import Templar, trust_as_template
+
         plays = yamlfile.load(self.playbook) or []
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        templar = Templar(loader=DataLoader(), variables=extravars)
         patterns = []
         for play in plays:
             hosts = play.get("hosts")
@@ -38,7 +42,7 @@ class Phase:
                 continue
             if isinstance(hosts, list):
                 hosts = ":".join(hosts)
-            patterns.append(env.from_string(str(hosts)).render(**extravars))
+            patterns.append(str(templar.template(trust_as_template(str(hosts)))))
         return patterns
 
 

@@ -58,6 +58,22 @@ def test_add_node_plan_touches_only_the_new_node():
             assert "token" in phase or "join" in phase, phase
 
 
+def test_every_command_plan_resolves_with_ansibles_filters():
+    # the hosts: patterns are templated like Ansible does it (reset --gone uses `| bool`)
+    inventory = ROOT / "inventories" / "homelab"
+    reset = phases.single(ROOT / "playbooks" / "reset.yml", "reset")
+    gone = plan.phase_hosts(reset, inventory, {"kubestrap_node_scope": "k8s-worker3", "kubestrap_reset_gone": True})
+    assert set(gone["reset"]) == {"k8s-cp", "localhost"}
+    one = plan.phase_hosts(reset, inventory, {"kubestrap_node_scope": "k8s-worker3"})
+    assert set(one["reset"]) == {"k8s-cp", "k8s-worker3", "localhost"}
+    full = plan.phase_hosts(reset, inventory, {})
+    assert set(full["reset"]) == {"k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3", "localhost"}
+    status = phases.single(ROOT / "playbooks" / "status.yml", "status")
+    assert plan.phase_hosts(status, inventory, {})["status"] == ["k8s-cp"]
+    for phase_list in (phases.up_phases(), phases.add_node_phases()):
+        assert all(plan.phase_hosts(phase_list, inventory, {}).values())
+
+
 def test_unknown_phase_is_refused_with_the_list():
     proc = run("up", "-i", "inventories/homelab", "--from-phase", "nope")
     assert proc.returncode == 2
