@@ -155,7 +155,7 @@ def _print_preflight(console: Console, result: dict[str, Any]) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     if args.add_node:
-        _require_node(inv, args.add_node)
+        _require_node(inv, args.add_node, _again(args, "plan", "--add-node", args.add_node))
         declared, extravars = phases.add_node_phases(), {"kubestrap_node_scope": args.add_node}
     else:
         declared, extravars = phases.up_phases(), {}
@@ -176,19 +176,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
-def _require_node(inv: inv_mod.Inventory, name: str) -> None:
+def _require_node(inv: inv_mod.Inventory, name: str, again: str) -> None:
+    """Refuse a node the inventory lacks, saying how to add it and the command (*again*) to run then."""
     if name not in inv.group_hosts(inv_mod.CLUSTER_GROUP):
         raise UserError(
             f"{name} is not in {paths.display(inv.hosts_file)}; add it under k8s_workers with "
             f"ansible_host and node_ip, e.g.\n      {name}:\n        ansible_host: <ssh address>\n"
-            f"        node_ip: <address on {inv.value('cluster_node_network')}>\nthen run "
-            f"`bootstrap.py add-node {name}` again."
+            f"        node_ip: <address on {inv.value('cluster_node_network')}>\nthen run `{again}` again."
         )
+
+
+def _require_known_node(inv: inv_mod.Inventory, name: str) -> None:
+    """Refuse a node the inventory lacks, listing the ones it has (for commands on existing nodes)."""
+    known = inv.group_hosts(inv_mod.CLUSTER_GROUP)
+    if name not in known:
+        raise UserError(f"{name} is not in {paths.display(inv.hosts_file)}; its nodes are: {', '.join(known)}")
 
 
 def cmd_add_node(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
-    _require_node(inv, args.name)
+    _require_node(inv, args.name, _again(args, "add-node", args.name))
     if args.name not in inv.workers:
         raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
                         "nodes are formed by `bootstrap.py up`")
@@ -255,7 +262,7 @@ def _status_rows(inv: inv_mod.Inventory, result: dict[str, Any]) -> list[dict[st
 def cmd_reset(args: argparse.Namespace) -> int:
     inv = load_valid_inventory(args.inventory)
     if args.node:
-        _require_node(inv, args.node)
+        _require_known_node(inv, args.node)
     if args.gone and not args.node:
         raise UserError("--gone removes one dead worker: name it with --node NAME")
     if args.gone and args.node not in inv.workers:

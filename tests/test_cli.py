@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,21 @@ def test_add_node_not_in_inventory_says_what_to_add():
     proc = run("add-node", "k8s-worker9", "-i", "inventories/homelab")
     assert proc.returncode == 2
     assert "k8s-worker9 is not in" in proc.stderr and "node_ip" in proc.stderr
+
+
+def test_unknown_node_refusals_name_the_inventory_and_the_right_next_step(tmp_path: Path):
+    inv = tmp_path / "my-inv"
+    shutil.copytree(ROOT / "inventories" / "homelab", inv)
+    add = run("add-node", "k8s-worker9", "-i", str(inv))
+    assert add.returncode == 2
+    assert f"then run `bootstrap.py add-node -i {inv} k8s-worker9` again" in add.stderr
+    planned = run("plan", "--add-node", "k8s-worker9", "-i", str(inv))
+    assert f"`bootstrap.py plan -i {inv} --add-node k8s-worker9`" in planned.stderr
+    # reset works on nodes that exist: no advice to add one, the nodes it could mean instead
+    reset = run("reset", "--node", "k8s-worker9", "--yes", "-i", str(inv))
+    assert reset.returncode == 2
+    assert "its nodes are: k8s-cp, k8s-worker1, k8s-worker2, k8s-worker3" in reset.stderr
+    assert "add-node" not in reset.stderr
 
 
 def test_reset_without_terminal_needs_yes():
