@@ -283,13 +283,29 @@ def cmd_reset(args: argparse.Namespace) -> int:
     selected = phases.single(paths.PLAYBOOKS_DIR / "reset.yml", "reset")
     words = ["--node", args.node, *(["--gone"] if args.gone else [])] if args.node else []
     code, result = _execute("reset", _again(args, "reset", *words, "--yes"), selected, inv, args, extravars)
-    if args.node and not args.gone and result.get("hosts", {}).get(args.node, {}).get("unreachable"):
-        hint = (f"If {args.node} is dead or gone for good, `{_again(args, 'reset', '--node', args.node, '--gone', '--yes')}` "
-                "deletes its Node object without contacting it; if it comes back later, reset it before reusing it.")
+    hint = _reset_hint(args, result)
+    if hint:
         result["hint"] = hint
         _console().print(hint)
     _emit_json(args, result)
     return code
+
+
+def _reset_hint(args: argparse.Namespace, result: dict[str, Any]) -> str | None:
+    """What to do about nodes a reset could not reach (a dead machine)."""
+    hosts = result.get("hosts", {})
+    unreachable = [name for name, counts in hosts.items() if counts.get("unreachable")]
+    if args.gone or not unreachable:
+        return None
+    if args.node:
+        if args.node not in unreachable:
+            return None
+        return (f"If {args.node} is dead or gone for good, `{_again(args, 'reset', '--node', args.node, '--gone', '--yes')}` "
+                "deletes its Node object without contacting it; if it comes back later, reset it before reusing it.")
+    names = ", ".join(unreachable)
+    return (f"{names} could not be reached and still hold what kubestrap installed; the other nodes were reset. "
+            f"When they are back, run `{_again(args, 'reset', '--yes')}` again (nodes already reset report no "
+            "change); a machine gone for good only needs to leave the inventory.")
 
 
 # --- parser ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from helpers import ROOT
 
-from kubestrap import phases, plan
+from kubestrap import cli, phases, plan
 
 
 def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -115,6 +115,21 @@ def test_reset_gone_needs_a_worker():
     assert proc.returncode == 2 and "k8s-cp is a control-plane node" in proc.stderr
 
 
+def test_reset_hints_name_what_to_do_about_unreachable_nodes():
+    def hint(*argv: str, unreachable: str | None) -> str | None:
+        args = cli.build_parser().parse_args(["reset", *argv, "--yes"])
+        hosts = {name: {"unreachable": int(name == unreachable)} for name in ("k8s-cp", "k8s-worker2", "localhost")}
+        return cli._reset_hint(args, {"hosts": hosts})
+
+    assert hint(unreachable=None) is None
+    full = hint(unreachable="k8s-worker2")
+    assert full and full.startswith("k8s-worker2 could not be reached") and "`bootstrap.py reset --yes` again" in full
+    one = hint("--node", "k8s-worker2", unreachable="k8s-worker2")
+    assert one and "`bootstrap.py reset --node k8s-worker2 --gone --yes`" in one
+    assert hint("--node", "k8s-worker2", unreachable="k8s-cp") is None  # --gone would not help there
+    assert hint("--node", "k8s-worker2", "--gone", unreachable="k8s-worker2") is None
+
+
 def test_up_prints_its_plan_before_touching_a_host(tmp_path: Path):
     inv = _local_inventory(tmp_path)
     proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "up", "--phase", "preflight", "-i", str(inv)],
@@ -132,8 +147,6 @@ def test_up_prints_its_plan_before_touching_a_host(tmp_path: Path):
 
 
 def test_rerun_advice_names_the_inventory_and_the_node(tmp_path: Path):
-    from kubestrap import cli
-
     args = cli.build_parser().parse_args(["reset", "--node", "k8s-worker3", "-i", str(tmp_path / "my inv")])
     assert cli._again(args, "reset", "--node", "k8s-worker3", "--yes") == \
         f"bootstrap.py reset -i '{tmp_path / 'my inv'}' --node k8s-worker3 --yes"
