@@ -202,3 +202,20 @@ def test_check_hosts_runs_preflight_and_names_failing_host(tmp_path: Path):
     assert "Next: fix the cause, then `bootstrap.py check -i local --hosts`." in proc.stderr
     journal = ROOT / summary["journal"] if not Path(summary["journal"]).is_absolute() else Path(summary["journal"])
     assert (journal / "summary.json").exists() or (tmp_path / summary["journal"]).exists()
+
+
+def test_status_of_hosts_without_a_cluster_says_not_bootstrapped(tmp_path: Path):
+    """Fresh hosts, or hosts after `reset`: no admin kubeconfig and no helm on the control plane.
+    status must still print the table (it crashed in from_json on the skipped add-on reads: seen on
+    the lab after a full reset)."""
+    inv = _local_inventory(tmp_path)
+    assert not Path("/etc/kubernetes/admin.conf").exists() and not Path("/usr/local/bin/helm").exists()
+    proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "status", "-i", str(inv), "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "KUBESTRAP_RUNS_DIR": str(tmp_path / "runs"),
+                               "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert {n["name"]: n["ready"] for n in summary["nodes"]} == {"local-cp": "not bootstrapped",
+                                                                  "local-w": "not bootstrapped"}
+    assert summary["addons"] == []
