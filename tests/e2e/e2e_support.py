@@ -31,6 +31,9 @@ WORKER_COUNT = int(os.environ.get("KUBESTRAP_E2E_WORKERS", "1"))
 ADDONS = os.environ.get("KUBESTRAP_E2E_ADDONS", "on") != "off"
 WORKERS = [f"{LAB}-worker{i}" for i in range(1, WORKER_COUNT + 1)]
 NEW_NODE = f"{LAB}-worker{WORKER_COUNT + 1}"
+# Bound of one bootstrap.py command: TCG VMs share two cores, so a fresh `up` slows with every VM
+# (1 cp + 1 worker + the add-node VM: ~17 min; the reference layout has five VMs).
+CLI_TIMEOUT = 1200 + 600 * (WORKER_COUNT + 2)
 
 
 @dataclass
@@ -81,7 +84,7 @@ class Cluster:
         assert proc.returncode == 0, proc.stderr
 
     def cli(
-        self, *args: str, inventory: Path | None = None, timeout: int = 2400, check: bool = True
+        self, *args: str, inventory: Path | None = None, timeout: int = CLI_TIMEOUT, check: bool = True
     ) -> tuple[int, dict[str, Any], str]:
         """Run bootstrap.py COMMAND -i INV --json; return (exit code, summary, stderr)."""
         command = [sys.executable, str(ROOT / "bootstrap.py"), *args, "-i", str(inventory or self.main), "--json"]
