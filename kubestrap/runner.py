@@ -69,7 +69,7 @@ def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal
     lines = []
     for f in outcome.tracker.failures:
         if f.unreachable:
-            lines.append(f"host {f.host} unreachable in phase {phase} (task '{f.task}'): {f.message}. "
+            lines.append(f"host {f.host} unreachable in phase {phase} (task '{f.task}'): {_sentence(f.message)} "
                          f"Check that the host is up, ansible_host/ansible_port/ansible_user are right and "
                          f"SSH with your key works.")
         else:
@@ -77,6 +77,13 @@ def failure_message(outcome: PhaseOutcome, resume_command: str, journal: Journal
     lines.append(f"Next: fix the cause, then `{again}`. "
                  f"Journal: {where}/events.jsonl")
     return "\n".join(lines)
+
+
+def _sentence(text: str) -> str:
+    """text ending in one full stop: Ansible's unreachable message ends in "over ssh: " followed by
+    SSH's own words, which are empty when the connection just dropped."""
+    text = text.rstrip(" :;,")
+    return text if text.endswith((".", "!", "?")) else f"{text}."
 
 
 def _runner_tail(data_dir: Path, lines: int = 5) -> str:

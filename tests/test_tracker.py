@@ -3,6 +3,12 @@ playbook's own stats decide; the journal's changed counts must match what Ansibl
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from kubestrap import runner
+from kubestrap.journal import Journal
+from kubestrap.phases import Phase
+from kubestrap.redact import Redactor
 from kubestrap.tracker import PhaseTracker as Tracker
 
 
@@ -50,3 +56,19 @@ def test_a_specific_module_message_is_kept_and_a_bare_output_uses_its_last_line(
     assert failure_of({"msg": "non-zero return code", "rc": 2, "stderr": "one\ntwo"}) == "non-zero return code (2): two"
     assert failure_of({}) == "no message"
     assert failure_of({"censored": "hidden"}).startswith("output hidden by no_log")
+
+
+def test_a_lost_host_is_named_in_one_readable_sentence(tmp_path: Path):
+    # what Ansible 2.19 reported for a worker VM killed mid-phase (seen on the lab): its message ends
+    # in "over ssh: " and SSH's empty output
+    tracker = Tracker("node_prep")
+    lost = 'Task failed: Data could not be sent to remote host "127.0.0.1". Make sure this host can be reached over ssh: '
+    tracker.feed({"event": "runner_on_unreachable",
+                  "event_data": {"host": "w2", "task": "Gather facts", "res": {"msg": lost, "unreachable": True}}})
+    outcome = runner.PhaseOutcome(Phase("node_prep", Path("node_prep.yml"), "node_prep"), tracker, 9.0, "failed", 4)
+    journal = Journal("up", Redactor(), base=tmp_path)
+    message = runner.failure_message(outcome, "bootstrap.py up", journal)
+    journal.close()
+    assert message.startswith("host w2 unreachable in phase node_prep (task 'Gather facts'): Task failed:")
+    assert "reached over ssh. Check that the host is up" in message
+    assert "--from-phase node_prep" in message
