@@ -129,10 +129,21 @@ _GENERIC = ("non-zero return code", "MODULE FAILURE")
 _ERROR_LINE = re.compile(r"\b(error|failed|fatal|refused|denied|invalid)\b", re.IGNORECASE)
 
 
+# Ansible's summary of a loop task; the reason is in the item that failed.
+_LOOP_SUMMARIES = ("All items completed", "One or more items failed")
+
+
 def _message(res: dict[str, Any]) -> str:
     if res.get("censored"):
         return "output hidden by no_log (the task handles a secret); re-run with -vvv on a test cluster"
     msg = str(res.get("msg") or "").strip()
+    items = res.get("results")
+    if msg.startswith(_LOOP_SUMMARIES) and isinstance(items, list):
+        bad = [i for i in items if isinstance(i, dict) and (i.get("failed") or i.get("unreachable"))]
+        if bad:
+            label = bad[0].get("_ansible_item_label", bad[0].get("item"))
+            why = _message(bad[0])
+            return f"{why} (item {label})" if isinstance(label, str | int) and not bad[0].get("censored") else why
     if msg and not msg.startswith(_GENERIC):
         return msg[:600]
     detail = _program_output(res)

@@ -72,3 +72,19 @@ def test_a_lost_host_is_named_in_one_readable_sentence(tmp_path: Path):
     assert message.startswith("host w2 unreachable in phase node_prep (task 'Gather facts'): Task failed:")
     assert "reached over ssh. Check that the host is up" in message
     assert "--from-phase node_prep" in message
+
+
+def test_a_loop_task_is_explained_by_its_failed_item_not_by_ansibles_loop_summary():
+    # a reset of a worker whose VM had died (seen on the lab): Ansible's message is "All items completed"
+    refused = "Task failed: Failed to connect to the host via ssh: ssh: connect to host 127.0.0.1 port 35351: Connection refused"
+    res = {"msg": "All items completed", "unreachable": True, "results": [
+        {"unreachable": True, "msg": refused, "item": "/usr/local/bin/kubeadm", "_ansible_item_label": "/usr/local/bin/kubeadm"},
+        {"unreachable": True, "msg": refused, "item": "/etc/kubernetes/kubelet.conf"},
+    ]}  # fmt: skip
+    assert failure_of(res) == f"{refused} (item /usr/local/bin/kubeadm)"
+    failed = {"msg": "One or more items failed", "results": [{"changed": False, "item": "a"},
+              {"failed": True, "msg": "non-zero return code", "rc": 3, "stderr": "error: no such unit",
+               "item": "b"}]}  # fmt: skip
+    assert failure_of(failed) == "non-zero return code (3): error: no such unit (item b)"
+    assert failure_of({"msg": "All items completed", "results": [{"censored": "hidden", "failed": True}]}).startswith(
+        "output hidden by no_log")
