@@ -3,7 +3,7 @@ joins later, the local artifact mirror, and inventories for the cluster with and
 
 N is KUBESTRAP_E2E_WORKERS (default 1); 3 gives the reference layout (1 control plane + 3 workers,
 plus the 5th VM for add-node). KUBESTRAP_E2E_ADDONS=off switches every add-on off (default on: the
-add-on phase runs through the helm double). CI runs N=0 without add-ons to fit its 60-minute budget
+add-on phase runs through the helm double). CI runs N=1, add-ons off, no extended scenarios, to fit its 60-minute budget
 on two cores under TCG (scripts/test); `scripts/test --full` runs the reference layout with add-ons."""
 
 from __future__ import annotations
