@@ -31,9 +31,11 @@ WORKER_COUNT = int(os.environ.get("KUBESTRAP_E2E_WORKERS", "1"))
 ADDONS = os.environ.get("KUBESTRAP_E2E_ADDONS", "on") != "off"
 WORKERS = [f"{LAB}-worker{i}" for i in range(1, WORKER_COUNT + 1)]
 NEW_NODE = f"{LAB}-worker{WORKER_COUNT + 1}"
-# Bound of one bootstrap.py command: TCG VMs share two cores, so a fresh `up` slows with every VM
-# (1 cp + 1 worker + the add-node VM: ~17 min; the reference layout has five VMs).
-CLI_TIMEOUT = 1200 + 600 * (WORKER_COUNT + 2)
+# Bound of one bootstrap.py command (a hang guard, not a speed assertion). TCG VMs share two cores,
+# so each node gets a smaller share as the lab grows while there is more work: a fresh `up` grew
+# about with the square of the node count (measured: 1 cp + 1 worker 1093 s; 1 cp + 3 workers
+# 5302 s, 2026-12-02). 50 min for N=1, 200 min for the reference layout.
+CLI_TIMEOUT = 750 * (WORKER_COUNT + 1) ** 2
 
 
 @dataclass
