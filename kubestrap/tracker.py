@@ -145,12 +145,38 @@ def _message(res: dict[str, Any]) -> str:
             why = _message(bad[0])
             return f"{why} (item {label})" if isinstance(label, str | int) and not bad[0].get("censored") else why
     if msg and not msg.startswith(_GENERIC):
-        return msg[:600]
+        return shorten(msg, 600)
     detail = _program_output(res)
     if msg and detail:
         rc = res.get("rc")
         return f"{msg}{f' ({rc})' if rc is not None else ''}: {detail}"
     return msg or detail or "no message"
+
+
+# where a sentence ends: after a full stop or a closing bracket (the end of a listed item), before a capital
+_SENTENCE_END = re.compile(r"(?<=[.!?\])])\s+(?=[A-Z])")
+_GAP = " … "
+
+
+def shorten(text: str, limit: int) -> str:
+    """*text* in about *limit* characters, cut in the middle: a role's message starts with what failed
+    and ends with what to do (the setting to change), with the long part (a list) in between. The end
+    is kept in whole sentences, up to half the limit; the beginning fills the rest."""
+    if len(text) <= limit:
+        return text
+    sentences = _SENTENCE_END.split(text)
+    tail = ""
+    for start in range(len(sentences) - 1, 0, -1):
+        candidate = " ".join(sentences[start:])
+        if len(candidate) > limit // 2:
+            break
+        tail = candidate
+    if not tail:  # the last sentence alone is too long: keep its last words
+        tail = text[-(limit // 2):]
+        tail = tail[tail.find(" ") + 1:] if " " in tail else tail
+    head = text[: max(limit - len(tail) - len(_GAP), 0)]
+    head = head[: head.rfind(" ")] if " " in head else head
+    return f"{head.rstrip()}{_GAP}{tail}"
 
 
 def _program_output(res: dict[str, Any]) -> str:
@@ -160,5 +186,5 @@ def _program_output(res: dict[str, Any]) -> str:
         lines = [line.strip() for line in str(res.get(key) or "").splitlines() if line.strip()]
         if lines:
             errors = [line for line in lines if _ERROR_LINE.search(line)]
-            return (errors[0] if errors else lines[-1])[:400]
+            return shorten(errors[0] if errors else lines[-1], 400)
     return ""

@@ -88,3 +88,29 @@ def test_a_loop_task_is_explained_by_its_failed_item_not_by_ansibles_loop_summar
     assert failure_of(failed) == "non-zero return code (3): error: no such unit (item b)"
     assert failure_of({"msg": "All items completed", "results": [{"censored": "hidden", "failed": True}]}).startswith(
         "output hidden by no_log")
+
+
+def test_a_long_message_keeps_its_closing_advice_and_shortens_the_list_in_the_middle():
+    # what the artifacts role said when the mirror was unreachable for every download (seen on the lab):
+    # the list of URLs is long, the advice naming the setting to fix comes last
+    items = " ".join(f"[kubeadm-{i} 1.36.4 (amd64), file kubeadm-{i} from https://dl.example.invalid/v1.36.4/bin/"
+                     f"linux/amd64/kubeadm-{i}: Request failed: <urlopen error [Errno -2] Name or service not known>]"
+                     for i in range(12))
+    advice = ("A checksum mismatch means the file differs from the pin: fix the mirror (kubestrap_artifacts_base_url) "
+              "or, if the pin itself is wrong, the sha256 in group_vars/all/versions.yml. Nothing unverified was kept "
+              "in /home/me/.cache/kubestrap/artifacts.")
+    msg = f"Artifact download or verification failed on the controller; nothing was staged on any node. {items} {advice}"
+    message = failure_of({"msg": msg, "failed": True})
+    assert len(message) <= 700
+    assert message.endswith(advice)
+    assert message.startswith("Artifact download or verification failed on the controller; nothing was staged")
+    assert "kubeadm-0 1.36.4" in message  # the first item stays, the rest of the list is shortened
+    assert " … " in message
+    assert failure_of({"msg": "short and whole"}) == "short and whole"
+
+
+def test_a_long_error_line_of_a_program_keeps_its_end():
+    line = "error: " + "x" * 600 + " Run `apt-get update` first."
+    message = failure_of({"msg": "non-zero return code", "rc": 100, "stderr": line})
+    assert message.endswith("Run `apt-get update` first.")
+    assert len(message) <= 500
