@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kubestrap import collections_check, paths, phases, plan, runner, validate
 from kubestrap import inventory as inv_mod
 from kubestrap.journal import Journal
 from kubestrap.progress import ProgressView, elapsed
 from kubestrap.redact import Redactor
+from kubestrap.tables import print_table
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 
@@ -60,11 +63,11 @@ def _print_plan(console: Console, selected: list[phases.Phase], hosts: dict[str,
     table.add_column("#", justify="right")
     table.add_column("phase")
     for col in columns:
-        table.add_column("controller" if col == plan.CONTROLLER else col, justify="center")
+        table.add_column("controller" if col == plan.CONTROLLER else escape(col), justify="center")
     for i, phase in enumerate(selected, start=1):
         marks = ["x" if col in hosts.get(phase.name, []) else "." for col in columns]
-        table.add_row(str(i), phase.name, *marks)
-    console.print(table)
+        table.add_row(str(i), Text(phase.name), *marks)
+    print_table(console, table)
 
 
 def _again(args: argparse.Namespace, *words: str) -> str:
@@ -140,16 +143,16 @@ def _print_preflight(console: Console, result: dict[str, Any]) -> None:
     table = Table(title="host preflight", title_justify="left")
     table.add_column("host")
     for check in checks:
-        table.add_column(check)
+        table.add_column(escape(check))
     for host, results in sorted(data.items()):
         cells = []
         for check in checks:
             r = results.get(check, {})
             ok = r.get("ok")
             mark = "[green]ok[/]" if ok else ("[red]FAIL[/]" if ok is False else "-")
-            cells.append(f"{mark} {r.get('detail', '')}".strip())
-        table.add_row(host, *cells)
-    console.print(table)
+            cells.append(f"{mark} {escape(str(r.get('detail', '')))}".strip())
+        table.add_row(Text(host), *cells)
+    print_table(console, table)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -164,7 +167,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(args, {"phases": [{"name": p.name, "hosts": hosts[p.name]} for p in selected]})
     else:
-        _print_plan(Console(highlight=False), selected, hosts, inv)
+        _print_plan(Console(highlight=False, soft_wrap=True), selected, hosts, inv)
     return EXIT_OK
 
 
@@ -215,20 +218,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     addons = _status_addons(result)
     result["addons"] = addons
     if not args.json:
-        table = Table(title=f"cluster {inv.value('cluster_name')}", title_justify="left")
+        table = Table(title=escape(f"cluster {inv.value('cluster_name')}"), title_justify="left")
         for col in ("node", "role", "node IP", "kubelet", "ready"):
             table.add_column(col)
         for row in nodes:
-            table.add_row(row["name"], row["role"], row["node_ip"], row["kubelet"], row["ready"])
-        Console(highlight=False).print(table)
+            table.add_row(*(Text(row[k]) for k in ("name", "role", "node_ip", "kubelet", "ready")))
+        print_table(Console(highlight=False), table)
         if addons:
             table = Table(title="add-ons (helm releases)", title_justify="left")
             for col in ("release", "namespace", "chart", "status", "workloads in namespace"):
                 table.add_column(col)
             for rel in addons:
-                table.add_row(rel.get("name", ""), rel.get("namespace", ""), rel.get("chart", ""), rel.get("status", ""),
-                              rel.get("workloads", "-"))
-            Console(highlight=False).print(table)
+                table.add_row(*(Text(str(rel.get(k, ""))) for k in ("name", "namespace", "chart", "status")),
+                              Text(str(rel.get("workloads", "-"))))
+            print_table(Console(highlight=False), table)
     _emit_json(args, result)
     return code
 
@@ -286,7 +289,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     hint = _reset_hint(args, result)
     if hint:
         result["hint"] = hint
-        _console().print(hint)
+        _console().print(hint, markup=False)
     _emit_json(args, result)
     return code
 

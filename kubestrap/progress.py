@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -43,7 +44,8 @@ class ProgressView:
             self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
             self.live.start()
         else:
-            self.console.print(f"[bold]== phase {index}/{self.total}: {tracker.phase}[/] ({', '.join(hosts) or 'controller'})")
+            names = escape(", ".join(hosts) or "controller")
+            self.console.print(f"[bold]== phase {index}/{self.total}: {escape(tracker.phase)}[/] ({names})")
 
     def event(self, event: dict[str, Any]) -> None:
         tracker = self.tracker
@@ -56,7 +58,8 @@ class ProgressView:
             self.console.print(Text(str(event["stdout"])))
         elif tracker.task and tracker.task != self._last_task:
             self._last_task = tracker.task
-            self.console.print(f"  [{tracker.phase}] {tracker.task}  ({elapsed(time.monotonic() - self.started)})")
+            self.console.print(f"  {escape(f'[{tracker.phase}]')} {escape(tracker.task)}  "
+                               f"({elapsed(time.monotonic() - self.started)})")
 
     def phase_finished(self, tracker: PhaseTracker, seconds: float) -> None:
         if self.live is not None:
@@ -65,7 +68,7 @@ class ProgressView:
         t = tracker.totals()
         state = "[red]failed[/]" if (t["failed"] or t["unreachable"]) else "[green]done[/]"
         self.console.print(
-            f"{state} phase {self.index}/{self.total} [bold]{tracker.phase}[/] in {elapsed(seconds)}: "
+            f"{state} phase {self.index}/{self.total} [bold]{escape(tracker.phase)}[/] in {elapsed(seconds)}: "
             f"ok={t['ok']} changed={t['changed']} failed={t['failed']} unreachable={t['unreachable']}"
         )
 
@@ -73,15 +76,15 @@ class ProgressView:
     def _render(self) -> Group:
         assert self.tracker is not None
         tr = self.tracker
-        head = Text.from_markup(
-            f"[bold]phase {self.index}/{self.total}: {tr.phase}[/]  task: {tr.task or '-'}  "
-            f"elapsed {elapsed(time.monotonic() - self.started)}"
+        head = Text.assemble(
+            (f"phase {self.index}/{self.total}: {tr.phase}", "bold"),
+            f"  task: {tr.task or '-'}  elapsed {elapsed(time.monotonic() - self.started)}",
         )
         table = Table(box=None, pad_edge=False)
         for col in ("host", "state", "ok", "changed", "failed", "task"):
             table.add_column(col)
         for name, h in sorted(tr.hosts.items()):
             status = h.status if (h.ok or h.failed or h.unreachable) else "waiting"
-            table.add_row(name, Text(status, style=_STYLE.get(status, "dim")), str(h.ok), str(h.changed),
-                          str(h.failed + h.unreachable), h.task[:60])
+            table.add_row(Text(name), Text(status, style=_STYLE.get(status, "dim")), str(h.ok), str(h.changed),
+                          str(h.failed + h.unreachable), Text(h.task[:60]))
         return Group(head, table)
