@@ -100,3 +100,15 @@ def test_preflight_table_into_a_pipe_keeps_bracketed_details_whole():
     cli._print_preflight(console, result)
     text = out.getvalue()
     assert "[node-1]" in text and detail.strip() in text
+
+
+def test_lab_status_table_into_a_pipe_shows_the_ports_whole(capsys):
+    from kubestrap.lab import cli as lab_cli
+
+    vm = {"name": "kubestrap-lab-control-plane-1", "role": "control_plane", "node_ip": "10.77.0.10",
+          "ssh_port": 40022, "api_port": 46443, "pid": 4242, "running": True, "ssh": True}
+    info = {"name": "lab", "accel": "tcg", "network": "10.77.0.0/24", "private_key": "/k", "vms": [vm, {**vm, "name": "w1"}]}
+    lab_cli._print_table(info)
+    out = capsys.readouterr().out
+    assert "127.0.0.1:40022" in out and "127.0.0.1:46443" in out and "kubestrap-lab-control-plane-1" in out
+    assert "…" not in out

@@ -15,6 +15,7 @@ from rich.table import Table
 from kubestrap.lab import alloc, lab, paths
 from kubestrap.lab.errors import LabError
 from kubestrap.lab.spec import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, LabSpec, default_vms, load_spec_file, vms_from_json
+from kubestrap.tables import print_table
 
 _err = Console(stderr=True, highlight=False)
 
@@ -166,5 +167,5 @@ def _print_table(info: dict[str, Any]) -> None:
             str(row["pid"]) if row["running"] else "-",
             state_text,
         )
-    Console().print(table)
+    print_table(Console(), table)  # whole in a pipe too: no 127.0.0.1… ports
     _err.print(f"ssh: ssh -i {info['private_key']} -p <port> root@127.0.0.1", markup=False)
