@@ -269,7 +269,8 @@ class Cluster:
         self.config_path.parent.mkdir(parents=True)
         self.config_path.write_text(dump(docs))
         for name, dest in (("k8s-cp-encryption-config.yaml", "/etc/kubernetes/encryption/config.yaml"),
-                           ("k8s-cp-audit-policy.yaml", "/etc/kubernetes/audit/policy.yaml")):  # fmt: skip
+                           ("k8s-cp-audit-policy.yaml", "/etc/kubernetes/audit/policy.yaml"),
+                           ("k8s-cp-admission-config.yaml", "/etc/kubernetes/admission/config.yaml")):  # fmt: skip
             self.cp.path(dest).parent.mkdir(parents=True, exist_ok=True)
             self.cp.path(dest).write_text(dump(self.files[name]))
         self.init = None

@@ -58,9 +58,9 @@ def test_kubeadm_config_carries_the_cluster_settings(rendered):
     args = {a["name"]: a["value"] for a in cluster["apiServer"]["extraArgs"]}
     assert args["encryption-provider-config"] == "/etc/kubernetes/encryption/config.yaml"
     assert args["audit-policy-file"] == "/etc/kubernetes/audit/policy.yaml"
-    assert {"name": "bind-address", "value": "0.0.0.0"} in cluster["controllerManager"]["extraArgs"]
-    assert {"name": "bind-address", "value": "0.0.0.0"} in cluster["scheduler"]["extraArgs"]
-    assert {"name": "listen-metrics-urls", "value": "http://0.0.0.0:2381"} in cluster["etcd"]["local"]["extraArgs"]
+    assert {"name": "bind-address", "value": "127.0.0.1"} in cluster["controllerManager"]["extraArgs"]
+    assert {"name": "bind-address", "value": "127.0.0.1"} in cluster["scheduler"]["extraArgs"]
+    assert {"name": "listen-metrics-urls", "value": "http://127.0.0.1:2381"} in cluster["etcd"]["local"]["extraArgs"]
     assert kubelet["cgroupDriver"] == "systemd"
 
 
@@ -108,3 +108,98 @@ def test_model_rejects_what_kubeadm_rejects(rendered, mutate, message):
     mutate(docs)
     errors = model.validate_documents(docs)
     assert any(message in e for e in errors), errors
+
+
+# --- CIS Kubernetes Benchmark items for kubeadm clusters (issue 16), one check per item ---------------
+
+STRONG_CIPHERS = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+}
+# namespaces of the add-ons whose pods need more than the baseline level (host network/PID/paths, privileges)
+PRIVILEGED_NAMESPACES = {"kube-system", "longhorn-system", "falco", "metallb-system", "istio-system", "monitoring"}
+
+
+def _args(component: dict) -> dict[str, str]:
+    return {a["name"]: a["value"] for a in component.get("extraArgs", [])}
+
+
+def _cis(files: dict) -> dict:
+    docs = files["k8s-cp-kubeadm-config.yaml"]
+    cluster = _doc(docs, "ClusterConfiguration")
+    return {
+        "api": _args(cluster["apiServer"]), "cm": _args(cluster["controllerManager"]),
+        "sched": _args(cluster["scheduler"]), "etcd": _args(cluster["etcd"]["local"]),
+        "kubelet": _doc(docs, "KubeletConfiguration"), "cluster": cluster,
+    }
+
+
+def _pod_security(files: dict) -> dict:
+    (admission,) = files["k8s-cp-admission-config.yaml"]
+    assert admission["kind"] == "AdmissionConfiguration"
+    (plugin,) = [p for p in admission["plugins"] if p["name"] == "PodSecurity"]
+    return plugin["configuration"]
+
+
+CIS_ITEMS = {
+    "apiserver profiling off": lambda c, f: c["api"].get("profiling") == "false",
+    "controller-manager profiling off": lambda c, f: c["cm"].get("profiling") == "false",
+    "scheduler profiling off": lambda c, f: c["sched"].get("profiling") == "false",
+    "controller-manager bound to 127.0.0.1": lambda c, f: c["cm"].get("bind-address") == "127.0.0.1",
+    "scheduler bound to 127.0.0.1": lambda c, f: c["sched"].get("bind-address") == "127.0.0.1",
+    "etcd metrics not plain HTTP on all addresses": lambda c, f: all(
+        u.startswith("https://") or u.startswith("http://127.0.0.1:")
+        for u in c["etcd"].get("listen-metrics-urls", "http://127.0.0.1:2381").split(",")),
+    "kubelet protectKernelDefaults": lambda c, f: c["kubelet"].get("protectKernelDefaults") is True,
+    "kubelet serverTLSBootstrap": lambda c, f: c["kubelet"].get("serverTLSBootstrap") is True,
+    "kubelet seccompDefault": lambda c, f: c["kubelet"].get("seccompDefault") is True,
+    "kubelet podPidsLimit": lambda c, f: isinstance(c["kubelet"].get("podPidsLimit"), int)
+    and 0 < c["kubelet"]["podPidsLimit"] <= 32768,
+    "kubelet strong TLS cipher suites": lambda c, f: c["kubelet"].get("tlsCipherSuites")
+    and set(c["kubelet"]["tlsCipherSuites"]) <= STRONG_CIPHERS,
+    "apiserver strong TLS cipher suites": lambda c, f: c["api"].get("tls-cipher-suites")
+    and set(c["api"]["tls-cipher-suites"].split(",")) <= STRONG_CIPHERS,
+    "audit log kept 30 days": lambda c, f: c["api"].get("audit-log-maxage") == "30",
+    "audit log 10 backups": lambda c, f: c["api"].get("audit-log-maxbackup") == "10",
+    "audit log rotated by size": lambda c, f: int(c["api"].get("audit-log-maxsize", "0")) > 0,
+    "pod security admission configured": lambda c, f: c["api"].get("admission-control-config-file")
+    == "/etc/kubernetes/admission/config.yaml"
+    and any(v["mountPath"] == "/etc/kubernetes/admission" and v["readOnly"] for v in c["cluster"]["apiServer"]["extraVolumes"]),
+    "pod security enforces baseline": lambda c, f: _pod_security(f)["defaults"]["enforce"] == "baseline",
+    "pod security warns restricted": lambda c, f: _pod_security(f)["defaults"]["warn"] == "restricted",
+    "pod security audits restricted": lambda c, f: _pod_security(f)["defaults"]["audit"] == "restricted",
+    "pod security exempts the privileged add-ons' namespaces": lambda c, f: set(
+        _pod_security(f)["exemptions"]["namespaces"]) == PRIVILEGED_NAMESPACES,
+}
+
+
+@pytest.mark.parametrize("item", sorted(CIS_ITEMS))
+def test_cis_item_in_rendered_config(rendered, item):
+    _, files = rendered
+    assert CIS_ITEMS[item](_cis(files), files), f"CIS item not met by the rendered kubeadm config: {item}"
+
+
+def test_pod_security_configuration_passes_the_strict_model(rendered):
+    _, files = rendered
+    assert model.validate_documents(files["k8s-cp-admission-config.yaml"]) == []
+    assert model.validate_document(_pod_security(files)) == []
+
+
+def test_pod_security_exemptions_cover_every_privileged_addon_namespace():
+    """The exemption list follows the add-on roles' namespace settings (a role moving its namespace is caught)."""
+    defaults = {}
+    for role in ("cilium", "longhorn", "falco", "metallb", "istio", "monitoring"):
+        defaults.update(yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()))
+    wanted = {defaults[k] for k in ("cilium_namespace", "longhorn_namespace", "falco_namespace",
+                                    "metallb_namespace", "istio_namespace", "monitoring_namespace")}
+    init_defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
+    assert wanted <= set(init_defaults["kubeadm_init_pod_security_exempt_namespaces"])
+
+
+def test_node_prep_sets_the_sysctls_protect_kernel_defaults_requires():
+    """With protectKernelDefaults the kubelet refuses to start unless these kernel values are set."""
+    sysctls = yaml.safe_load((ROOT / "roles" / "node_prep" / "defaults" / "main.yml").read_text())["node_prep_sysctls"]
+    required = {"vm.overcommit_memory": "1", "vm.panic_on_oom": "0", "kernel.panic": "10", "kernel.panic_on_oops": "1",
+                "kernel.keys.root_maxkeys": "1000000", "kernel.keys.root_maxbytes": "25000000"}
+    assert {k: str(sysctls.get(k)) for k in required} == required
