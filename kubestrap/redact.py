@@ -6,6 +6,7 @@ hashes, certificate keys) and the literal values of every generated secret of th
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,23 +30,63 @@ _PATTERNS = [
     re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"),
 ]
 _MIN_LITERAL = 8
+_MAX_SECRET_FILE = 4096
+
+
+def _listing(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """(relative name, mtime, size) of every file under *directory*; empty when it does not exist."""
+    entries: list[tuple[str, int, int]] = []
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+                    elif entry.is_file():
+                        info = entry.stat()
+                        entries.append((str(Path(entry.path).relative_to(directory)), info.st_mtime_ns, info.st_size))
+        except OSError:
+            continue
+    return tuple(sorted(entries))
 
 
 class Redactor:
-    def __init__(self, literals: Iterable[str] = ()) -> None:
-        self.literals = sorted({s for s in literals if len(s) >= _MIN_LITERAL}, key=len, reverse=True)
+    def __init__(self, literals: Iterable[str] = (), directory: Path | None = None) -> None:
+        self._given = {s for s in literals if len(s) >= _MIN_LITERAL}
+        self.literals = sorted(self._given, key=len, reverse=True)
+        self.directory = directory
+        self._seen: tuple[tuple[str, int, int], ...] | None = None
+        self.refresh()
 
     @classmethod
     def for_secrets_dir(cls, directory: Path) -> Redactor:
-        """Every small file under *directory* is a secret value (generated passwords, tokens)."""
-        literals: list[str] = []
-        if directory.is_dir():
-            for path in directory.rglob("*"):
-                if path.is_file() and path.stat().st_size <= 4096:
+        """Every small file under *directory* is a secret value (generated passwords, tokens), also
+        the files Ansible writes there during the run: `refresh` learns them."""
+        return cls(directory=directory)
+
+    def refresh(self) -> bool:
+        """Re-read the secrets directory when its listing or a file in it changed (a stat per entry:
+        cheap enough for every event). Returns True when the literals were re-read."""
+        if self.directory is None:
+            return False
+        seen = _listing(self.directory)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        found = set(self._given)
+        for name, _, size in seen:
+            path = self.directory / name
+            if size <= _MAX_SECRET_FILE:
+                try:
                     text = path.read_text(encoding="utf-8", errors="ignore").strip()
-                    if text and "\n" not in text:
-                        literals.append(text)
-        return cls(literals)
+                except OSError:
+                    continue
+                if len(text) >= _MIN_LITERAL and "\n" not in text:
+                    found.add(text)
+        self.literals = sorted(found, key=len, reverse=True)
+        return True
 
     def text(self, value: str) -> str:
         for literal in self.literals:

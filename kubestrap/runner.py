@@ -12,6 +12,7 @@ from typing import Any
 import ansible_runner
 
 from kubestrap import paths
+from kubestrap.interrupt import MARKER_VAR, Interrupt, reap
 from kubestrap.journal import Journal
 from kubestrap.phases import Phase
 from kubestrap.progress import ProgressView
@@ -32,9 +33,14 @@ class PhaseOutcome:
     phase: Phase
     tracker: PhaseTracker
     seconds: float
-    status: str  # successful / failed / canceled / timeout
+    status: str  # successful / failed / canceled / timeout / interrupted
     rc: int
     detail: str = ""
+    running: dict[str, str] = field(default_factory=dict)  # host -> task, when interrupted
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == "interrupted"
 
     @property
     def ok(self) -> bool:
@@ -44,7 +50,7 @@ class PhaseOutcome:
         return {
             "name": self.phase.name,
             "playbook": paths.display(self.phase.playbook),
-            "status": "ok" if self.ok else "failed",
+            "status": "ok" if self.ok else ("interrupted" if self.interrupted else "failed"),
             "seconds": round(self.seconds, 2),
             "tasks": self.tracker.tasks_started,
             "totals": self.tracker.totals(),
@@ -95,50 +101,90 @@ def _runner_tail(data_dir: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())
 
 
+_FINISHED = {"runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"}
+
+
 def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, journal: Journal,
-              view: ProgressView) -> PhaseOutcome:
+              view: ProgressView, stop: Interrupt | None = None) -> PhaseOutcome:
+    stop = stop or Interrupt()
     tracker = PhaseTracker(phase.name)
     view.phase_started(index, tracker, [h for h in hosts if h != "localhost"])
     data_dir = journal.phase_dir(index, phase.name)
+    running: dict[str, str] = {}  # host -> task it is running now
+    scrubbed = False
 
     def on_event(event: dict[str, Any]) -> bool:
+        nonlocal scrubbed
+        if not scrubbed:  # ansible-runner has written the command it started: drop the environment at once
+            scrubbed = True
+            journal.finish_phase(data_dir)
         tracker.feed(event)
+        _follow(running, event)
         journal.event(phase.name, event)
         view.event(event)
         return False  # the journal keeps its own redacted copy; runner keeps none
 
+    marker = stop.new_marker()
     env = {
         "ANSIBLE_CONFIG": str(paths.ANSIBLE_CFG),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FACT_CACHING_CONNECTION": str(paths.runs_dir() / "facts"),
+        MARKER_VAR: marker,  # every process of this phase inherits it: nothing escapes a Ctrl-C
     }
     started = time.monotonic()
-    result = ansible_runner.run(
-        private_data_dir=str(data_dir),
-        project_dir=str(paths.REPO_ROOT),
-        playbook=str(phase.playbook),
-        inventory=str(opts.inventory.resolve()),
-        extravars=opts.extravars or None,
-        limit=opts.limit,
-        verbosity=opts.verbosity or None,
-        forks=max(opts.forks, len(hosts)),
-        envvars=env,
-        quiet=True,
-        event_handler=on_event,
-        settings={"suppress_ansible_output": True},
-    )
+    try:
+        result = ansible_runner.run(
+            private_data_dir=str(data_dir),
+            project_dir=str(paths.REPO_ROOT),
+            playbook=str(phase.playbook),
+            inventory=str(opts.inventory.resolve()),
+            extravars=opts.extravars or None,
+            limit=opts.limit,
+            verbosity=opts.verbosity or None,
+            forks=max(opts.forks, len(hosts)),
+            envvars=env,
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=stop.canceller(marker),
+            # fact_cache: ansible-runner joins it to the artifact dir; an absolute path puts the
+            # cache in the phase's own 0700 `facts/`. pexpect_timeout: how often the cancel
+            # callback is asked while Ansible is silent.
+            settings={"suppress_ansible_output": True, "pexpect_timeout": 1,
+                      "fact_cache": str((data_dir / "facts").resolve())},
+        )
+    except OSError as exc:  # ansible-runner could not write its artifacts (full disk, read-only)
+        reap(marker)
+        raise paths.storage_error(data_dir, exc) from None
+    except BaseException:
+        reap(marker)
+        raise
+    if stop.requested:
+        reap(marker)
+    journal.finish_phase(data_dir)
     seconds = time.monotonic() - started
-    outcome = PhaseOutcome(phase, tracker, seconds, str(result.status), int(result.rc or 0))
-    if not tracker.failures and outcome.status != "successful":
+    status = "interrupted" if stop.requested and str(result.status) != "successful" else str(result.status)
+    outcome = PhaseOutcome(phase, tracker, seconds, status, int(result.rc or 0), running=running)
+    if not tracker.failures and outcome.status not in ("successful", "interrupted"):
         outcome.detail = journal.redactor.text(_runner_tail(data_dir))
     view.phase_finished(tracker, seconds)
     return outcome
 
 
+def _follow(running: dict[str, str], event: dict[str, Any]) -> None:
+    """Keep *running* (host -> task) current: a host runs a task from its start to its result."""
+    data = event.get("event_data") or {}
+    host = data.get("host")
+    if not host:
+        return
+    if event.get("event") == "runner_on_start":
+        running[host] = data.get("task", "")
+    elif event.get("event") in _FINISHED:
+        running.pop(host, None)
+
+
 def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], opts: RunOptions,
                journal: Journal, view: ProgressView) -> tuple[list[PhaseOutcome], float]:
-    """Run *phases* in order; stop at the first that fails."""
+    """Run *phases* in order; stop at the first that fails or at Ctrl-C (SIGINT) / SIGTERM."""
     os.environ["ANSIBLE_CONFIG"] = str(paths.ANSIBLE_CFG)
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -146,12 +192,29 @@ def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], o
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     started = time.monotonic()
     outcomes: list[PhaseOutcome] = []
-    for index, phase in enumerate(phases, start=1):
-        outcome = run_phase(index, phase, hosts.get(phase.name, []), opts, journal, view)
-        outcomes.append(outcome)
-        if not outcome.ok:
-            break
+    with Interrupt(notify=lambda text: view.console.print(text, markup=False)) as stop:
+        for index, phase in enumerate(phases, start=1):
+            if stop.requested:  # between two phases: the next one never starts
+                outcomes.append(PhaseOutcome(phase, PhaseTracker(phase.name), 0.0, "interrupted", 0))
+                break
+            outcome = run_phase(index, phase, hosts.get(phase.name, []), opts, journal, view, stop)
+            outcomes.append(outcome)
+            if not outcome.ok:
+                break
     return outcomes, time.monotonic() - started
+
+
+def interrupted_message(outcome: PhaseOutcome, resume_command: str, journal: Journal, resumable: bool = True) -> str:
+    """One line: where the run was interrupted, that nothing of it runs on, and how to resume."""
+    phase = outcome.phase.name
+    again = f"{resume_command} --from-phase {phase}" if resumable else resume_command
+    if outcome.running:
+        doing = "; ".join(f"{host} (task '{task}')" for host, task in sorted(outcome.running.items()))
+        where = f"in phase {phase} while running on {doing}"
+    else:
+        where = f"in phase {phase}"
+    return (f"interrupted {where}; no Ansible process of the run is left. "
+            f"Resume with `{again}`. Journal: {paths.display(journal.path)}")
 
 
 def summary(command: str, inventory: Path, outcomes: list[PhaseOutcome], seconds: float,
@@ -164,12 +227,16 @@ def summary(command: str, inventory: Path, outcomes: list[PhaseOutcome], seconds
             for key, value in state.as_dict().items():
                 if key in agg:
                     agg[key] = round(agg[key] + value, 2)
-    return {
+    stopped = next((o for o in outcomes if o.interrupted), None)
+    data: dict[str, Any] = {
         "command": command,
         "inventory": paths.display(inventory),
-        "result": "failed" if failure else "ok",
+        "result": "interrupted" if stopped else ("failed" if failure else "ok"),
         "failure": failure,
         "seconds": round(seconds, 2),
         "phases": [o.as_dict() for o in outcomes],
         "hosts": per_host,
     }
+    if stopped:
+        data["interrupted"] = {"phase": stopped.phase.name, "running": dict(sorted(stopped.running.items()))}
+    return data
