@@ -6,11 +6,20 @@ name the exact file and key of a problem, and spot settings placed where Ansible
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubestrap import paths, yamlfile
+
+# What Ansible skips when it reads a directory as an inventory (hidden names, these folders, these
+# endings: ansible-core's INVENTORY_IGNORE_EXTS default); every other file is an inventory source.
+_NOT_SOURCES = {"group_vars", "host_vars", "vars_plugins"}
+_IGNORED_ENDINGS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
+_VARS_ENDINGS = (".yml", ".yaml", ".json")
 
 CLUSTER_GROUP = "k8s_cluster"
 CONTROL_PLANE_GROUP = "k8s_control_plane"
@@ -97,13 +106,48 @@ class Inventory:
         return self.cluster_settings().get(key, (default, None))[0]
 
 
+def _show(path: Path) -> str:
+    """paths.display without resolving the last component (it may be a symlink loop)."""
+    return str(Path(paths.display(path.parent)) / path.name)
+
+
+def _usable(path: Path) -> bool:
+    """True for a regular file or directory; an InventoryError for what Ansible would trip over
+    or silently skip (a symlink loop, a link to nothing, a device or pipe, an unreadable entry)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        where = _show(path)
+        if exc.errno == errno.ELOOP:
+            raise InventoryError(f"{where}: symbolic link loop; point the link at a real file or remove it") from None
+        if os.path.islink(path):
+            raise InventoryError(f"{where}: symbolic link to a missing file ({os.readlink(path)}); "
+                                 "fix or remove the link") from None
+        raise InventoryError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return True
+    raise InventoryError(f"{_show(path)}: neither a file nor a directory; remove it")
+
+
+def _present(path: Path) -> bool:
+    return os.path.lexists(path) and _usable(path)
+
+
+def _list_dir(directory: Path) -> list[Path]:
+    try:
+        return sorted(directory.iterdir())
+    except OSError as exc:
+        raise InventoryError(f"{paths.display(directory)}: cannot read this directory: "
+                             f"{exc.strerror or exc}") from None
+
+
 def _vars_files(directory: Path, name: str) -> list[Path]:
     """group_vars/<name>.yml, <name>.yaml, <name>.json or every *.yml inside group_vars/<name>/."""
-    files = [directory / f"{name}{ext}" for ext in (".yml", ".yaml", ".json", "")]
-    found = [f for f in files if f.is_file()]
+    files = [directory / f"{name}{ext}" for ext in (*_VARS_ENDINGS, "")]
+    found = [f for f in files if _present(f) and f.is_file()]
     folder = directory / name
     if folder.is_dir():
-        found += sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml", ".json") and p.is_file())
+        found += [p for p in _list_dir(folder) if p.suffix in _VARS_ENDINGS and _usable(p) and p.is_file()]
     return found
 
 
@@ -131,8 +175,9 @@ def _find_hosts_file(path: Path) -> Path:
         return path
     if path.is_dir():
         for name in ("hosts.yml", "hosts.yaml", "inventory.yml", "inventory.yaml"):
-            if (path / name).is_file():
-                return path / name
+            candidate = path / name
+            if _present(candidate) and candidate.is_file():
+                return candidate
         if (path / "hosts").is_file() or (path / "hosts.ini").is_file():
             raise InventoryError(
                 f"{paths.display(path)}: INI inventories are not supported; write hosts.yml "
@@ -147,6 +192,8 @@ def load(path: Path, defaults_dir: Path = paths.DEFAULTS_DIR) -> Inventory:
     hosts_file = _find_hosts_file(path)
     base = hosts_file.parent
     data = _load_mapping(hosts_file)
+    if path.is_dir():
+        _refuse_other_sources(path, hosts_file, data)
     inv = Inventory(path, hosts_file, {}, {}, {}, load_defaults(defaults_dir))
     file_layers: list[VarLayer] = []
 
@@ -202,8 +249,65 @@ def _dir_layers(directory: Path) -> list[VarLayer]:
     if not directory.is_dir():
         return []
     scope = directory.name
-    names = sorted({p.stem if p.is_file() else p.name for p in directory.iterdir()})
+    entries = [p for p in _list_dir(directory) if not p.name.startswith(".")]
+    names = sorted({p.stem if p.suffix in _VARS_ENDINGS and not p.is_dir() else p.name
+                    for p in entries if _usable(p)})
     return [VarLayer(f, scope, name, _load_mapping(f)) for name in names for f in _vars_files(directory, name)]
+
+
+def _sources(directory: Path) -> list[Path]:
+    """Every file Ansible reads as an inventory source when given *directory* (it recurses)."""
+    found: list[Path] = []
+    for entry in _list_dir(directory):
+        name = entry.name
+        if name.startswith(".") or name in _NOT_SOURCES or name.endswith(_IGNORED_ENDINGS):
+            continue
+        _usable(entry)
+        found += _sources(entry) if entry.is_dir() else [entry]
+    return found
+
+
+def _refuse_other_sources(directory: Path, hosts_file: Path, hosts_data: dict[str, Any]) -> None:
+    """Ansible loads every file of the inventory directory; `check` validates hosts.yml only, so a
+    second source would bring hosts and variables nobody checked."""
+    for source in _sources(directory):
+        if source.resolve() == hosts_file.resolve():
+            continue
+        where = paths.display(source)
+        again = _hosts_also_in(source, hosts_data)
+        if again:
+            raise InventoryError(f"{where}: defines {again} again (already in {hosts_file.name}); keep every host "
+                                 f"in {hosts_file.name} only and move this file out of the inventory directory")
+        raise InventoryError(f"{where}: Ansible also loads this file as an inventory source, but `check` reads "
+                             f"only {hosts_file.name}; move its hosts into {hosts_file.name} and the file out of "
+                             "the inventory directory")
+
+
+def _hosts_also_in(source: Path, hosts_data: dict[str, Any]) -> str | None:
+    """The first host *source* (when it is YAML) defines that hosts.yml defines too."""
+    if source.suffix not in _VARS_ENDINGS:
+        return None
+    try:
+        other = yamlfile.load(source)
+    except yamlfile.YamlError:
+        return None
+    known = _host_names(hosts_data)
+    return next((h for h in _host_names(other) if h in known), None)
+
+
+def _host_names(data: Any) -> list[str]:
+    names: list[str] = []
+    stack = [data]
+    while stack:
+        body = stack.pop()
+        if not isinstance(body, dict):
+            continue
+        for key, value in body.items():
+            if key == "hosts" and isinstance(value, dict):
+                names += [str(h) for h in value]
+            elif isinstance(value, dict):
+                stack.append(value)
+    return sorted(names)
 
 
 def host_value(inv: Inventory, host: str, key: str) -> tuple[Any, Path | None]:

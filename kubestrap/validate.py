@@ -376,10 +376,11 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def check_path(path: Path, roles_dir: Path = paths.ROLES_DIR) -> Iterator[str]:
+def check_path(path: Path, roles_dir: Path = paths.ROLES_DIR,
+               defaults_dir: Path = paths.DEFAULTS_DIR) -> Iterator[str]:
     """Load and check; yield one line per problem (loading errors are problems too)."""
     try:
-        inv = inv_mod.load(path)
+        inv = inv_mod.load(path, defaults_dir=defaults_dir)
     except inv_mod.InventoryError as exc:
         yield str(exc)
         return

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -7,20 +8,54 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "inventories"
+DEFAULTS = ROOT / "group_vars" / "all"
+
+# Directives a corpus file may hold instead of its content (see tests/README.md):
+#   __delete__              the file is removed from the copy
+#   __symlink__ TARGET      the file becomes a symbolic link to TARGET (relative or absolute)
+#   __repeat__ COUNT        the lines after this first one, repeated COUNT times (huge files
+#                           without storing them)
+_DELETE = b"__delete__\n"
+_SYMLINK = b"__symlink__ "
+_REPEAT = b"__repeat__ "
 
 
-def build_case(case_dir: Path, dest: Path) -> Path:
-    """Copy the base inventory into *dest* and lay the case's files over it."""
-    shutil.copytree(CORPUS / "base", dest)
-    for path in case_dir.rglob("*"):
-        if path.is_dir() or path.name == "EXPECT":
+def _lay_over(source_dir: Path, dest: Path, skip: tuple[str, ...] = ()) -> None:
+    """Write every file of *source_dir* (bytes as they are, or a directive) into *dest*."""
+    for path in sorted(source_dir.rglob("*")):
+        rel = path.relative_to(source_dir)
+        if path.is_dir() or rel.parts[0] in skip:
             continue
-        target = dest / path.relative_to(case_dir)
-        if path.read_text() == "__delete__\n":
+        target = dest / rel
+        data = path.read_bytes()
+        if data == _DELETE:
             target.unlink()
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(path.read_text())
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if data.startswith(_SYMLINK):
+            os.symlink(data[len(_SYMLINK):].decode().strip(), target)
+        elif data.startswith(_REPEAT):
+            first, _, body = data.partition(b"\n")
+            target.write_bytes(body * int(first[len(_REPEAT):]))
+        else:
+            target.write_bytes(data)
+
+
+def build_case(case_dir: Path, dest: Path) -> Path:
+    """Copy the base inventory into *dest* and lay the case's files over it (its `defaults/`
+    folder is not part of the inventory: see build_defaults)."""
+    shutil.copytree(CORPUS / "base", dest)
+    _lay_over(case_dir, dest, skip=("EXPECT", "defaults"))
+    return dest
+
+
+def build_defaults(case_dir: Path, dest: Path) -> Path:
+    """The documented defaults (group_vars/all/*.yml) with the case's `defaults/` files laid over."""
+    shutil.copytree(DEFAULTS, dest)
+    if (case_dir / "defaults").is_dir():
+        _lay_over(case_dir / "defaults", dest)
     return dest
 
 
