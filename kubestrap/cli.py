@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kubestrap import collections_check, paths, phases, plan, runner, validate
+from kubestrap import collections_check, lock, paths, phases, plan, runner, validate
 from kubestrap import inventory as inv_mod
 from kubestrap.journal import Journal
 from kubestrap.progress import ProgressView, elapsed
@@ -84,31 +84,56 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
     if absent:
         raise UserError(collections_check.advice(absent))
     console = _console()
-    hosts = plan.phase_hosts(selected, inv.path, extravars)
-    if command in ("up", "add-node"):
-        _print_plan(console, selected, hosts, inv)  # what will run where, before any host is touched
     cluster = str(inv.value("cluster_name", "cluster"))
-    journal = Journal(command, Redactor.for_secrets_dir(paths.secrets_dir(cluster)))
-    view = ProgressView(console, len(selected), args.verbose)
-    opts = runner.RunOptions(inv.path, extravars, None, args.verbose, forks=max(20, len(inv.hosts)))
-    try:
-        outcomes, seconds = runner.run_phases(command, selected, hosts, opts, journal, view)
-    except KeyboardInterrupt:
+    # the secrets directory the playbooks really write to (the inventory may move it)
+    secrets = paths.effective_secrets_dir(cluster, inv.value("kubestrap_secrets_dir"))
+    try:  # one host-touching run per cluster at a time, held to the end; a journal that can be written
+        held = lock.acquire(cluster, resume)
+        try:
+            journal = Journal(command, Redactor.for_secrets_dir(secrets))
+        except BaseException:
+            held.release()
+            raise
+    except (lock.LockHeld, paths.StorageError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    with held:
+        try:
+            hosts = plan.phase_hosts(selected, inv.path, extravars)
+            if command in ("up", "add-node"):
+                _print_plan(console, selected, hosts, inv)  # what will run where, before any host is touched
+            view = ProgressView(console, len(selected), args.verbose)
+            opts = runner.RunOptions(inv.path, extravars, None, args.verbose, forks=max(20, len(inv.hosts)))
+            outcomes, seconds = runner.run_phases(command, selected, hosts, opts, journal, view)
+        except paths.StorageError as exc:  # mid-run: a phase could not get its directory
+            journal.close()
+            console.print(escape(str(exc)))
+            return EXIT_FAILED, {}
+        except BaseException:
+            journal.close()  # redacts what ansible-runner wrote
+            raise
+        stopped = next((o for o in outcomes if not o.ok), None)
+        resumable = command in ("up", "add-node")
+        if stopped and stopped.interrupted:
+            failure: str | None = runner.interrupted_message(stopped, resume, journal, resumable)
+        else:
+            failure = runner.failure_message(stopped, resume, journal, resumable) if stopped else None
+        result = runner.summary(command, inv.path, outcomes, seconds, failure)
+        result["journal"] = paths.display(journal.path)
+        journal.write_summary(result)
         journal.close()
-        console.print(f"[red]interrupted[/]; journal: {paths.display(journal.path)}")
-        return 130, {}
-    failed = next((o for o in outcomes if not o.ok), None)
-    resumable = command in ("up", "add-node")
-    failure = runner.failure_message(failed, resume, journal, resumable) if failed else None
-    result = runner.summary(command, inv.path, outcomes, seconds, failure)
-    result["journal"] = paths.display(journal.path)
-    journal.write_summary(result)
-    journal.close()
-    if failure:
-        console.print(f"[red]FAILED[/] after {elapsed(seconds)}\n{failure}")
+    if stopped and stopped.interrupted:
+        console.print(f"[red]INTERRUPTED[/] after {elapsed(seconds)}: {escape(failure or '')}")
+        code = 130
+    elif failure:
+        console.print(f"[red]FAILED[/] after {elapsed(seconds)}\n{escape(failure)}")
+        code = EXIT_FAILED
     else:
-        console.print(f"[green]Finished[/] {command} in {elapsed(seconds)}; journal: {paths.display(journal.path)}")
-    return (EXIT_FAILED if failure else EXIT_OK), result
+        console.print(f"[green]Finished[/] {command} in {elapsed(seconds)}; journal: {escape(paths.display(journal.path))}")
+        code = EXIT_OK
+    if journal.problem:  # the run went on; its journal is incomplete
+        console.print(escape(journal.problem))
+        code = code or EXIT_FAILED
+    return code, result
 
 
 def _emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
