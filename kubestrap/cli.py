@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kubestrap import collections_check, lock, paths, phases, plan, runner, validate
+from kubestrap import collections_check, inventory_choice, lock, paths, phases, plan, runner, validate
 from kubestrap import inventory as inv_mod
 from kubestrap.journal import Journal
 from kubestrap.progress import ProgressView, elapsed
@@ -45,6 +45,20 @@ def load_valid_inventory(path: Path) -> inv_mod.Inventory:
     if problems:
         raise UserError("\n".join(problems))
     return inv_mod.load(path)
+
+
+def _inventory(args: argparse.Namespace, touching: str | None) -> inv_mod.Inventory:
+    """The valid inventory the command works on; *touching* names a command that contacts hosts (it
+    needs -i or $KUBESTRAP_INVENTORY), None an offline one (it may read the example)."""
+    try:
+        choice = inventory_choice.choose(args.inventory, touching or args.command, touching is not None)
+    except inventory_choice.NoInventory as exc:
+        raise UserError(str(exc)) from None
+    args.inventory, args.inventory_explicit = choice.path, choice.explicit
+    if not choice.explicit:
+        _console().print(f"no -i or {inventory_choice.ENV}: reading the example inventory "
+                         f"{paths.display(choice.path)}", markup=False)
+    return load_valid_inventory(choice.path)
 
 
 def _phase_selection(all_phases: list[phases.Phase], args: argparse.Namespace) -> list[phases.Phase]:
@@ -73,7 +87,7 @@ def _print_plan(console: Console, selected: list[phases.Phase], hosts: dict[str,
 def _again(args: argparse.Namespace, *words: str) -> str:
     """The command line that repeats this one, naming the inventory when it is not the default."""
     parts = ["bootstrap.py", words[0]]
-    if Path(args.inventory).resolve() != paths.DEFAULT_INVENTORY.resolve():
+    if args.inventory is not None and getattr(args, "inventory_explicit", True):
         parts += ["-i", shlex.quote(paths.display(Path(args.inventory)))]
     return " ".join([*parts, *words[1:]])
 
@@ -143,12 +157,12 @@ def _emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    inv = load_valid_inventory(args.inventory)
+    inv = _inventory(args, "check --hosts" if args.hosts else None)
     console = _console()
     hosts = inv.group_hosts(inv_mod.CLUSTER_GROUP)
     if not args.hosts:
-        console.print(f"[green]inventory {paths.display(args.inventory)} is valid[/]: "
-                      f"{len(inv.control_plane)} control plane, {len(inv.workers)} workers")
+        console.print(f"[green]inventory {escape(paths.display(args.inventory))} is valid[/]: "
+                      f"{_count(len(inv.control_plane), 'control-plane node')}, {_count(len(inv.workers), 'worker')}")
         _emit_json(args, {"inventory": paths.display(args.inventory), "valid": True, "hosts": hosts})
         return EXIT_OK
     preflight = [p for p in phases.up_phases() if p.name == "preflight"]
@@ -156,6 +170,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     _print_preflight(console, result)
     _emit_json(args, result)
     return code
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _print_preflight(console: Console, result: dict[str, Any]) -> None:
@@ -181,7 +199,7 @@ def _print_preflight(console: Console, result: dict[str, Any]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    inv = load_valid_inventory(args.inventory)
+    inv = _inventory(args, None)
     if args.add_node:
         _require_node(inv, args.add_node, _again(args, "plan", "--add-node", args.add_node))
         declared, extravars = phases.add_node_phases(), {"kubestrap_node_scope": args.add_node}
@@ -197,7 +215,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    inv = load_valid_inventory(args.inventory)
+    inv = _inventory(args, "up")
     selected = _phase_selection(phases.up_phases(), args)
     code, result = _execute("up", _again(args, "up"), selected, inv, args, {})
     _emit_json(args, result)
@@ -222,7 +240,7 @@ def _require_known_node(inv: inv_mod.Inventory, name: str) -> None:
 
 
 def cmd_add_node(args: argparse.Namespace) -> int:
-    inv = load_valid_inventory(args.inventory)
+    inv = _inventory(args, "add-node")
     _require_node(inv, args.name, _again(args, "add-node", args.name))
     if args.name not in inv.workers:
         raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
@@ -235,7 +253,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    inv = load_valid_inventory(args.inventory)
+    inv = _inventory(args, "status")
     selected = phases.single(paths.PLAYBOOKS_DIR / "status.yml", "status")
     code, result = _execute("status", _again(args, "status"), selected, inv, args, {})
     nodes = _status_rows(inv, result)
@@ -288,7 +306,7 @@ def _status_rows(inv: inv_mod.Inventory, result: dict[str, Any]) -> list[dict[st
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
-    inv = load_valid_inventory(args.inventory)
+    inv = _inventory(args, "reset")
     if args.node:
         _require_known_node(inv, args.node)
     if args.gone and not args.node:
@@ -299,11 +317,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError("reset needs confirmation: run it in a terminal or pass --yes")
-        question = (f"Delete the Node {args.node} from {inv.value('cluster_name')} without contacting the machine?"
-                    if args.gone else f"Reset {target} of {inv.value('cluster_name')}? This wipes Kubernetes from it.")
-        answer = input(f"{question} Type 'yes' to go on: ")
-        if answer.strip() != "yes":
-            _console().print("reset cancelled; nothing was touched")
+        if not _confirmed_by_name(str(inv.value("cluster_name")), target, args.gone):
+            _console().print("reset cancelled; nothing was touched", markup=False)
             return EXIT_OK
     extravars: dict[str, Any] = {"kubestrap_node_scope": args.node} if args.node else {}
     if args.gone:
@@ -317,6 +332,15 @@ def cmd_reset(args: argparse.Namespace) -> int:
         _console().print(hint, markup=False)
     _emit_json(args, result)
     return code
+
+
+def _confirmed_by_name(cluster: str, target: str, gone: bool) -> bool:
+    """Ask on the terminal; only the cluster's own name goes on (a reflexive 'yes' or Enter cancels)."""
+    question = (f"Delete the Node {target} from cluster {cluster} without contacting the machine?" if gone
+                else f"Reset {target} of cluster {cluster}? This wipes Kubernetes from it.")
+    sys.stderr.write(f"{question} Type the cluster name {cluster} to go on: ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip() == cluster
 
 
 def _reset_hint(args: argparse.Namespace, result: dict[str, Any]) -> str | None:
@@ -337,9 +361,19 @@ def _reset_hint(args: argparse.Namespace, result: dict[str, Any]) -> str | None:
 
 
 # --- parser ---------------------------------------------------------------------------------
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--inventory", type=Path, default=paths.DEFAULT_INVENTORY,
-                        help="inventory directory holding hosts.yml (default: inventories/homelab)")
+_OFFLINE_INVENTORY = {
+    "check": "without either, check reads the example inventories/homelab: offline it contacts no host, so trying "
+             "the tool on the example is harmless; --hosts contacts hosts and needs one",
+    "plan": "without either, plan reads the example inventories/homelab: it contacts no host, so trying the tool on "
+            "the example is harmless",
+}
+
+
+def _common(parser: argparse.ArgumentParser, command: str) -> None:
+    where = _OFFLINE_INVENTORY.get(command, "required: this command contacts hosts, so it never falls back to the "
+                                            "example inventories/homelab")
+    parser.add_argument("-i", "--inventory", type=Path, default=None,
+                        help=f"inventory directory holding hosts.yml, or set {inventory_choice.ENV}; {where}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="pass verbosity to Ansible and show its output (-vvv for more)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -361,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     for name, text, func in commands:
         p = sub.add_parser(name, help=text, description=text)
-        _common(p)
+        _common(p, name)
         p.set_defaults(func=func)
         if name == "add-node":
             p.add_argument("name", help="inventory name of the node to add")

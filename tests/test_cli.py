@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import ROOT
 
 from kubestrap import cli, phases, plan
@@ -150,8 +153,8 @@ def test_rerun_advice_names_the_inventory_and_the_node(tmp_path: Path):
     args = cli.build_parser().parse_args(["reset", "--node", "k8s-worker3", "-i", str(tmp_path / "my inv")])
     assert cli._again(args, "reset", "--node", "k8s-worker3", "--yes") == \
         f"bootstrap.py reset -i '{tmp_path / 'my inv'}' --node k8s-worker3 --yes"
-    default = cli.build_parser().parse_args(["up"])
-    assert cli._again(default, "up") == "bootstrap.py up"
+    default = cli.build_parser().parse_args(["plan"])  # offline, reading the example inventory
+    assert cli._again(default, "plan") == "bootstrap.py plan"
 
 
 def _local_inventory(tmp_path: Path) -> Path:
@@ -219,3 +222,73 @@ def test_status_of_hosts_without_a_cluster_says_not_bootstrapped(tmp_path: Path)
     assert {n["name"]: n["ready"] for n in summary["nodes"]} == {"local-cp": "not bootstrapped",
                                                                   "local-w": "not bootstrapped"}
     assert summary["addons"] == []
+
+
+def _env_without_inventory(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBESTRAP_INVENTORY"}
+    return {**env, **extra}
+
+
+HOST_COMMANDS = [["up"], ["add-node", "k8s-worker1"], ["reset", "--yes"], ["status"], ["check", "--hosts"]]
+
+
+@pytest.mark.parametrize("command", HOST_COMMANDS, ids=lambda c: " ".join(c))
+def test_host_touching_commands_need_an_explicit_inventory(command: list[str], tmp_path: Path):
+    # without -i they used to fall back to the example inventory: `reset --yes` went to its 192.168.1.x hosts
+    proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), *command], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120, env=_env_without_inventory(KUBESTRAP_RUNS_DIR=str(tmp_path / "r")))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "-i" in lines[0] and "KUBESTRAP_INVENTORY" in lines[0] and command[0] in lines[0]
+    assert not (tmp_path / "r").exists()  # no run was started
+
+
+def test_the_inventory_can_be_chosen_once_in_the_environment(tmp_path: Path):
+    inv = tmp_path / "mine"
+    shutil.copytree(ROOT / "inventories" / "homelab", inv)
+    proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "add-node", "k8s-worker9"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120, env=_env_without_inventory(KUBESTRAP_INVENTORY=str(inv)))
+    assert proc.returncode == 2
+    assert "k8s-worker9 is not in mine/hosts.yml" in proc.stderr  # relative to the cwd
+    assert "`bootstrap.py add-node -i mine k8s-worker9`" in proc.stderr  # the advice names it
+
+
+def test_offline_commands_read_the_example_inventory_and_say_so(tmp_path: Path):
+    for command in (["check"], ["plan"]):
+        proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), *command], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120, env=_env_without_inventory())
+        assert proc.returncode == 0, proc.stderr
+        assert "example inventory inventories/homelab" in proc.stderr
+
+
+def test_check_counts_in_singular_and_plural(tmp_path: Path):
+    proc = run("check", "-i", str(_local_inventory(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 control-plane node, 1 worker" in proc.stderr and "1 workers" not in proc.stderr
+    proc = run("check", "-i", "inventories/homelab")
+    assert "1 control-plane node, 3 workers" in proc.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer", ["yes", "y", "", "homelab2", "HOMELAB"])
+def test_reset_without_yes_cancels_unless_the_cluster_name_is_typed(answer: str, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _Terminal(f"{answer}\n"))
+    monkeypatch.setattr(cli, "_execute", lambda *a, **k: pytest.fail("reset touched hosts"))
+    assert cli.main(["reset", "-i", str(ROOT / "inventories" / "homelab")]) == 0
+    err = capsys.readouterr().err
+    assert "type the cluster name homelab" in err.lower() and "reset cancelled; nothing was touched" in err
+
+
+def test_reset_goes_on_when_the_cluster_name_is_typed(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _Terminal("homelab\n"))
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "_host_keys", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "_execute", lambda command, *a, **k: (calls.append(command), (0, {}))[1])
+    assert cli.main(["reset", "--node", "k8s-worker2", "-i", str(ROOT / "inventories" / "homelab")]) == 0
+    assert calls == ["reset"]
+    assert "cancelled" not in capsys.readouterr().err
