@@ -5,6 +5,7 @@ the lab: 'a Node with name ... already exists'). The e2e's reset/add-node scenar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -121,3 +122,123 @@ def test_a_gone_node_that_still_answers_is_refused(tmp_path):
     assert f"w2 still answers on 127.0.0.1:{port}, so it is not gone" in refused.stdout, refused.stdout[-3000:]
     closed = _playbook(tmp_path, inv, *extra)  # the listener is closed now: connection refused
     assert closed.returncode == 0, closed.stdout[-3000:]
+
+
+# --- what reset removes on a node: what the manifest lists, never what was there before kubestrap ----------
+
+
+class FakeNode:
+    """A node as a temporary root directory: reset runs on it over a local connection, with node_reset's
+    locations pointed into the directory (kubeadm absent, so `kubeadm reset` is skipped)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.root = tmp_path / "w1-root"
+        self.root.mkdir()
+
+    def p(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def make(self, *paths: str) -> None:
+        for path in paths:
+            target = self.p(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.endswith("/"):
+                target.mkdir(exist_ok=True)
+            else:
+                target.write_text(f"{path}\n")
+
+    def manifest(self, role: str, installed: list[str], kept: list[str]) -> None:
+        target = self.p(f"/var/lib/kubestrap/manifest/{role}.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({"role": role, "installed": [str(self.p(x)) for x in installed],
+                                      "kept": [str(self.p(x)) for x in kept]}))  # fmt: skip
+
+    def hostvars(self) -> dict:
+        import sys
+
+        return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
+                "ansible_host": "127.0.0.1", "node_ip": "192.0.2.11",
+                "node_reset_kubeadm": str(self.p("/usr/local/bin/kubeadm")),
+                "node_reset_manifest_dir": str(self.p("/var/lib/kubestrap/manifest")),
+                "node_reset_legacy_marker": str(self.p("/etc/systemd/system/containerd.service")),
+                "node_reset_legacy_paths": [str(self.p(x)) for x in ("/opt/cni/bin", "/etc/containerd")],
+                "node_reset_always_paths": [str(self.p(x)) for x in ("/etc/kubestrap", "/var/lib/kubestrap")]}  # fmt: skip
+
+
+def _node_inventory(tmp_path: Path, node: FakeNode) -> Path:
+    import sys
+
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    local = {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": local, "children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {"cp1": {"ansible_host": "192.0.2.10", "node_ip": "192.0.2.10"}}},
+        "k8s_workers": {"hosts": {"w1": node.hostvars()}}}}}}}))  # fmt: skip
+    (inv / "group_vars" / "k8s_cluster.yml").write_text("cluster_name: lab\n")
+    secrets = tmp_path / "secrets" / "lab"
+    secrets.mkdir(parents=True)
+    for name in ("admin.conf", "grafana-admin-password", "argocd-admin-password"):
+        (secrets / name).write_text("secret\n")
+    return inv
+
+
+def test_reset_removes_what_the_manifest_lists_and_keeps_what_was_there_before(tmp_path):
+    node = FakeNode(tmp_path)
+    node.make("/usr/local/bin/containerd", "/etc/containerd/config.toml", "/opt/cni/bin/bridge",
+              "/var/lib/containerd/", "/etc/kubestrap/addons/kube-prometheus-stack.values.yaml")  # fmt: skip
+    node.manifest("containerd", installed=["/usr/local/bin/containerd", "/etc/containerd"], kept=["/opt/cni/bin"])
+    inv = _node_inventory(tmp_path, node)
+    done = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "w1,localhost")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert not node.p("/usr/local/bin/containerd").exists() and not node.p("/etc/containerd").exists()
+    assert node.p("/opt/cni/bin/bridge").exists(), "a directory that was there before kubestrap is kept"
+    assert node.p("/var/lib/containerd").exists(), "a path no manifest lists is not removed"
+    assert not node.p("/etc/kubestrap").exists(), "the add-on values (Grafana's password) are removed"
+    assert not node.p("/var/lib/kubestrap").exists(), "the manifests go last"
+    assert (tmp_path / "secrets/lab/grafana-admin-password").exists(), "reset --node keeps the controller side"
+    again = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "w1,localhost")
+    assert again.returncode == 0 and "changed=0" in again.stdout.split("PLAY RECAP")[1].split("w1")[1].splitlines()[0]
+
+
+def test_a_node_without_manifest_installed_by_an_older_kubestrap_gets_the_old_list_with_a_warning(tmp_path):
+    node = FakeNode(tmp_path)
+    node.make("/etc/systemd/system/containerd.service", "/opt/cni/bin/bridge", "/etc/containerd/config.toml")
+    node.p("/etc/systemd/system/containerd.service").write_text("Description=containerd container runtime (kubestrap)\n")
+    inv = _node_inventory(tmp_path, node)
+    done = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "w1,localhost")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert not node.p("/opt/cni/bin").exists() and not node.p("/etc/containerd").exists()
+    assert "was installed before kubestrap recorded what it installs" in done.stdout
+
+
+def test_a_node_kubestrap_never_installed_keeps_its_runtime(tmp_path):
+    """No manifest and no kubestrap containerd unit: nothing but kubestrap's own directories is removed."""
+    node = FakeNode(tmp_path)
+    node.make("/opt/cni/bin/bridge", "/etc/containerd/config.toml", "/var/lib/kubestrap/")
+    inv = _node_inventory(tmp_path, node)
+    done = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "w1,localhost")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert node.p("/opt/cni/bin/bridge").exists() and node.p("/etc/containerd/config.toml").exists()
+    assert not node.p("/var/lib/kubestrap").exists()
+
+
+def test_a_full_reset_removes_the_clusters_secrets_directory(tmp_path):
+    """Generated passwords (Grafana, Argo CD) and the admin kubeconfig go with the cluster; another cluster's stay."""
+    node = FakeNode(tmp_path)
+    inv = _node_inventory(tmp_path, node)
+    other = tmp_path / "secrets" / "other"
+    other.mkdir()
+    (other / "admin.conf").write_text("another cluster\n")
+    done = _playbook(tmp_path, inv, "--limit", "localhost")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert not (tmp_path / "secrets" / "lab").exists()
+    assert (other / "admin.conf").exists()
+
+
+def test_a_plain_reset_shows_nothing_alarming(tmp_path):
+    """The --gone guards (refusals) run only with --gone: a plain reset does not print them as skipped tasks."""
+    inv = _gone_inventory(tmp_path, 9)
+    done = _playbook(tmp_path, inv, "--limit", "localhost")
+    assert done.returncode == 0, done.stdout[-3000:]
+    tasks = [line for line in done.stdout.splitlines() if line.startswith("TASK [")]
+    assert tasks and not [t for t in tasks if "Refuse" in t or "still answers" in t], tasks
