@@ -21,6 +21,9 @@ def host_vars(vm_port: int, node_ip: str, key: Path, api_port: int = 0) -> dict[
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(key.resolve()),
         "ansible_ssh_common_args": SSH_COMMON_ARGS,
+        # the only inventory with host keys unchecked: the VMs get new keys on every boot, and they
+        # listen on 127.0.0.1 only (ansible.cfg checks every other inventory's hosts)
+        "ansible_host_key_checking": False,
         "node_ip": node_ip,
     }
     if api_port:

@@ -30,6 +30,7 @@ def test_inventory_shape_and_host_vars(tmp_path):
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(key.resolve()),
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "ansible_host_key_checking": False,  # the lab's VMs get new host keys on every boot
         "node_ip": "10.77.0.10",
     }
     assert groups["k8s_workers"]["hosts"]["lab-worker1"]["node_ip"] == "10.77.0.11"
