@@ -14,20 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from kubestrap import inventory as inv_mod
-from kubestrap import paths, schema
+from kubestrap import netcheck, paths, schema, spec_check
 from kubestrap.inventory import CLUSTER_GROUP, CONTROL_PLANE_GROUP, WORKERS_GROUP, Inventory
+from kubestrap.netcheck import IPAddress, IPNetwork
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Only the first control-plane node is set up (kubeadm init); others would never join. The HA
+# issue raises this once control-plane joins exist.
+MAX_CONTROL_PLANE_NODES = 1
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PINNED_VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
-               list: "a list", dict: "a mapping"}  # fmt: skip
-_ENUMS = {"istio_mtls_mode": ("PERMISSIVE", "STRICT")}
-_POSITIVE_INTS = ("cluster_api_port", "longhorn_replica_count", "loki_retention_hours")
+_SECURE_CHART_URL = re.compile(r"^(https|oci)://\S+$")
+_HTTPS_URL = re.compile(r"^https://[^\s/]+\S*$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -40,33 +42,12 @@ class Problem:
         return f"{self.source}: {self.key}: {self.message}"
 
 
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def _type_ok(value: Any, kind: type | None) -> bool:
-    if kind is None or value is None or _is_template(value):
-        return True
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    return f"{type(value).__name__} {value!r}"
-
-
 class _Checker:
     def __init__(self, inv: Inventory, roles_dir: Path) -> None:
         self.inv = inv
         self.problems: list[Problem] = []
-        self.specs = schema.known_settings(inv.defaults(), roles_dir)
+        self.specs = schema.known_settings(roles_dir)
+        self.cluster_names = {name for name, spec in self.specs.items() if spec.cluster_level}
         self.settings = inv.cluster_settings()
 
     def add(self, source: Path | str | None, key: str, message: str) -> None:
@@ -78,18 +59,16 @@ class _Checker:
 
     # --- names and types -------------------------------------------------------------------
     def names_and_types(self) -> None:
-        defaults = self.inv.defaults()
+        """Every layer, the documented defaults included, against the declared specs."""
         for layer in self.inv.layers:
-            if layer.scope == "defaults":
-                continue
             for key, value in layer.values.items():
                 self._check_name_and_type(layer.source, str(key), value)
-                if key in defaults:
+                if layer.scope != "defaults" and key in self.cluster_names:
                     self._check_placement(layer, str(key))
         for host in self.inv.hosts.values():
             for key, value in host.vars.items():
                 self._check_name_and_type(host.source, f"{host.name}.{key}", value, name=str(key))
-                if key in defaults:
+                if key in self.cluster_names:
                     self.add(host.source, f"{host.name}.{key}",
                              f"cluster-level setting set on one host; set it in "
                              f"{self._cluster_vars_hint()} instead")
@@ -112,27 +91,13 @@ class _Checker:
         spec = self.specs.get(name)
         if spec is None:
             hint = difflib.get_close_matches(name, list(self.specs), n=1, cutoff=0.75)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else " (see group_vars/all/ and roles/*/meta/argument_specs.yml)"
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else (
+                f" (declared settings: {schema.SETTINGS_SPEC} and roles/*/meta/argument_specs.yml)")
             self.add(source, key, f"unknown setting{suggestion}")
             return
-        if not _type_ok(value, spec.kind):
-            assert spec.kind is not None
-            self.add(source, key, f"must be {_TYPE_NAMES[spec.kind]}, got {_describe(value)}")
-            return
-        if isinstance(spec.default, dict) and isinstance(value, dict):
-            self._check_flag_map(source, key, value, spec.default)
-
-    def _check_flag_map(self, source: Path, key: str, value: dict[str, Any], default: dict[str, Any]) -> None:
-        """Mappings whose documented values are all booleans (e.g. addons_enabled) are closed sets."""
-        if not default or not all(isinstance(v, bool) for v in default.values()):
-            return
-        for sub, flag in value.items():
-            if sub not in default:
-                hint = difflib.get_close_matches(str(sub), list(default), n=1, cutoff=0.6)
-                tail = f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(default)})"
-                self.add(source, f"{key}.{sub}", f"unknown name{tail}")
-            elif not isinstance(flag, bool):
-                self.add(source, f"{key}.{sub}", f"must be a boolean (true/false), got {_describe(flag)}")
+        prefix = key[: len(key) - len(name)]
+        for where, message in spec_check.check(name, value, spec):
+            self.add(source, prefix + where, message)
 
     # --- groups and hosts ------------------------------------------------------------------
     def groups(self) -> None:
@@ -141,17 +106,23 @@ class _Checker:
             if group not in self.inv.children:
                 self.add(src, group, f"group missing (expected {CLUSTER_GROUP} with children "
                                      f"{CONTROL_PLANE_GROUP} and {WORKERS_GROUP})")
-        cluster = set(self.inv.group_hosts(CLUSTER_GROUP))
+        cluster = self.inv.group_hosts(CLUSTER_GROUP)
         cps, workers = self.inv.control_plane, self.inv.workers
         for host in [*cps, *workers]:
             if host not in cluster:
                 self.add(src, host, f"host is not inside the {CLUSTER_GROUP} group")
+        for host in cluster:
+            if host not in cps and host not in workers:
+                self.add(src, host, f"host is in {CLUSTER_GROUP} but in neither {CONTROL_PLANE_GROUP} nor "
+                                    f"{WORKERS_GROUP}, so nothing would set it up; move it under one of them")
         if CONTROL_PLANE_GROUP in self.inv.children:
             if not cps:
                 self.add(src, CONTROL_PLANE_GROUP, "needs at least one control-plane node")
-            elif len(cps) % 2 == 0:
+            elif len(cps) > MAX_CONTROL_PLANE_NODES:
                 self.add(src, CONTROL_PLANE_GROUP,
-                         f"needs an odd number of control-plane nodes for etcd quorum, got {len(cps)}")
+                         f"{len(cps)} control-plane nodes ({', '.join(cps)}); HA (several control-plane nodes) is "
+                         "not supported yet and the extra ones would never join: keep exactly one control-plane "
+                         f"node for now (move the others to {WORKERS_GROUP} or out of the inventory)")
         if WORKERS_GROUP in self.inv.children and not workers:
             self.add(src, WORKERS_GROUP, "needs at least one worker node")
         for host in sorted(set(cps) & set(workers)):
@@ -177,8 +148,12 @@ class _Checker:
             if ip in seen:
                 self.add(source, key, f"{ip} is also the node_ip of {seen[ip]}")
             seen.setdefault(ip, name)
-            if node_net is not None and ip not in node_net:
+            if node_net is not None and (ip.version != node_net.version or ip not in node_net):
                 self.add(source, key, f"{ip} is outside cluster_node_network {node_net}")
+            elif node_net is not None:
+                wrong = netcheck.node_address(ip, node_net)
+                if wrong:
+                    self.add(source, key, wrong)
         return seen
 
     # --- networks --------------------------------------------------------------------------
@@ -193,18 +168,30 @@ class _Checker:
             self.add(source, key, f"not a valid network in CIDR form ({exc})")
             return None
 
-    def networks(self) -> IPNetwork | None:
+    def networks(self) -> tuple[IPNetwork | None, IPNetwork | None]:
+        """The node and service networks, after checking all three networks."""
         node = self.network("cluster_node_network")
         pod = self.network("cluster_pod_cidr")
         svc = self.network("cluster_service_cidr")
-        named = [("cluster_pod_cidr", pod), ("cluster_service_cidr", svc), ("cluster_node_network", node)]
-        for i, (key_a, net_a) in enumerate(named):
-            for key_b, net_b in named[i + 1:]:
-                if net_a is not None and net_b is not None and net_a.overlaps(net_b):
-                    self.add(self.setting(key_a)[1], key_a, f"{net_a} overlaps {key_b} {net_b}")
-        return node
+        findings = netcheck.families(node, pod, svc)
+        if not findings:
+            named = [("cluster_pod_cidr", pod), ("cluster_service_cidr", svc), ("cluster_node_network", node)]
+            for i, (key_a, net_a) in enumerate(named):
+                for key_b, net_b in named[i + 1:]:
+                    if net_a is not None and net_b is not None and net_a.overlaps(net_b):
+                        findings.append((key_a, f"{net_a} overlaps {key_b} {net_b}"))
+            if svc is not None:
+                findings += netcheck.service_size(svc)
+            if pod is not None:
+                findings += netcheck.pod_blocks(pod, len(self.inv.group_hosts(CLUSTER_GROUP)))
+        reported: set[str] = set()
+        for key, message in findings:
+            if key not in reported:  # one problem per network: the first one found
+                reported.add(key)
+                self.add(self.setting(key)[1], key, message)
+        return node, (None if "cluster_service_cidr" in reported else svc)
 
-    def api_endpoint(self, node_ips: dict[IPAddress, str]) -> IPAddress | None:
+    def api_endpoint(self, node_ips: dict[IPAddress, str], svc: IPNetwork | None) -> IPAddress | None:
         raw, source = self.setting("cluster_api_endpoint")
         if raw in (None, ""):
             cps = self.inv.control_plane
@@ -216,24 +203,28 @@ class _Checker:
                     return None
             return None
         try:
-            return ipaddress.ip_address(str(raw))
+            ip = ipaddress.ip_address(str(raw))
         except ValueError:
             if not _DNS_NAME.match(str(raw)):
                 self.add(source, "cluster_api_endpoint", f"neither an IP address nor a DNS name: {raw!r}")
-        return None
+            else:
+                wrong_name = netcheck.endpoint_name(str(raw))
+                if wrong_name:
+                    self.add(source, "cluster_api_endpoint", wrong_name)
+            return None
+        workers = {addr: host for addr, host in node_ips.items()
+                   if host in self.inv.workers and host not in self.inv.control_plane}
+        wrong = netcheck.endpoint_address(ip, svc, workers)
+        if wrong:
+            self.add(source, "cluster_api_endpoint", wrong)
+        return ip
 
     def scalars(self) -> None:
-        for key in _POSITIVE_INTS:
-            value, source = self.setting(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-                self.add(source, key, f"must be at least 1, got {value}")
-        port, source = self.setting("cluster_api_port")
-        if isinstance(port, int) and not isinstance(port, bool) and port > 65535:
-            self.add(source, "cluster_api_port", f"not a TCP port: {port}")
-        for key, allowed in _ENUMS.items():
-            value, source = self.setting(key)
-            if value is not None and value not in allowed:
-                self.add(source, key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        for key in ("argocd_app_of_apps_repo", "argocd_app_of_apps_repo_url"):
+            repo, source = self.setting(key)
+            if isinstance(repo, str) and repo and not spec_check.is_template(repo) and not _HTTPS_URL.match(repo):
+                self.add(source, key, f"must be an https:// Git URL (Argo CD is documented to read the repository "
+                                      f"over HTTPS), or empty for no app-of-apps; got {repo!r}")
         name, source = self.setting("cluster_name")
         if isinstance(name, str) and not _DNS_LABEL.match(name):
             self.add(source, "cluster_name", f"must be a lowercase DNS label, got {name!r}")
@@ -274,12 +265,17 @@ class _Checker:
                 for key, message in _chart_problems(str(name), chart):
                     self.add(source, key, message)
         base, base_src = self.setting("kubestrap_charts_repo_base_url")
-        if base not in (None, "") and not re.match(r"^(https?|oci)://\S+$", str(base)):
-            self.add(base_src, "kubestrap_charts_repo_base_url", f"must be an http(s):// or oci:// URL, got {base!r}")
+        if isinstance(base, str) and base and not _SECURE_CHART_URL.match(base):
+            self.add(base_src, "kubestrap_charts_repo_base_url",
+                     f"must be an https:// or oci:// URL (over plain http:// anyone on the path can swap the "
+                     f"charts), got {base!r}")
 
     def versions(self) -> None:
         arts, source = self.setting("kubestrap_artifacts")
         arches, _ = self.setting("kubestrap_architectures")
+        known_arches = self.specs["kubestrap_architectures"].choices if "kubestrap_architectures" in self.specs else ()
+        if isinstance(arches, list):  # a wrong architecture is reported once, by the spec check
+            arches = [a for a in arches if isinstance(a, str) and (not known_arches or a in known_arches)]
         base, base_src = self.setting("kubestrap_artifacts_base_url")
         if base not in (None, "") and not re.match(r"^(https?|file)://\S+$", str(base)):
             self.add(base_src, "kubestrap_artifacts_base_url", f"must be an http(s):// or file:// URL, got {base!r}")
@@ -313,9 +309,24 @@ class _Checker:
         self._charts()
         images, img_src = self.setting("kubestrap_images")
         for name, ref in (images.items() if isinstance(images, dict) else []):
-            if not isinstance(ref, str) or not re.search(r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$", ref.split("/")[-1]) \
-                    or ref.endswith(":latest"):
-                self.add(img_src, f"kubestrap_images.{name}", f"must be pinned to a tag or digest (not latest), got {ref!r}")
+            problem = _image_problem(ref)
+            if problem:
+                self.add(img_src, f"kubestrap_images.{name}", problem)
+
+
+def _image_problem(ref: Any) -> str | None:
+    """An image reference is pinned by a tag (not latest), a sha256 digest, or both (name:tag@sha256:...)."""
+    if not isinstance(ref, str):
+        return f"must be an image reference pinned to a tag or digest, got {spec_check.describe(ref)}"
+    name, at, digest = ref.partition("@")
+    if at and not _DIGEST.match(digest):
+        return f"digest must be sha256: and 64 lowercase hex characters, got {digest!r} in {ref!r}"
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    if at and not tag:
+        return None
+    if not tag or (tag == "latest" and not at) or not _TAG.match(tag):
+        return f"must be pinned to a tag or digest (not latest), got {ref!r}"
+    return None
 
 
 def _chart_problems(name: str, chart: Any) -> Iterator[tuple[str, str]]:
@@ -331,8 +342,9 @@ def _chart_problems(name: str, chart: Any) -> Iterator[tuple[str, str]]:
     if not isinstance(version, str) or not _PINNED_VERSION.match(version):
         yield f"{key}.version", f"must be a pinned chart version such as \"1.2.3\" (quoted), got {version!r}"
     repo = chart.get("repo")
-    if not isinstance(repo, str) or not re.match(r"^(https?|oci)://\S+$", repo):
-        yield f"{key}.repo", f"must be an http(s):// or oci:// repository URL, got {repo!r}"
+    if not isinstance(repo, str) or not _SECURE_CHART_URL.match(repo):
+        yield f"{key}.repo", (f"must be an https:// or oci:// repository URL (over plain http:// anyone on the path "
+                              f"can swap the chart), got {repo!r}")
 
 
 def _parse_pool(raw: str) -> tuple[IPAddress, IPAddress]:
@@ -357,9 +369,9 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     c = _Checker(inv, roles_dir)
     c.groups()
     c.names_and_types()
-    node_net = c.networks()
+    node_net, svc_net = c.networks()
     node_ips = c.hosts(node_net)
-    endpoint = c.api_endpoint(node_ips)
+    endpoint = c.api_endpoint(node_ips, svc_net)
     c.scalars()
     c.metallb(node_net, node_ips, endpoint)
     c.versions()
