@@ -68,8 +68,8 @@ class Journal:
     def phase_dir(self, index: int, phase: str) -> Path:
         """The phase's private data dir for ansible-runner, with its fact cache `facts/` (0700)."""
         directory = self.path / "phases" / f"{index:02d}-{phase}"
-        paths.private_dir(self.path / "phases")
-        paths.private_dir(directory / "facts")
+        for private in (self.path / "phases", directory, directory / "facts"):
+            paths.private_dir(private)
         return directory
 
     def event(self, phase: str, event: dict[str, Any]) -> None:
@@ -165,6 +165,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _private_tree(root: Path) -> None:
+    _chmod(str(root), 0o700)
     for top, dirs, files in os.walk(root):
         for name in dirs:
             full = os.path.join(top, name)

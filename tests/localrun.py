@@ -65,7 +65,9 @@ def playbook(tmp_path: Path, name: str, tasks: str, hosts: str = "k8s_cluster", 
 
 
 def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBESTRAP_RUNS_DIR": str(tmp_path / "runs"),
+    # PYTHONPATH: the kubestrap of this checkout, whatever the virtualenv has installed
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
+            "KUBESTRAP_RUNS_DIR": str(tmp_path / "runs"),
             "KUBESTRAP_SECRETS_DIR": str(tmp_path / "secrets"), **extra}
 
 
