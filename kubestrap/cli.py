@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kubestrap import collections_check, inventory_choice, lock, paths, phases, plan, runner, validate
+from kubestrap import collections_check, hostkeys, inventory_choice, lock, paths, phases, plan, runner, validate
 from kubestrap import inventory as inv_mod
 from kubestrap.journal import Journal
 from kubestrap.progress import ProgressView, elapsed
@@ -166,10 +166,33 @@ def cmd_check(args: argparse.Namespace) -> int:
         _emit_json(args, {"inventory": paths.display(args.inventory), "valid": True, "hosts": hosts})
         return EXIT_OK
     preflight = [p for p in phases.up_phases() if p.name == "preflight"]
+    _host_keys("check", preflight, inv, args, {})
     code, result = _execute("check", _again(args, "check", "--hosts"), preflight, inv, args, {})
     _print_preflight(console, result)
     _emit_json(args, result)
     return code
+
+
+def _host_keys(command: str, selected: list[phases.Phase], inv: inv_mod.Inventory, args: argparse.Namespace,
+               extravars: dict[str, Any]) -> None:
+    """Before any host is touched: refuse changed SSH host keys; record (and show) new ones where the
+    command may make first contact (check --hosts, up, add-node unless strict), else refuse them."""
+    touched = {h for names in plan.phase_hosts(selected, inv.path, extravars).values() for h in names}
+    reason: str | None = None
+    if command in ("up", "add-node"):
+        if args.no_new_host_keys:
+            reason = "new keys are not accepted (--no-new-host-keys)"
+        elif hostkeys.strict_from_env():
+            reason = f"new keys are not accepted ({hostkeys.STRICT_ENV} is set)"
+    elif command != "check":
+        reason = f"{command} works on a cluster whose keys are already known, so it records none"
+    try:
+        lines = hostkeys.first_contact(inv, [h for h in inv.hosts if h in touched], reason,
+                                       _again(args, "check", "--hosts"))
+    except hostkeys.HostKeyError as exc:
+        raise UserError(str(exc)) from None
+    for line in lines:
+        _console().print(line, markup=False)
 
 
 def _count(number: int, noun: str) -> str:
@@ -217,6 +240,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     inv = _inventory(args, "up")
     selected = _phase_selection(phases.up_phases(), args)
+    _host_keys("up", selected, inv, args, {})
     code, result = _execute("up", _again(args, "up"), selected, inv, args, {})
     _emit_json(args, result)
     return code
@@ -246,6 +270,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
         raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
                         "nodes are formed by `bootstrap.py up`")
     selected = _phase_selection(phases.add_node_phases(), args)
+    _host_keys("add-node", selected, inv, args, {"kubestrap_node_scope": args.name})
     code, result = _execute("add-node", _again(args, "add-node", args.name), selected, inv, args,
                             {"kubestrap_node_scope": args.name})
     _emit_json(args, result)
@@ -255,6 +280,7 @@ def cmd_add_node(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     inv = _inventory(args, "status")
     selected = phases.single(paths.PLAYBOOKS_DIR / "status.yml", "status")
+    _host_keys("status", selected, inv, args, {})
     code, result = _execute("status", _again(args, "status"), selected, inv, args, {})
     nodes = _status_rows(inv, result)
     result["nodes"] = nodes
@@ -325,6 +351,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         extravars["kubestrap_reset_gone"] = True
     selected = phases.single(paths.PLAYBOOKS_DIR / "reset.yml", "reset")
     words = ["--node", args.node, *(["--gone"] if args.gone else [])] if args.node else []
+    _host_keys("reset", selected, inv, args, extravars)
     code, result = _execute("reset", _again(args, "reset", *words, "--yes"), selected, inv, args, extravars)
     hint = _reset_hint(args, result)
     if hint:
@@ -399,13 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "add-node":
             p.add_argument("name", help="inventory name of the node to add")
+        if name in ("up", "add-node"):
+            p.add_argument("--no-new-host-keys", action="store_true",
+                           help="refuse hosts whose SSH host key is not recorded yet instead of trusting it on first "
+                                f"contact (or set {hostkeys.STRICT_ENV}=1); `check --hosts` shows and records keys")
         if name in ("up", "add-node", "plan"):
             p.add_argument("--from-phase", metavar="PHASE", help="resume: start at this phase")
             p.add_argument("--phase", action="append", metavar="PHASE", help="run only this phase (repeatable)")
         if name == "plan":
             p.add_argument("--add-node", metavar="NAME", help="plan an add-node run instead of up")
         if name == "check":
-            p.add_argument("--hosts", action="store_true", help="also run host preflight over SSH (read-only)")
+            p.add_argument("--hosts", action="store_true",
+                           help="also run host preflight over SSH (read-only); first shows each host's SSH key "
+                                "fingerprint and records keys not known yet (trust on first use)")
         if name == "reset":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
             p.add_argument("--node", metavar="NAME", help="reset only this node")

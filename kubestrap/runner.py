@@ -11,7 +11,7 @@ from typing import Any
 
 import ansible_runner
 
-from kubestrap import paths
+from kubestrap import hostkeys, paths
 from kubestrap.interrupt import MARKER_VAR, Interrupt, reap
 from kubestrap.journal import Journal
 from kubestrap.phases import Phase
@@ -130,6 +130,7 @@ def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, jour
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         MARKER_VAR: marker,  # every process of this phase inherits it: nothing escapes a Ctrl-C
+        **hostkeys.ansible_env(opts.inventory),  # SSH host keys checked (ansible-runner turns it off unless told)
     }
     started = time.monotonic()
     try:
