@@ -63,10 +63,12 @@ class Verdict:
 
 
 # --- where keys are kept ----------------------------------------------------------------------
-def cluster_file(cluster: str) -> Path:
-    """The cluster's own known_hosts. In a subfolder of the secrets dir, and never one line long
-    (it starts with a comment), so the redactor does not take it for a secret value."""
-    return paths.secrets_dir(cluster) / "ssh" / "known_hosts"
+def cluster_file(inv: inv_mod.Inventory) -> Path:
+    """The cluster's own known_hosts, in its secrets dir (wherever the inventory puts it). In a
+    subfolder, and never one line long (it starts with a comment), so the redactor does not take it
+    for a secret value."""
+    cluster = str(inv.value("cluster_name", "cluster"))
+    return paths.effective_secrets_dir(cluster, inv.value("kubestrap_secrets_dir")) / "ssh" / "known_hosts"
 
 
 def user_file() -> Path:
@@ -233,7 +235,7 @@ def first_contact(inv: inv_mod.Inventory, hosts: Iterable[str], accept_new: str 
     if not found:
         return []
     cluster = str(inv.value("cluster_name", "cluster"))
-    own = cluster_file(cluster)
+    own = cluster_file(inv)
     verdicts = [judge(t, keys, known_keys(t, (own, user_file()))) for t, keys in scan(found).items()]
     problems = [_changed(v, check_command) for v in verdicts if v.status == "changed"]
     new = [v for v in verdicts if v.status == "new"]
@@ -280,7 +282,7 @@ def _inventory_env(inventory: str) -> tuple[tuple[str, str], ...]:
     except inv_mod.InventoryError:
         return tuple(env.items())
     if targets(inv, inv.hosts):
-        files = " ".join(f'"{p.resolve()}"' for p in (cluster_file(str(inv.value("cluster_name", "cluster"))), user_file()))
+        files = " ".join(f'"{p.resolve()}"' for p in (cluster_file(inv), user_file()))
         env["ANSIBLE_SSH_ARGS"] = f"{_configured_ssh_args()} -o {shlex.quote(f'UserKnownHostsFile={files}')}".strip()
     return tuple(env.items())
 

@@ -297,3 +297,15 @@ def test_strict_mode_and_existing_cluster_commands_refuse_unknown_keys(world: Pa
         assert len(lines) == (1 if argv == ["status"] else 2), proc.stderr  # one line per host it would touch
         assert all("run `bootstrap.py check -i inv --hosts` first" in line for line in lines), proc.stderr
     assert not (world / "secrets" / "keys").exists() and not (world / "ssh.log").exists()
+
+
+def test_the_keys_follow_a_secrets_dir_the_inventory_moved(world: Path):
+    _serve(world, "127.0.0.1", _key(world, "cp"))
+    _serve(world, "127.0.0.2", _key(world, "w1"))
+    inv_dir = _inventory(world / "inv")
+    with (inv_dir / "group_vars" / "k8s_cluster.yml").open("a") as out:
+        out.write(f"kubestrap_secrets_dir: {world / 'elsewhere'}\n")
+    lines = _contact(inv_dir)
+    own = world / "elsewhere" / "ssh" / "known_hosts"
+    assert own.is_file() and str(own) in lines[0]
+    assert f'"{own}"' in hostkeys.ansible_env(inv_dir)["ANSIBLE_SSH_ARGS"]
