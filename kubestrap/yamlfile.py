@@ -39,6 +39,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # "<<: *anchor": merged by construct_mapping; own keys may override merged ones
         key = loader.construct_object(key_node, deep=deep)
         try:
             duplicate = key in seen

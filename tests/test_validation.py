@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import CORPUS, ROOT, build_case, build_defaults
 
-from kubestrap import validate
+from kubestrap import inventory, schema, spec_check, validate, yamlfile
 
 CASES = sorted(p for p in (CORPUS / "broken").iterdir() if p.is_dir())
 # Cases that change the documented defaults need the loader pointed at their copy; the CLI has no
@@ -66,3 +69,109 @@ def test_cli_check_exits_2_with_one_line_and_no_ssh(case: Path, tmp_path: Path):
         assert (case / "EXPECT").read_text().strip() in lines[0]
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "ssh-called").exists()
+
+
+# --- the declared spec -------------------------------------------------------------------------
+def _documented_defaults() -> dict:
+    merged: dict = {}
+    for layer in inventory.load_defaults():
+        merged.update(layer.values)
+    return merged
+
+
+def test_every_documented_setting_is_declared_and_every_declared_one_documented():
+    declared = {name for name, spec in schema.known_settings().items() if spec.cluster_level}
+    assert declared == set(_documented_defaults())
+
+
+def test_settings_spec_is_a_valid_ansible_argument_spec_that_the_defaults_satisfy():
+    """Ansible itself reads roles/settings/meta/argument_specs.yml the same way (role start)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    options = yaml.safe_load((ROOT / schema.SETTINGS_SPEC).read_text())["argument_specs"]["main"]["options"]
+    defaults = {k: v for k, v in _documented_defaults().items() if not spec_check.is_template(v)}
+    assert ArgumentSpecValidator(options).validate(defaults).error_messages == []
+    broken = ArgumentSpecValidator(options).validate({**defaults, "addons_enabled": {"traefik": True}})
+    assert broken.error_messages
+
+
+def test_bounds_are_read_from_the_description():
+    spec = schema.parse_option("x", {"type": "int", "description": "Replicas. From 2 to 9."}, "here")
+    assert (spec.minimum, spec.maximum) == (2, 9)
+    assert list(spec_check.check("x", 1, spec)) == [("x", "must be from 2 to 9, got 1")]
+    assert list(spec_check.check("x", "{{ n }}", spec)) == []
+
+
+def _inventory_with(tmp_path: Path, cluster_vars: str) -> Path:
+    inv = build_case(CORPUS / "base", tmp_path / "inv")
+    with (inv / "group_vars" / "k8s_cluster.yml").open("a") as handle:
+        handle.write(cluster_vars)
+    return inv
+
+
+@pytest.mark.parametrize("ref", [
+    "registry.k8s.io/pause:3.10.2@sha256:" + "a" * 64,
+    "registry.k8s.io/pause@sha256:" + "0" * 64,
+    "mirror.lan:5000/pause:3.10.2",
+])
+def test_pinned_image_references_are_accepted(tmp_path: Path, ref: str):
+    inv = _inventory_with(tmp_path, f"kubestrap_images:\n  pause: \"{ref}\"\n")
+    assert list(validate.check_path(inv)) == []
+
+
+# --- what cannot be read -----------------------------------------------------------------------
+def test_unreadable_vars_directory_gives_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    inv = build_case(CORPUS / "base", tmp_path / "inv")
+    (inv / "group_vars" / "k8s_workers").mkdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path):
+        if self.name == "k8s_workers":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    lines = list(validate.check_path(inv))
+    assert len(lines) == 1 and "k8s_workers: cannot read this directory: Permission denied" in lines[0]
+
+
+def test_unreadable_vars_file_gives_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    inv = build_case(CORPUS / "base", tmp_path / "inv")
+    real_open = Path.open
+
+    def open_(self: Path, *args, **kwargs):
+        if self.name == "k8s_cluster.yml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    lines = list(validate.check_path(inv))
+    assert len(lines) == 1 and "k8s_cluster.yml: cannot read: Permission denied" in lines[0]
+
+
+def test_a_pipe_among_the_vars_files_gives_one_line(tmp_path: Path):
+    inv = build_case(CORPUS / "base", tmp_path / "inv")
+    os.mkfifo(inv / "group_vars" / "k8s_workers.yml")
+    lines = list(validate.check_path(inv))
+    assert len(lines) == 1 and "k8s_workers.yml: neither a file nor a directory" in lines[0]
+
+
+def test_alias_bomb_is_refused_in_bounded_time_and_memory(tmp_path: Path):
+    text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    text += "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 30))
+    path = tmp_path / "bomb.yml"
+    path.write_text(text)
+    tracemalloc.start()
+    started = time.monotonic()
+    with pytest.raises(yamlfile.YamlError, match="aliases expand"):
+        yamlfile.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.monotonic() - started < 5
+    assert peak < 50 * 1024 * 1024
+
+
+def test_a_few_anchors_and_merge_keys_still_load(tmp_path: Path):
+    path = tmp_path / "anchors.yml"
+    path.write_text("base: &base {a: 1, b: 2}\nmore:\n  <<: *base\n  c: 3\nlist: [*base, *base]\n")
+    assert yamlfile.load(path)["more"] == {"a": 1, "b": 2, "c": 3}
