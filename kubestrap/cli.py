@@ -131,7 +131,9 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
             failure: str | None = runner.interrupted_message(stopped, resume, journal, resumable)
         else:
             failure = runner.failure_message(stopped, resume, journal, resumable) if stopped else None
-        result = runner.summary(command, inv.path, outcomes, seconds, failure)
+        journal.redactor.refresh()  # what is printed and returned is redacted like the journal
+        failure = journal.redactor.text(failure) if failure else None
+        result = journal.redactor.obj(runner.summary(command, inv.path, outcomes, seconds, failure))
         result["journal"] = paths.display(journal.path)
         journal.write_summary(result)
         journal.close()
