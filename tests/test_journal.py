@@ -29,20 +29,6 @@ HELLO = """
 """
 
 
-def test_the_journal_keeps_no_credential_of_the_controllers_environment(tmp_path: Path):
-    book = localrun.playbook(tmp_path, "hello", HELLO, hosts="k8s_control_plane")
-    env = localrun.environment(tmp_path, AWS_SECRET_ACCESS_KEY=CREDENTIAL, GITHUB_TOKEN="ghp_" + CREDENTIAL)
-    proc = localrun.run(tmp_path, book, "up", "-i", str(localrun.inventory(tmp_path)), env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert CREDENTIAL not in localrun.journal_text(tmp_path / "runs")
-    # what explains the run stays: the command, Ansible's settings, PATH
-    record = json.loads(next((tmp_path / "runs").glob("*-up/phases/01-hello/artifacts/*/command")).read_text())
-    assert record["command"][0] == "ansible-playbook"
-    assert record["env"]["PATH"] == "/usr/bin:/bin" or record["env"]["PATH"].endswith("/usr/bin:/bin")
-    assert "ANSIBLE_CONFIG" in record["env"]
-    assert "HOME" not in record["env"] and "AWS_SECRET_ACCESS_KEY" not in record["env"]
-
-
 def test_old_runs_are_pruned_to_the_newest_n(tmp_path: Path, monkeypatch):
     base = tmp_path / "runs"
     for day in range(1, 6):
@@ -136,7 +122,9 @@ def test_a_disk_full_mid_run_keeps_the_result_line_and_exits_1(tmp_path: Path, m
     assert json.loads((journal / "summary.json").read_text())["result"] == "ok"
 
 
-def test_secrets_written_during_the_run_to_the_inventorys_secrets_dir_are_redacted(tmp_path: Path):
+def test_the_journal_keeps_no_credential_of_the_controller_nor_secrets_generated_during_the_run(tmp_path: Path):
+    """One run proves both: the controller's environment (AWS_SECRET_ACCESS_KEY, ...) is not kept, and a
+    password written during the run into the inventory's own secrets directory is masked in later events."""
     secrets = tmp_path / "elsewhere" / "local-secrets"
     book = localrun.playbook(tmp_path, "passwords", """
         - name: Generate a password into the secrets directory, as the add-on roles do
@@ -148,16 +136,28 @@ def test_secrets_written_during_the_run_to_the_inventorys_secrets_dir_are_redact
         - name: A later task prints it
           ansible.builtin.debug:
             msg: "the password is {{ lookup('ansible.builtin.file', kubestrap_secrets_dir ~ '/grafana-admin-password') }}"
+        - name: A failure message quotes it
+          ansible.builtin.fail:
+            msg: "refused {{ lookup('ansible.builtin.file', kubestrap_secrets_dir ~ '/grafana-admin-password') }}"
     """, hosts="k8s_control_plane")
     inv = localrun.inventory(tmp_path, settings=f"kubestrap_secrets_dir: {secrets}\n")
     secrets.mkdir(parents=True, mode=0o700)
-    proc = localrun.run(tmp_path, book, "up", "-i", str(inv))
-    assert proc.returncode == 0, proc.stderr
+    env = localrun.environment(tmp_path, AWS_SECRET_ACCESS_KEY=CREDENTIAL, GITHUB_TOKEN="ghp_" + CREDENTIAL)
+    proc = localrun.run(tmp_path, book, "up", "-i", str(inv), "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert f"task 'A failure message quotes it': refused {MASK}" in proc.stderr  # the console is redacted too
     password = (secrets / "grafana-admin-password").read_text().strip()
     assert len(password) == 24
     text = localrun.journal_text(tmp_path / "runs")
     assert f"the password is {MASK}" in text
-    assert password not in text
+    assert password not in text and password not in proc.stderr and password not in proc.stdout
+    assert CREDENTIAL not in text
+    # what explains the run stays: the command, Ansible's settings, PATH
+    record = json.loads(next((tmp_path / "runs").glob("*-up/phases/01-passwords/artifacts/*/command")).read_text())
+    assert record["command"][0] == "ansible-playbook"
+    assert record["env"]["PATH"].endswith("/usr/bin:/bin")
+    assert "ANSIBLE_CONFIG" in record["env"]
+    assert "HOME" not in record["env"] and "AWS_SECRET_ACCESS_KEY" not in record["env"]
 
 
 def test_the_redactor_learns_files_that_appear_and_change(tmp_path: Path):
