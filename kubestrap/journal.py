@@ -61,9 +61,12 @@ class Journal:
         prune(base, keep, current=path)
 
     def _failed(self, path: Path, exc: OSError) -> None:
+        self.report(str(paths.storage_error(path, exc)))
+
+    def report(self, message: str) -> None:
         """Remember the first write failure; the run goes on, the command reports it at the end."""
         if self.problem is None:
-            self.problem = str(paths.storage_error(path, exc))
+            self.problem = message
 
     def phase_dir(self, index: int, phase: str) -> Path:
         """The phase's private data dir for ansible-runner, with its fact cache `facts/` (0700)."""

@@ -198,7 +198,11 @@ def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], o
             if stop.requested:  # between two phases: the next one never starts
                 outcomes.append(PhaseOutcome(phase, PhaseTracker(phase.name), 0.0, "interrupted", 0))
                 break
-            outcome = run_phase(index, phase, hosts.get(phase.name, []), opts, journal, view, stop)
+            try:
+                outcome = run_phase(index, phase, hosts.get(phase.name, []), opts, journal, view, stop)
+            except paths.StorageError as exc:  # no directory for the phase: it cannot start
+                journal.report(str(exc))
+                outcome = PhaseOutcome(phase, PhaseTracker(phase.name), 0.0, "failed", 0, detail=str(exc))
             outcomes.append(outcome)
             if not outcome.ok:
                 break

@@ -182,3 +182,17 @@ def test_the_effective_secrets_dir_follows_the_inventory(tmp_path: Path, monkeyp
     assert paths.effective_secrets_dir("c1", None) == tmp_path / "env" / "c1"
     assert paths.effective_secrets_dir("c1", str(tmp_path / "mine")) == tmp_path / "mine"
     assert paths.effective_secrets_dir("c1", "rel/dir") == paths.REPO_ROOT / "rel" / "dir"
+
+
+def test_a_phase_without_its_directory_fails_naming_the_path_and_the_setting(tmp_path: Path):
+    journal = Journal("up", Redactor(), base=tmp_path / "runs")
+    (journal.path / "phases").write_text("a file where the phases directory goes\n")
+    view = ProgressView(Console(file=io.StringIO()), 1)
+    outcomes, _ = runner.run_phases("up", [Phase("hello", tmp_path / "none.yml", "hello")], {"hello": []},
+                                    runner.RunOptions(tmp_path / "inv.yml"), journal, view)
+    assert not outcomes[0].ok
+    message = runner.failure_message(outcomes[0], "bootstrap.py up", journal)
+    assert "phases: File exists; set KUBESTRAP_RUNS_DIR to a writable directory with free space" in message
+    assert "`bootstrap.py up --from-phase hello`" in message
+    assert journal.problem and journal.problem.startswith("cannot write ")
+    journal.close()
