@@ -203,7 +203,7 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     deadline = time.monotonic() + 900
     victim = NEW_NODE  # a worker of the full inventory, whatever KUBESTRAP_E2E_WORKERS is
     while time.monotonic() < deadline:
-        new = [p for p in runs.iterdir() if p not in before and p.is_dir() and p.name != "facts"]
+        new = [p for p in runs.iterdir() if p not in before and p.is_dir() and p.name not in ("facts", "locks")]
         events = new[0] / "events.jsonl" if new else None
         if events and events.exists() and '"phase": "node_prep"' in events.read_text():
             cluster.kill_vm(victim)
@@ -219,7 +219,8 @@ def test_worker_killed_during_up_stops_naming_host_and_phase(cluster: Cluster):
     # under TCG), then the run stops there: no later phase starts.
     assert time.monotonic() - killed_at < 600, "the run took too long to stop after losing the worker"
     assert f"host {victim} unreachable in phase node_prep" in stderr, stderr[-3000:]
-    events = next(p for p in runs.iterdir() if p not in before and p.is_dir() and p.name != "facts") / "events.jsonl"
+    run = next(p for p in runs.iterdir() if p not in before and p.is_dir() and p.name not in ("facts", "locks"))
+    events = run / "events.jsonl"
     assert '"phase": "containerd"' not in events.read_text()
 
 
