@@ -229,9 +229,13 @@ def test_a_full_reset_removes_the_clusters_secrets_directory(tmp_path):
     other = tmp_path / "secrets" / "other"
     other.mkdir()
     (other / "admin.conf").write_text("another cluster\n")
+    known_hosts = tmp_path / "secrets" / "lab" / "ssh" / "known_hosts"
+    known_hosts.parent.mkdir()
+    known_hosts.write_text("192.0.2.10 ssh-ed25519 AAAA\n")
     done = _playbook(tmp_path, inv, "--limit", "localhost")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert not (tmp_path / "secrets" / "lab").exists()
+    assert sorted(p.name for p in (tmp_path / "secrets" / "lab").iterdir()) == ["ssh"], "the machines' host keys stay"
+    assert known_hosts.exists()
     assert (other / "admin.conf").exists()
 
 
