@@ -21,7 +21,6 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -214,16 +213,21 @@ def fingerprints(keys: list[Key]) -> str:
 
 def record(path: Path, cluster: str, verdicts: list[Verdict]) -> None:
     """Append the keys of new hosts to the cluster's file (0700 folder, 0600 file)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fresh = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as out:
-        if fresh:
-            out.write(_HEADER.format(cluster=cluster, path=paths.display(path)))
-        for verdict in verdicts:
-            for kind, data in verdict.scanned:
-                out.write(f"{verdict.target.known_name} {kind} {data}\n")
-    os.chmod(path, 0o600)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
+            if fresh:
+                out.write(_HEADER.format(cluster=cluster, path=paths.display(path)))
+            for verdict in verdicts:
+                for kind, data in verdict.scanned:
+                    out.write(f"{verdict.target.known_name} {kind} {data}\n")
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise HostKeyError(f"cannot record SSH host keys in {paths.display(path)} ({exc.strerror or exc}); nothing "
+                           "was touched. Make it writable, or move the secrets with KUBESTRAP_SECRETS_DIR (or "
+                           "kubestrap_secrets_dir in the inventory)") from None
 
 
 # --- the step a command runs before touching hosts ------------------------------------------------
@@ -274,20 +278,15 @@ def _configured_ssh_args() -> str:
     return parser.get("ssh_connection", "ssh_args", fallback="")
 
 
-@lru_cache(maxsize=8)
-def _inventory_env(inventory: str) -> tuple[tuple[str, str], ...]:
-    env = {"ANSIBLE_HOST_KEY_CHECKING": "True"}  # ansible-runner turns it off unless told
-    try:
-        inv = inv_mod.load(Path(inventory))
-    except inv_mod.InventoryError:
-        return tuple(env.items())
-    if targets(inv, inv.hosts):
-        files = " ".join(f'"{p.resolve()}"' for p in (cluster_file(inv), user_file()))
-        env["ANSIBLE_SSH_ARGS"] = f"{_configured_ssh_args()} -o {shlex.quote(f'UserKnownHostsFile={files}')}".strip()
-    return tuple(env.items())
-
-
 def ansible_env(inventory: Path) -> dict[str, str]:
     """Environment for ansible-runner: host keys checked, against the cluster's known_hosts and the
     user's own (hosts whose inventory turns checking off, the lab's, are not checked)."""
-    return dict(_inventory_env(str(inventory.resolve())))
+    env = {"ANSIBLE_HOST_KEY_CHECKING": "True"}  # ansible-runner turns it off unless told
+    try:
+        inv = inv_mod.load(inventory)
+    except inv_mod.InventoryError:
+        return env
+    if targets(inv, inv.hosts):
+        files = " ".join(f'"{p.resolve()}"' for p in (cluster_file(inv), user_file()))
+        env["ANSIBLE_SSH_ARGS"] = f"{_configured_ssh_args()} -o {shlex.quote(f'UserKnownHostsFile={files}')}".strip()
+    return env

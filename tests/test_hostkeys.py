@@ -309,3 +309,15 @@ def test_the_keys_follow_a_secrets_dir_the_inventory_moved(world: Path):
     own = world / "elsewhere" / "ssh" / "known_hosts"
     assert own.is_file() and str(own) in lines[0]
     assert f'"{own}"' in hostkeys.ansible_env(inv_dir)["ANSIBLE_SSH_ARGS"]
+
+
+def test_a_secrets_dir_that_cannot_be_written_is_one_line_naming_it(world: Path):
+    _serve(world, "127.0.0.1", _key(world, "cp"))
+    (world / "secrets").mkdir()
+    (world / "secrets" / "keys").write_text("not a directory\n")
+    with pytest.raises(hostkeys.HostKeyError) as caught:
+        _contact(_inventory(world / "inv"))
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"cannot record SSH host keys in {world / 'secrets' / 'keys' / 'ssh' / 'known_hosts'}")
+    assert "KUBESTRAP_SECRETS_DIR" in message
