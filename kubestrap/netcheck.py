@@ -82,7 +82,11 @@ def endpoint_name(name: str) -> str | None:
     return None
 
 
-def endpoint_address(ip: IPAddress, svc: IPNetwork | None, workers: dict[IPAddress, str]) -> str | None:
+def endpoint_address(ip: IPAddress, node: IPNetwork | None, svc: IPNetwork | None,
+                     workers: dict[IPAddress, str]) -> str | None:
+    if node is not None and ip.version != node.version:
+        return (f"{ip} is IPv{ip.version} while cluster_node_network {node} is IPv{node.version}; dual-stack and "
+                f"mixed IP families are not supported: {_USE_INSTEAD}")
     if ip.is_loopback:
         return f"{ip} is a loopback address: every node would reach itself, not the API server; {_USE_INSTEAD}"
     if ip.is_unspecified or ip.is_multicast:

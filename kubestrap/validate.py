@@ -191,7 +191,8 @@ class _Checker:
                 self.add(self.setting(key)[1], key, message)
         return node, (None if "cluster_service_cidr" in reported else svc)
 
-    def api_endpoint(self, node_ips: dict[IPAddress, str], svc: IPNetwork | None) -> IPAddress | None:
+    def api_endpoint(self, node_ips: dict[IPAddress, str], node_net: IPNetwork | None,
+                     svc: IPNetwork | None) -> IPAddress | None:
         raw, source = self.setting("cluster_api_endpoint")
         if raw in (None, ""):
             cps = self.inv.control_plane
@@ -214,7 +215,7 @@ class _Checker:
             return None
         workers = {addr: host for addr, host in node_ips.items()
                    if host in self.inv.workers and host not in self.inv.control_plane}
-        wrong = netcheck.endpoint_address(ip, svc, workers)
+        wrong = netcheck.endpoint_address(ip, node_net, svc, workers)
         if wrong:
             self.add(source, "cluster_api_endpoint", wrong)
         return ip
@@ -251,10 +252,11 @@ class _Checker:
             return
         if node_net is not None and (first not in node_net or last not in node_net):
             self.add(source, key, f"{raw} is not inside cluster_node_network {node_net}")
-        for ip, host in sorted(node_ips.items()):
-            if first <= ip <= last:
+        for ip, host in sorted(node_ips.items(), key=lambda item: (item[0].version, item[0])):
+            if ip.version == first.version and first <= ip <= last:
                 self.add(source, key, f"{raw} contains {ip}, the node_ip of {host}")
-        if endpoint is not None and first <= endpoint <= last and endpoint not in node_ips:
+        if endpoint is not None and endpoint.version == first.version and first <= endpoint <= last \
+                and endpoint not in node_ips:
             self.add(source, key, f"{raw} contains the API endpoint {endpoint}")
 
     # --- versions --------------------------------------------------------------------------
@@ -371,7 +373,7 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     c.names_and_types()
     node_net, svc_net = c.networks()
     node_ips = c.hosts(node_net)
-    endpoint = c.api_endpoint(node_ips, svc_net)
+    endpoint = c.api_endpoint(node_ips, node_net, svc_net)
     c.scalars()
     c.metallb(node_net, node_ips, endpoint)
     c.versions()
