@@ -1,0 +1,160 @@
+"""Bootstrap tokens do not outlive the step that needs them (issue 16): the token `kubeadm init` creates
+is deleted right after init, each per-run join token when the join phase ends (also after a failed join),
+and every task that handles a token hides its output (no_log), so `-v` and the run journal never show one.
+
+The deletions run the roles' own task files against the kubeadm double (tests/k8s_double_cluster.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT
+from k8s_double_cluster import started
+
+TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+ROLES = ROOT / "roles"
+
+
+# --- static: the task files -----------------------------------------------------------------------
+
+
+def _tasks(items: list) -> list[dict]:
+    out = []
+    for task in items or []:
+        out.append(task)
+        for key in ("block", "rescue", "always"):
+            out.extend(_tasks(task.get(key)))
+    return out
+
+
+def _task_files() -> dict[str, list[dict]]:
+    return {
+        str(path.relative_to(ROOT)): _tasks(yaml.safe_load(path.read_text()))
+        for role in ("kubeadm_init", "kubeadm_join")
+        for path in sorted((ROLES / role / "tasks").glob("*.yml"))
+    }
+
+
+def _touches_a_token(task: dict) -> bool:
+    """Runs kubeadm init (it prints a token), a token command, keeps a token or writes a file holding one."""
+    command = task.get("ansible.builtin.command") or {}
+    argv = " ".join(map(str, command.get("argv", []))) if isinstance(command, dict) else str(command)
+    facts = task.get("ansible.builtin.set_fact") or {}
+    template = (task.get("ansible.builtin.template") or {}).get("src", "")
+    return (
+        "token" in argv
+        or argv.startswith("kubeadm init")
+        or any("token" in key for key in facts)
+        or template == "kubeadm-join.yaml.j2"
+    )
+
+
+def test_every_task_touching_a_token_is_no_log():
+    touching = {f"{path}: {t['name']}": t for path, tasks in _task_files().items() for t in tasks if _touches_a_token(t)}
+    assert len(touching) >= 5, sorted(touching)  # init, init token delete, mint, keep, join file, join token delete
+    assert [name for name, task in touching.items() if task.get("no_log") is not True] == []
+
+
+def test_init_config_asks_for_a_short_lived_token():
+    docs = list(yaml.safe_load_all((ROLES / "kubeadm_init" / "templates" / "kubeadm-config.yaml.j2").read_text()
+                                   .replace("{%", "#").replace("{{", "x").replace("}}", "x")))
+    init = next(d for d in docs if d and d.get("kind") == "InitConfiguration")
+    (token,) = init["bootstrapTokens"]
+    assert "token" not in token  # kubeadm generates it; nothing secret in the rendered file
+    assert token["ttl"] == "x kubeadm_init_bootstrap_token_ttl x"
+
+
+def test_init_failure_is_reported_without_the_token():
+    tasks = {t["name"]: t for t in _task_files()["roles/kubeadm_init/tasks/main.yml"]}
+    init = next(t for t in tasks.values() if "kubeadm init" in " ".join(t.get("ansible.builtin.command", {}).get("argv", [])))
+    assert init["no_log"] is True and init["failed_when"] is False
+    report = next(t for t in tasks.values() if "ansible.builtin.fail" in t)
+    assert "kubeadm_init_result.rc" in report["when"]
+    assert "[a-z0-9]{16}" in report["vars"]["kubeadm_init_failure"]
+
+
+def test_init_failure_message_is_one_line_without_the_token(tmp_path):
+    """The role's own report task, fed a failed init's result: what went wrong, no token, one line."""
+    tasks = yaml.safe_load((ROLES / "kubeadm_init" / "tasks" / "main.yml").read_text())
+    report = next(t for t in tasks if "ansible.builtin.fail" in t)
+    token = "abcdef.0123456789abcdef"
+    result = {"rc": 1, "changed": True, "stdout": f"kubeadm join 10.0.0.1:6443 --token {token} \\",
+              "stderr": "error execution phase preflight: [preflight] Some fatal errors occurred:\n"
+                        f"\t[ERROR Port-6443]: Port 6443 is in use ({token})\n"
+                        "To see the stack trace of this error execute with --v=5 or higher\n"}
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
+                                     "vars": {"kubeadm_init_result": result}, "tasks": [report]}]))
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(play)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    message = json.loads(re.search(r"fatal: \[localhost\]: FAILED! => (\{.*\})", done.stdout).group(1))["msg"]
+    assert "[ERROR Port-6443]: Port 6443 is in use" in message and "kubeadm init failed (exit 1)" in message
+    assert token not in message and "stack trace" not in message and "\n" not in message
+
+
+def test_join_token_is_deleted_in_the_always_section_of_the_join():
+    main = yaml.safe_load((ROLES / "kubeadm_join" / "tasks" / "main.yml").read_text())
+    join = next(t for t in main if "block" in t)
+    imported = [t.get("ansible.builtin.import_tasks") for t in join["always"]]
+    assert "delete_token.yml" in imported
+    (delete,) = yaml.safe_load((ROLES / "kubeadm_join" / "tasks" / "delete_token.yml").read_text())
+    assert delete["run_once"] is True and delete["delegate_to"] == "{{ kubeadm_join_control_plane }}"
+
+
+# --- against the kubeadm double ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with started(tmp_path_factory.mktemp("tokens")) as cluster:
+        yield cluster
+
+
+def _tokens(cluster) -> list[str]:
+    listed = cluster.cp.kubeadm("token", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    return TOKEN.findall(listed.stdout)
+
+
+def _play(cluster, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp": {}, "k8s-worker1": {}}, "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "kubeadm_join_control_plane": "k8s-cp", "kubeadm_join_token_ttl": "15m"}}}))
+    args = [a for k, v in extra.items() for a in ("-e", f"{k}={v}")]
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+         str(ROOT / "tests" / "playbooks" / "token_cleanup.yml"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**cluster.cp.env(), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert not TOKEN.search(done.stdout + done.stderr), "a token was printed"
+    return done
+
+
+def test_init_token_is_deleted_right_after_init(cluster, tmp_path):
+    assert cluster.init.returncode == 0
+    assert _tokens(cluster), "kubeadm init made no token (test premise)"
+    stdout = tmp_path / "init.out"
+    stdout.write_text(cluster.init.stdout)
+    done = _play(cluster, tmp_path, init_stdout_file=str(stdout))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert _tokens(cluster) == []
+
+
+def test_join_token_is_deleted_when_the_join_fails(cluster, tmp_path):
+    before = _tokens(cluster)
+    done = _play(cluster, tmp_path, mint_join_token="true")
+    assert re.search(r"TASK \[Mint a short-lived join token\][ *]*\nchanged: \[k8s-cp\]", done.stdout), done.stdout[-3000:]
+    assert done.returncode != 0 and "join failed (test)" in done.stdout, done.stdout[-3000:]
+    deleted = re.search(r"TASK \[Delete this run's join token.*\n(ok|changed): \[k8s-worker1 -> k8s-cp", done.stdout)
+    assert deleted, done.stdout[-3000:]
+    assert _tokens(cluster) == before
