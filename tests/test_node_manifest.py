@@ -30,11 +30,11 @@ def _run(tmp: Path, play: list[dict], extra: dict) -> dict:
     return json.loads(proc.stdout)
 
 
-def _record(tmp: Path, manifest_dir: Path, paths: list[str]) -> bool:
+def _record(tmp: Path, manifest_dir: Path, paths: list[str], marker: str = "") -> bool:
     play = [{"name": "Record", "hosts": "node-a", "gather_facts": False, "tasks": [
         {"name": "Record", "ansible.builtin.include_role": {"name": "node_manifest"}}]}]  # fmt: skip
     out = _run(tmp, play, {"node_manifest_dir": str(manifest_dir), "node_manifest_name": "containerd",
-                           "node_manifest_paths": paths})  # fmt: skip
+                           "node_manifest_paths": paths, "node_manifest_adopt_marker": marker})  # fmt: skip
     return out["stats"]["node-a"]["changed"] > 0
 
 
@@ -56,6 +56,24 @@ def test_paths_present_before_kubestrap_are_kept_and_a_second_run_changes_nothin
         path.write_text("installed by kubestrap\n")
     assert not _record(tmp_path, manifest_dir, paths)  # second `up`: nothing changes, ours stay ours
     assert json.loads((manifest_dir / "containerd.json").read_text()) == manifest
+
+
+def test_a_node_set_up_before_manifests_existed_adopts_what_its_kubestrap_installed(tmp_path: Path):
+    """Upgrading: no manifest yet, but the role's unit names kubestrap. What is there counts as installed
+    (reset removes it, as the old fixed list did); on a fresh node the same paths would be kept."""
+    unit = tmp_path / "etc/systemd/system/containerd.service"
+    binary = tmp_path / "usr/local/bin/containerd"
+    for path, text in ((unit, "Description=containerd container runtime (kubestrap)\n"), (binary, "old\n")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    manifest_dir = tmp_path / "manifest"
+    assert _record(tmp_path, manifest_dir, [str(unit), str(binary)], marker=str(unit))
+    assert json.loads((manifest_dir / "containerd.json").read_text())["installed"] == sorted([str(unit), str(binary)])
+
+    unit.write_text("Description=someone else's containerd\n")  # a unit that does not name kubestrap
+    (manifest_dir / "containerd.json").unlink()
+    assert _record(tmp_path, manifest_dir, [str(unit), str(binary)], marker=str(unit))
+    assert json.loads((manifest_dir / "containerd.json").read_text())["installed"] == []
 
 
 def _manifest_paths(role: str) -> list[str]:

@@ -21,6 +21,12 @@ options:
   path: {description: The manifest file (JSON)., type: path, required: true}
   role: {description: The role the manifest belongs to., type: str, required: true}
   paths: {description: Absolute paths the role installs (files or directories)., type: list, elements: path, required: true}
+  adopt_marker:
+    description:
+      - A file the role itself writes that names kubestrap (its systemd unit). When there is no manifest yet and this
+        file exists, the node was set up by a kubestrap that recorded no manifests: the paths already there are
+        recorded as installed, not kept.
+    type: path
 """
 
 EXAMPLES = r"""
@@ -55,12 +61,24 @@ def _read(module: AnsibleModule, path: str) -> tuple[set[str], set[str]]:
         raise  # unreachable: fail_json exits
 
 
+def _names_kubestrap(marker: str | None) -> bool:
+    """Whether the marker file exists and mentions kubestrap (a unit an older kubestrap wrote)."""
+    if not marker:
+        return False
+    try:
+        with open(marker, encoding="utf-8", errors="replace") as handle:
+            return "kubestrap" in handle.read(65536)
+    except OSError:
+        return False
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
             "role": {"type": "str", "required": True},
             "paths": {"type": "list", "elements": "path", "required": True},
+            "adopt_marker": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -69,11 +87,12 @@ def main() -> None:
     relative = [p for p in wanted if not os.path.isabs(p)]
     if relative:
         module.fail_json(msg=f"the {role} manifest takes absolute paths only, got {', '.join(relative)}")
+    adopt = not os.path.exists(path) and _names_kubestrap(module.params["adopt_marker"])
     installed, kept = _read(module, path)
     for entry in wanted:
         if entry in installed or entry in kept:
             continue
-        (kept if os.path.lexists(entry) else installed).add(entry)
+        (kept if os.path.lexists(entry) and not adopt else installed).add(entry)
     content = json.dumps({"about": ABOUT, "role": role, "installed": sorted(installed), "kept": sorted(kept)}, indent=2) + "\n"
     old = None
     if os.path.exists(path):
