@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+from fixtures.artifact_mirror import root_dir as mirror_root
 from helpers import ROOT
 
 DOUBLES = ROOT / "tests" / "doubles"
@@ -218,7 +219,7 @@ class Node:
 def find_kubectl() -> str:
     """Real kubectl 1.36: $KUBESTRAP_TEST_KUBECTL, the test mirror's Debian build, or one on PATH."""
     candidates = [os.environ.get("KUBESTRAP_TEST_KUBECTL", "")]
-    mirror = Path(os.environ.get("KUBESTRAP_TEST_MIRROR_DIR", ROOT / ".cache" / "test-mirror"))
+    mirror = mirror_root()
     candidates += sorted(str(p) for p in mirror.glob("apt/trees/kubectl_1.36*/usr/bin/kubectl"))
     candidates += [shutil.which("kubectl") or ""]
     for candidate in filter(None, candidates):

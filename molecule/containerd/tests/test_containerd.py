@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-MIRROR_ROOT = Path(os.environ.get("KUBESTRAP_TEST_MIRROR_DIR", PROJECT / ".cache" / "test-mirror"))
+MIRROR_ROOT = Path(os.environ.get("KUBESTRAP_TEST_MIRROR_DIR")
+                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubestrap" / "test-mirror")
 OVERRIDE = yaml.safe_load((MIRROR_ROOT / "versions-override.yml").read_text())
 PINS = OVERRIDE["kubestrap_artifacts"]
 STAGING = "/var/cache/kubestrap/artifacts"
