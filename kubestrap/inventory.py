@@ -61,6 +61,7 @@ class Inventory:
     def group_hosts(self, group: str) -> list[str]:
         """All hosts of *group* and its descendants, in inventory order."""
         found: list[str] = []
+        seen_hosts: set[str] = set()
         seen_groups: set[str] = set()
 
         def walk(name: str) -> None:
@@ -68,14 +69,15 @@ class Inventory:
                 return
             seen_groups.add(name)
             for host in self.direct_hosts.get(name, set()):
-                if host not in found:
+                if host not in seen_hosts:
+                    seen_hosts.add(host)
                     found.append(host)
             for child in sorted(self.children.get(name, set())):
                 walk(child)
 
         walk(group)
-        order = list(self.hosts)
-        return sorted(found, key=order.index)
+        order = {name: index for index, name in enumerate(self.hosts)}
+        return sorted(found, key=order.__getitem__)
 
     @property
     def control_plane(self) -> list[str]:

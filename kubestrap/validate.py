@@ -108,11 +108,12 @@ class _Checker:
                                      f"{CONTROL_PLANE_GROUP} and {WORKERS_GROUP})")
         cluster = self.inv.group_hosts(CLUSTER_GROUP)
         cps, workers = self.inv.control_plane, self.inv.workers
+        in_cluster, placed = set(cluster), {*cps, *workers}
         for host in [*cps, *workers]:
-            if host not in cluster:
+            if host not in in_cluster:
                 self.add(src, host, f"host is not inside the {CLUSTER_GROUP} group")
         for host in cluster:
-            if host not in cps and host not in workers:
+            if host not in placed:
                 self.add(src, host, f"host is in {CLUSTER_GROUP} but in neither {CONTROL_PLANE_GROUP} nor "
                                     f"{WORKERS_GROUP}, so nothing would set it up; move it under one of them")
         if CONTROL_PLANE_GROUP in self.inv.children:
@@ -213,8 +214,8 @@ class _Checker:
                 if wrong_name:
                     self.add(source, "cluster_api_endpoint", wrong_name)
             return None
-        workers = {addr: host for addr, host in node_ips.items()
-                   if host in self.inv.workers and host not in self.inv.control_plane}
+        worker_names = set(self.inv.workers) - set(self.inv.control_plane)
+        workers = {addr: host for addr, host in node_ips.items() if host in worker_names}
         wrong = netcheck.endpoint_address(ip, node_net, svc, workers)
         if wrong:
             self.add(source, "cluster_api_endpoint", wrong)

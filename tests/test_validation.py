@@ -175,3 +175,18 @@ def test_a_few_anchors_and_merge_keys_still_load(tmp_path: Path):
     path = tmp_path / "anchors.yml"
     path.write_text("base: &base {a: 1, b: 2}\nmore:\n  <<: *base\n  c: 3\nlist: [*base, *base]\n")
     assert yamlfile.load(path)["more"] == {"a": 1, "b": 2, "c": 3}
+
+
+def test_thousands_of_hosts_are_checked_in_bounded_time(tmp_path: Path):
+    """Every host list within the size cap is checked in seconds (2000 hosts took minutes)."""
+    inv = build_case(CORPUS / "base", tmp_path / "inv")
+    workers = "".join(f"            w{i}: {{node_ip: 192.168.{8 + i // 250}.{1 + i % 250}}}\n" for i in range(2000))
+    (inv / "hosts.yml").write_text(
+        "all:\n  children:\n    k8s_cluster:\n      children:\n        k8s_control_plane:\n          hosts:\n"
+        "            k8s-cp: {node_ip: 192.168.1.10}\n        k8s_workers:\n          hosts:\n" + workers)
+    (inv / "group_vars" / "k8s_cluster.yml").write_text(
+        "cluster_node_network: 192.168.0.0/16\ncluster_api_endpoint: 192.168.1.10\n"
+        "metallb_address_pool: 192.168.1.240-192.168.1.250\ncluster_pod_cidr: 10.128.0.0/12\n")
+    started = time.monotonic()
+    assert list(validate.check_path(inv)) == []
+    assert time.monotonic() - started < 30
