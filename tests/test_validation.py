@@ -190,3 +190,14 @@ def test_thousands_of_hosts_are_checked_in_bounded_time(tmp_path: Path):
     started = time.monotonic()
     assert list(validate.check_path(inv)) == []
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("name", ["alias_bomb", "latin1_byte", "huge_vars_file", "deeply_nested", "group_vars_symlink_loop"])
+def test_cli_check_on_hostile_files_prints_one_line_without_traceback(name: str, tmp_path: Path):
+    case = CORPUS / "broken" / name
+    inv = build_case(case, tmp_path / name)
+    proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), "check", "-i", str(inv)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and (case / "EXPECT").read_text().strip() in lines[0], proc.stderr
