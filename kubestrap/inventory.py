@@ -144,12 +144,28 @@ def _list_dir(directory: Path) -> list[Path]:
 
 
 def _vars_files(directory: Path, name: str) -> list[Path]:
-    """group_vars/<name>.yml, <name>.yaml, <name>.json or every *.yml inside group_vars/<name>/."""
-    files = [directory / f"{name}{ext}" for ext in (*_VARS_ENDINGS, "")]
+    """group_vars/<name>(.yml|.yaml|.json) and every vars file under group_vars/<name>/, as Ansible
+    finds them."""
+    files = [directory / f"{name}{ext}" for ext in ("", *_VARS_ENDINGS)]
     found = [f for f in files if _present(f) and f.is_file()]
     folder = directory / name
     if folder.is_dir():
-        found += [p for p in _list_dir(folder) if p.suffix in _VARS_ENDINGS and _usable(p) and p.is_file()]
+        found += _folder_vars_files(folder)
+    return found
+
+
+def _folder_vars_files(folder: Path) -> list[Path]:
+    """Ansible reads a vars folder recursively: every file without an extension or with a vars
+    extension, skipping hidden names and backups (~)."""
+    found: list[Path] = []
+    for entry in _list_dir(folder):
+        if entry.name.startswith(".") or entry.name.endswith("~"):
+            continue
+        _usable(entry)
+        if entry.is_dir() and not entry.suffix:
+            found += _folder_vars_files(entry)
+        elif entry.is_file() and entry.suffix in ("", *_VARS_ENDINGS):
+            found.append(entry)
     return found
 
 
@@ -166,10 +182,8 @@ def _load_mapping(path: Path) -> dict[str, Any]:
 
 
 def load_defaults(defaults_dir: Path = paths.DEFAULTS_DIR) -> list[VarLayer]:
-    layers = []
-    for path in sorted(defaults_dir.glob("*.yml")):
-        layers.append(VarLayer(path, "defaults", "all", _load_mapping(path)))
-    return layers
+    """The documented defaults: every vars file of the playbook-level group_vars/all/."""
+    return [VarLayer(path, "defaults", "all", _load_mapping(path)) for path in _folder_vars_files(defaults_dir)]
 
 
 def _find_hosts_file(path: Path) -> Path:

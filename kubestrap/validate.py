@@ -49,6 +49,7 @@ class _Checker:
         self.specs = schema.known_settings(roles_dir)
         self.cluster_names = {name for name, spec in self.specs.items() if spec.cluster_level}
         self.settings = inv.cluster_settings()
+        self.orphans = [layer for layer in inv.layers if _orphan(inv, layer)]
 
     def add(self, source: Path | str | None, key: str, message: str) -> None:
         where = paths.display(source) if isinstance(source, Path) else (source or paths.display(self.inv.hosts_file))
@@ -58,9 +59,24 @@ class _Checker:
         return self.settings.get(key, (None, None))
 
     # --- names and types -------------------------------------------------------------------
+    def vars_files_in_use(self) -> None:
+        """A group_vars/host_vars file named after no group or host is ignored by Ansible."""
+        for layer in self.orphans:
+            if layer.scope == "group_vars":
+                known, what = [*self.inv.children, "all"], "group"
+            else:
+                known, what = list(self.inv.hosts), "host"
+            hint = difflib.get_close_matches(layer.target, known, n=1, cutoff=0.6)
+            tail = f" (did you mean {hint[0]!r}?)" if hint else ""
+            self.add(layer.source, layer.target,
+                     f"no {what} {layer.target!r} in {self.inv.hosts_file.name}, so Ansible ignores this file; "
+                     f"name it after a {what}{tail} or remove it")
+
     def names_and_types(self) -> None:
         """Every layer, the documented defaults included, against the declared specs."""
         for layer in self.inv.layers:
+            if layer in self.orphans:
+                continue
             for key, value in layer.values.items():
                 self._check_name_and_type(layer.source, str(key), value)
                 if layer.scope != "defaults" and key in self.cluster_names:
@@ -317,6 +333,12 @@ class _Checker:
                 self.add(img_src, f"kubestrap_images.{name}", problem)
 
 
+def _orphan(inv: Inventory, layer: inv_mod.VarLayer) -> bool:
+    if layer.scope == "group_vars":
+        return layer.target not in inv.children and layer.target not in ("all", "ungrouped")
+    return layer.scope == "host_vars" and layer.target not in inv.hosts
+
+
 def _image_problem(ref: Any) -> str | None:
     """An image reference is pinned by a tag (not latest), a sha256 digest, or both (name:tag@sha256:...)."""
     if not isinstance(ref, str):
@@ -371,6 +393,7 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     """All problems of *inv*, in a stable order (empty when the inventory is good)."""
     c = _Checker(inv, roles_dir)
     c.groups()
+    c.vars_files_in_use()
     c.names_and_types()
     node_net, svc_net = c.networks()
     node_ips = c.hosts(node_net)
