@@ -211,7 +211,9 @@ def test_init_writes_what_kubeadm_writes(cluster):
         "spec"
     ]["volumes"]
     etcd = yaml.safe_load(cp.path("/etc/kubernetes/manifests/etcd.yaml").read_text())
-    assert "--listen-metrics-urls=http://0.0.0.0:2381" in etcd["spec"]["containers"][0]["command"]
+    assert "--listen-metrics-urls=http://127.0.0.1:2381" in etcd["spec"]["containers"][0]["command"]
+    assert "--admission-control-config-file=/etc/kubernetes/admission/config.yaml" in command
+    assert "--profiling=false" in command
     flags = cp.path("/var/lib/kubelet/kubeadm-flags.env").read_text()
     assert flags == 'KUBELET_KUBEADM_ARGS="--hostname-override=k8s-cp --node-ip=127.0.0.1"\n'
     kubelet = yaml.safe_load(cp.path("/var/lib/kubelet/config.yaml").read_text())
