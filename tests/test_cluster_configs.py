@@ -203,3 +203,14 @@ def test_node_prep_sets_the_sysctls_protect_kernel_defaults_requires():
     required = {"vm.overcommit_memory": "1", "vm.panic_on_oom": "0", "kernel.panic": "10", "kernel.panic_on_oops": "1",
                 "kernel.keys.root_maxkeys": "1000000", "kernel.keys.root_maxbytes": "25000000"}
     assert {k: str(sysctls.get(k)) for k in required} == required
+
+
+def test_reset_removes_every_directory_kubeadm_init_adds():
+    """kubeadm reset leaves kubestrap's own files next to kubeadm's: node_reset must remove each of them."""
+    tasks = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "tasks" / "main.yml").read_text())
+    created = next(t for t in tasks if t["name"] == "Create kubestrap's kubeadm directories")["loop"]
+    defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
+    paths = {str(Path(defaults["kubeadm_init_encryption_config_path"]).parent) if "encryption_config_path" in d["path"]
+             else d["path"].replace("{{ kubeadm_init_config_dir }}", defaults["kubeadm_init_config_dir"]) for d in created}
+    reset = yaml.safe_load((ROOT / "roles" / "node_reset" / "defaults" / "main.yml").read_text())["node_reset_always_paths"]
+    assert sorted(paths - {"/etc/kubernetes"} - set(reset)) == []
