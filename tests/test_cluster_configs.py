@@ -118,7 +118,8 @@ STRONG_CIPHERS = {
     "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 }
 # namespaces of the add-ons whose pods need more than the baseline level (host network/PID/paths, privileges)
-PRIVILEGED_NAMESPACES = {"kube-system", "longhorn-system", "falco", "metallb-system", "istio-system", "monitoring"}
+PRIVILEGED_NAMESPACES = {"kube-system", "longhorn-system", "falco", "metallb-system", "istio-system", "monitoring",
+                         "kubestrap-verify"}  # the verify probe: Istio's sidecar init container needs NET_ADMIN/NET_RAW
 
 
 def _args(component: dict) -> dict[str, str]:
@@ -189,10 +190,10 @@ def test_pod_security_configuration_passes_the_strict_model(rendered):
 def test_pod_security_exemptions_cover_every_privileged_addon_namespace():
     """The exemption list follows the add-on roles' namespace settings (a role moving its namespace is caught)."""
     defaults = {}
-    for role in ("cilium", "longhorn", "falco", "metallb", "istio", "monitoring"):
+    for role in ("cilium", "longhorn", "falco", "metallb", "istio", "monitoring", "verify"):
         defaults.update(yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()))
-    wanted = {defaults[k] for k in ("cilium_namespace", "longhorn_namespace", "falco_namespace",
-                                    "metallb_namespace", "istio_namespace", "monitoring_namespace")}
+    wanted = {defaults[k] for k in ("cilium_namespace", "longhorn_namespace", "falco_namespace", "metallb_namespace",
+                                    "istio_namespace", "monitoring_namespace", "verify_probe_namespace")}
     init_defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
     assert wanted <= set(init_defaults["kubeadm_init_pod_security_exempt_namespaces"])
 
