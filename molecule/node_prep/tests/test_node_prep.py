@@ -8,6 +8,13 @@ SYSCTLS = {
     "net.bridge.bridge-nf-call-iptables": 1,
     "net.bridge.bridge-nf-call-ip6tables": 1,
     "fs.inotify.max_user_watches": 524288,
+    # what the kubelet's protectKernelDefaults requires
+    "vm.overcommit_memory": 1,
+    "vm.panic_on_oom": 0,
+    "kernel.panic": 10,
+    "kernel.panic_on_oops": 1,
+    "kernel.keys.root_maxkeys": 1000000,
+    "kernel.keys.root_maxbytes": 25000000,
 }
 NODES = {"cp1": "10.77.0.10", "w1": "10.77.0.11"}
 
