@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kubestrap.lab import alloc, lab, paths
@@ -75,7 +76,7 @@ def _guarded(func: Any) -> Any:
         try:
             return int(func(args))
         except LabError as exc:
-            _err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            _err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             return 1
         except KeyboardInterrupt:
             _err.print("interrupted; run `lab down` to clean up what was started")

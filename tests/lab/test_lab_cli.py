@@ -65,3 +65,13 @@ def test_molecule_inventory_source_reports_node_ips(tmp_path):
     env.pop("MOLECULE_EPHEMERAL_DIRECTORY")
     empty = json.loads(subprocess.run([str(script), "--list"], capture_output=True, env=env, check=True).stdout)
     assert empty["_meta"]["hostvars"] == {}
+
+
+def test_an_error_text_with_brackets_is_printed_whole(tmp_path):
+    # a path or name in square brackets was eaten as rich markup
+    spec = tmp_path / "[lab] spec.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "kubestrap.lab", "up", "--spec", str(spec), "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 1
+    assert "[lab] spec.json" in proc.stderr, proc.stderr
