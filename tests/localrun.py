@@ -6,6 +6,7 @@ validation, lock, journal, redaction, runner), only `up`'s phase list is replace
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -25,8 +26,10 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
-def inventory(tmp_path: Path, settings: str = "") -> Path:
-    """A valid inventory (cluster `local`) whose nodes are this machine."""
+def inventory(tmp_path: Path, settings: str = "", network: str = "10.77.5.0/24", first: int = 10) -> Path:
+    """A valid inventory (cluster `local`) whose two nodes (control plane, worker) are this machine, at
+    the *first* and next addresses of *network*; the MetalLB pool is its addresses 200-210."""
+    net = ipaddress.ip_network(network)
     inv = tmp_path / "local"
     (inv / "group_vars").mkdir(parents=True)
     common = f"ansible_connection: local\n              ansible_python_interpreter: {sys.executable}"
@@ -38,16 +41,15 @@ def inventory(tmp_path: Path, settings: str = "") -> Path:
           hosts:
             local-cp:
               {common}
-              node_ip: 10.77.5.10
+              node_ip: {net[first]}
         k8s_workers:
           hosts:
             local-w:
               {common}
-              node_ip: 10.77.5.11
+              node_ip: {net[first + 1]}
 """)
     (inv / "group_vars" / "k8s_cluster.yml").write_text(
-        "cluster_name: local\ncluster_node_network: 10.77.5.0/24\nmetallb_address_pool: 10.77.5.200-10.77.5.210\n"
-        + settings
+        f"cluster_name: local\ncluster_node_network: {net}\nmetallb_address_pool: {net[200]}-{net[210]}\n" + settings
     )
     return inv
 

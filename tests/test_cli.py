@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import localrun
 import pytest
 from helpers import ROOT
 
@@ -159,29 +160,7 @@ def test_rerun_advice_names_the_inventory_and_the_node(tmp_path: Path):
 
 def _local_inventory(tmp_path: Path) -> Path:
     """Two inventory nodes that are both this machine: preflight must catch the shared identity."""
-    inv = tmp_path / "local"
-    (inv / "group_vars").mkdir(parents=True)
-    common = f"ansible_connection: local\n              ansible_python_interpreter: {sys.executable}"
-    (inv / "hosts.yml").write_text(f"""all:
-  children:
-    k8s_cluster:
-      children:
-        k8s_control_plane:
-          hosts:
-            local-cp:
-              {common}
-              node_ip: 127.0.0.1
-        k8s_workers:
-          hosts:
-            local-w:
-              {common}
-              node_ip: 127.0.0.2
-""")
-    (inv / "group_vars" / "k8s_cluster.yml").write_text(
-        "cluster_name: local\ncluster_node_network: 127.0.0.0/8\nmetallb_address_pool: 127.0.0.200-127.0.0.210\n"
-        "preflight_min_cpus_control_plane: 1\n"
-    )
-    return inv
+    return localrun.inventory(tmp_path, "preflight_min_cpus_control_plane: 1\n", network="127.0.0.0/8", first=1)
 
 
 def test_check_hosts_runs_preflight_and_names_failing_host(tmp_path: Path):
