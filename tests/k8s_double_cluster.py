@@ -141,7 +141,13 @@ class CRISocket:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
+        # a unix socket path is limited to 107 bytes and pytest's tmp paths under xdist exceed it:
+        # bind through the directory's /proc/self/fd link, which keeps the name short
+        dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            self.sock.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+        finally:
+            os.close(dir_fd)
         self.sock.listen(16)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
