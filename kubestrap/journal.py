@@ -3,9 +3,12 @@
 Layout:
   events.jsonl        every Ansible event, redacted, one JSON object a line
   summary.json        command, result, per-phase and per-host timings and ok/changed/failed counts
-  phases/NN-<phase>/  ansible-runner's private data dir and artifacts for that phase, and `facts/`,
-                      the phase's fact cache; the environment ansible-runner records in
-                      `artifacts/*/command` is cut to ANSIBLE_*, KUBESTRAP_* and PATH
+  phases/NN-<phase>/  ansible-runner's private data dir and artifacts for that phase; the environment
+                      ansible-runner records in `artifacts/*/command` is cut to ANSIBLE_*, KUBESTRAP_*
+                      and PATH
+Beside the runs: `facts/`, the fact cache every phase and every run shares (the same directory plain
+ansible-playbook uses through ansible.cfg; entries expire after fact_caching_timeout), so a host's
+facts are gathered once, not once per phase.
 
 Every directory is 0700 and every file 0600. Only the newest $KUBESTRAP_RUNS_KEEP runs are kept
 (default 30, 0 keeps all). A journal that cannot be written (full disk, read-only checkout) does not
@@ -49,6 +52,7 @@ class Journal:
         except OSError as exc:
             raise paths.storage_error(path, exc) from None
         self.path = path
+        self.base = base
         self.redactor = redactor
         self.problem: str | None = None
         latest = base / "latest"
@@ -69,10 +73,17 @@ class Journal:
             self.problem = message
 
     def phase_dir(self, index: int, phase: str) -> Path:
-        """The phase's private data dir for ansible-runner, with its fact cache `facts/` (0700)."""
+        """The phase's private data dir for ansible-runner (0700)."""
         directory = self.path / "phases" / f"{index:02d}-{phase}"
-        for private in (self.path / "phases", directory, directory / "facts"):
+        for private in (self.path / "phases", directory):
             paths.private_dir(private)
+        return directory
+
+    def fact_cache(self) -> Path:
+        """The fact cache all phases and runs share, `<runs>/facts`: 0700, and its files, which Ansible
+        writes 0644, made 0600 (finish_phase)."""
+        directory = self.base / "facts"
+        paths.private_dir(directory)
         return directory
 
     def event(self, phase: str, event: dict[str, Any]) -> None:
@@ -88,10 +99,13 @@ class Journal:
 
     def finish_phase(self, directory: Path) -> None:
         """What stays of a phase: ansible-runner's record of the command without the controller's
-        environment, every directory 0700 and every file 0600 (fact cache included)."""
+        environment, every directory 0700 and every file 0600 (the shared fact cache included)."""
         try:
             self.scrub_environment(directory)
             _private_tree(directory)
+            facts = self.base / "facts"
+            if facts.is_dir():
+                _private_tree(facts)
         except OSError as exc:
             self._failed(directory, exc)
 

@@ -147,11 +147,11 @@ def run_phase(index: int, phase: Phase, hosts: list[str], opts: RunOptions, jour
             quiet=True,
             event_handler=on_event,
             cancel_callback=stop.canceller(marker),
-            # fact_cache: ansible-runner joins it to the artifact dir; an absolute path puts the
-            # cache in the phase's own 0700 `facts/`. pexpect_timeout: how often the cancel
-            # callback is asked while Ansible is silent.
+            # fact_cache: ansible-runner joins it to the artifact dir; an absolute path puts it in
+            # the runs' shared 0700 `facts/`, so facts are gathered once, not once per phase.
+            # pexpect_timeout: how often the cancel callback is asked while Ansible is silent.
             settings={"suppress_ansible_output": True, "pexpect_timeout": 1,
-                      "fact_cache": str((data_dir / "facts").resolve())},
+                      "fact_cache": str(journal.fact_cache().resolve())},
         )
     except OSError as exc:  # ansible-runner could not write its artifacts (full disk, read-only)
         reap(marker)

@@ -196,3 +196,30 @@ def test_a_phase_without_its_directory_fails_naming_the_path_and_the_setting(tmp
     assert "`bootstrap.py up --from-phase hello`" in message
     assert journal.problem and journal.problem.startswith("cannot write ")
     journal.close()
+
+
+def test_facts_are_gathered_once_for_all_phases_and_runs(tmp_path: Path, monkeypatch):
+    """The roles gather the facts they need only when the cache lacks them; a cache per phase made
+    every phase gather again (seconds per host per phase on slow nodes)."""
+    book = localrun.playbook(tmp_path, "arch", """
+        - name: Gather the architecture when not known yet
+          ansible.builtin.setup:
+            gather_subset: ["!all", "!min", platform]
+          when: ansible_facts.architecture is not defined
+    """, hosts="localhost")
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                         f"      ansible_python_interpreter: {sys.executable}\n")
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("KUBESTRAP_RUNS_DIR", str(runs))
+    gathered = []
+    for _ in range(2):  # two runs of two phases each
+        journal = Journal("test", Redactor(), base=runs)
+        view = ProgressView(Console(file=io.StringIO()), 2)
+        phases = [Phase("one", book, "one"), Phase("two", book, "two")]
+        outcomes, _ = runner.run_phases("test", phases, {"one": ["localhost"], "two": ["localhost"]},
+                                        runner.RunOptions(inventory), journal, view)
+        journal.close()
+        assert all(o.ok for o in outcomes)
+        gathered += [o.tracker.hosts["localhost"].ok for o in outcomes]
+    assert gathered == [1, 0, 0, 0]  # the setup task ran in the first phase of the first run only
