@@ -76,13 +76,13 @@ def _gone_inventory(tmp_path: Path, port: int) -> Path:
     return inv
 
 
-def _playbook(tmp_path: Path, inv: Path, *args: str):
+def _playbook(tmp_path: Path, inv: Path, *args: str, env: dict[str, str] | None = None):
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), KUBESTRAP_SECRETS_DIR=str(tmp_path / "secrets"),
-               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
+               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), **(env or {}))  # fmt: skip
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), *args, str(ROOT / "playbooks" / "reset.yml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
@@ -198,6 +198,45 @@ def test_reset_removes_what_the_manifest_lists_and_keeps_what_was_there_before(t
     assert (tmp_path / "secrets/lab/grafana-admin-password").exists(), "reset --node keeps the controller side"
     again = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "w1,localhost")
     assert again.returncode == 0 and "changed=0" in again.stdout.split("PLAY RECAP")[1].split("w1")[1].splitlines()[0]
+
+
+# A stand-in for systemctl: logs its arguments; every unit it is asked about is loaded, active and enabled.
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$KUBESTRAP_TEST_SYSTEMCTL_LOG"
+case "$1" in
+  show) printf 'LoadState=loaded\\nActiveState=active\\nSubState=running\\nUnitFileState=enabled\\n' ;;
+  is-enabled) echo enabled ;;
+esac
+exit 0
+"""
+
+
+def test_reset_stops_a_timer_kubestrap_installed_before_its_service_and_removes_both(tmp_path):
+    """The serving certificate approver's timer (kubeadm_join) must not outlive its unit file: a timer left
+    running keeps starting a service whose unit and program are gone."""
+    node = FakeNode(tmp_path)
+    units = [f"/etc/systemd/system/kubestrap-approve-serving-csrs.{kind}" for kind in ("timer", "service")]
+    program = "/usr/local/sbin/kubestrap-approve-serving-csrs"
+    node.make(*units, program)
+    node.manifest("kubeadm_join", installed=[*units, program], kept=[])
+    inv = _node_inventory(tmp_path, node)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (fake_bin / "systemctl").chmod(0o755)
+    log = tmp_path / "systemctl.log"
+    import os
+
+    done = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "w1,localhost",
+                     "-e", json.dumps({"node_reset_systemd_dir": str(node.p("/etc/systemd/system"))}),
+                     env={"PATH": f"{fake_bin}:{os.environ['PATH']}", "KUBESTRAP_TEST_SYSTEMCTL_LOG": str(log)})  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    calls = log.read_text().splitlines()
+    timer, service = "kubestrap-approve-serving-csrs.timer", "kubestrap-approve-serving-csrs.service"
+    assert f"stop {timer}" in calls and f"disable {timer}" in calls, calls
+    assert calls.index(f"stop {timer}") < calls.index(f"stop {service}"), calls
+    assert calls[-1] == "daemon-reload", "systemd forgets the units once they are gone"
+    assert not any(node.p(path).exists() for path in [*units, program])
 
 
 def test_a_node_without_manifest_installed_by_an_older_kubestrap_gets_the_old_list_with_a_warning(tmp_path):
