@@ -19,7 +19,18 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kubestrap import collections_check, hostkeys, inventory_choice, lock, paths, phases, plan, runner, validate
+from kubestrap import (
+    collections_check,
+    hostkeys,
+    inventory_choice,
+    lock,
+    paths,
+    phase_state,
+    phases,
+    plan,
+    runner,
+    validate,
+)
 from kubestrap import inventory as inv_mod
 from kubestrap.journal import Journal
 from kubestrap.progress import ProgressView, elapsed
@@ -113,11 +124,15 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
     with held:
         try:
             hosts = plan.phase_hosts(selected, inv.path, extravars)
+            narrow = None
             if command in ("up", "add-node"):
                 _print_plan(console, selected, hosts, inv)  # what will run where, before any host is touched
+                recorded = phase_state.inputs(selected, inv.path, extravars)
+                extravars = {**extravars, phase_state.INPUTS_VAR: recorded}
+                narrow = _narrow(recorded, hosts, getattr(args, "full", False))
             view = ProgressView(console, len(selected), args.verbose)
             opts = runner.RunOptions(inv.path, extravars, None, args.verbose, forks=max(20, len(inv.hosts)))
-            outcomes, seconds = runner.run_phases(command, selected, hosts, opts, journal, view)
+            outcomes, seconds = runner.run_phases(command, selected, hosts, opts, journal, view, narrow)
         except paths.StorageError as exc:  # mid-run: a phase could not get its directory
             journal.close()
             console.print(escape(str(exc)))
@@ -150,6 +165,27 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
         console.print(escape(journal.problem))
         code = code or EXIT_FAILED
     return code, result
+
+
+def _narrow(recorded: dict[str, str], hosts: dict[str, list[str]], full: bool) -> runner.Narrow | None:
+    """Skip a recorded phase on the nodes whose record (checked in preflight) says it has no work."""
+    if full:
+        return None
+
+    def narrow(phase: phases.Phase, outcomes: list[runner.PhaseOutcome]) -> tuple[list[str], dict[str, list[str]]] | None:
+        probe: dict[str, dict[str, Any]] = {}
+        for outcome in outcomes:
+            probe.update(outcome.tracker.phase_work)
+        if phase.name not in recorded or not probe:
+            return None
+        planned = hosts.get(phase.name, [])
+        nodes = [h for h in planned if h != plan.CONTROLLER]
+        busy, reasons = phase_state.work(probe, phase.name, nodes)
+        if not busy:
+            return [], {}
+        return [h for h in planned if h == plan.CONTROLLER or h in busy], reasons
+
+    return narrow
 
 
 def _emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
@@ -431,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "add-node":
             p.add_argument("name", help="inventory name of the node to add")
         if name in ("up", "add-node"):
+            p.add_argument("--full", action="store_true",
+                           help="run every phase on every host, even where the node's record says the phase is "
+                                "applied and unchanged (by default such phases are skipped there)")
             p.add_argument("--no-new-host-keys", action="store_true",
                            help="refuse hosts whose SSH host key is not recorded yet instead of trusting it on first "
                                 f"contact (or set {hostkeys.STRICT_ENV}=1); `check --hosts` shows and records keys")

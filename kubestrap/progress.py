@@ -72,6 +72,12 @@ class ProgressView:
             f"ok={t['ok']} changed={t['changed']} failed={t['failed']} unreachable={t['unreachable']}"
         )
 
+    def phase_without_work(self, index: int, phase: str, hosts: list[str]) -> None:
+        """A phase every planned host's record says is applied and still holds: it does not run."""
+        names = escape(", ".join(hosts))
+        self.console.print(f"[green]done[/] phase {index}/{self.total} [bold]{escape(phase)}[/]: no work "
+                           f"(applied and unchanged on {names})")
+
     # --- rendering ----------------------------------------------------------------------------
     def _render(self) -> Group:
         assert self.tracker is not None

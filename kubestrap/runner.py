@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ class PhaseOutcome:
     rc: int
     detail: str = ""
     running: dict[str, str] = field(default_factory=dict)  # host -> task, when interrupted
+    # planned hosts the phase did not run on (their records hold), and why it ran on the others
+    no_work: list[str] = field(default_factory=list)
+    work: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
@@ -56,6 +61,7 @@ class PhaseOutcome:
             "totals": self.tracker.totals(),
             "hosts": {h: s.as_dict() for h, s in sorted(self.tracker.hosts.items())},
             "stats": self.tracker.stats_data,
+            **({"no_work": self.no_work, "work": self.work} if self.no_work or self.work else {}),
         }
 
 
@@ -183,9 +189,17 @@ def _follow(running: dict[str, str], event: dict[str, Any]) -> None:
         running.pop(host, None)
 
 
+# Given the phase about to start and the outcomes so far: the hosts with work and the reasons per host,
+# or None to run the phase on every planned host.
+Narrow = Callable[[Phase, list[PhaseOutcome]], tuple[list[str], dict[str, list[str]]] | None]
+
+
 def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], opts: RunOptions,
-               journal: Journal, view: ProgressView) -> tuple[list[PhaseOutcome], float]:
-    """Run *phases* in order; stop at the first that fails or at Ctrl-C (SIGINT) / SIGTERM."""
+               journal: Journal, view: ProgressView, narrow: Narrow | None = None) -> tuple[list[PhaseOutcome], float]:
+    """Run *phases* in order; stop at the first that fails or at Ctrl-C (SIGINT) / SIGTERM.
+
+    *narrow* may take hosts out of a phase whose work is already done there: the phase runs with
+    `--limit` on the others, or not at all when none is left."""
     os.environ["ANSIBLE_CONFIG"] = str(paths.ANSIBLE_CFG)
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -198,11 +212,25 @@ def run_phases(command: str, phases: list[Phase], hosts: dict[str, list[str]], o
             if stop.requested:  # between two phases: the next one never starts
                 outcomes.append(PhaseOutcome(phase, PhaseTracker(phase.name), 0.0, "interrupted", 0))
                 break
+            planned = hosts.get(phase.name, [])
+            narrowed = narrow(phase, outcomes) if narrow else None
+            phase_hosts, phase_opts, work = planned, opts, {}
+            if narrowed is not None:
+                phase_hosts, work = narrowed
+                if not phase_hosts:
+                    view.phase_without_work(index, phase.name, planned)
+                    outcomes.append(PhaseOutcome(phase, PhaseTracker(phase.name), 0.0, "successful", 0,
+                                                 no_work=list(planned)))
+                    continue
+                phase_opts = dataclasses.replace(opts, limit=",".join(phase_hosts))
             try:
-                outcome = run_phase(index, phase, hosts.get(phase.name, []), opts, journal, view, stop)
+                outcome = run_phase(index, phase, phase_hosts, phase_opts, journal, view, stop)
             except paths.StorageError as exc:  # no directory for the phase: it cannot start
                 journal.report(str(exc))
                 outcome = PhaseOutcome(phase, PhaseTracker(phase.name), 0.0, "failed", 0, detail=str(exc))
+            if narrowed is not None:
+                outcome.no_work = [h for h in planned if h not in phase_hosts]
+                outcome.work = work
             outcomes.append(outcome)
             if not outcome.ok:
                 break

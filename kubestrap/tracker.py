@@ -62,6 +62,8 @@ class PhaseTracker:
     tasks_started: int = 0
     failures: list[Failure] = field(default_factory=list)
     stats_data: dict[str, Any] = field(default_factory=dict)
+    # host -> {phase: {"work": bool, "reasons": [...]}}, from the kubestrap_phase_state check
+    phase_work: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def host(self, name: str) -> HostState:
         return self.hosts.setdefault(name, HostState())
@@ -99,6 +101,8 @@ class PhaseTracker:
         setattr(state, _COUNTED[kind], getattr(state, _COUNTED[kind]) + 1)
         if kind == "runner_on_ok" and res.get("changed"):
             state.changed += 1
+        if kind == "runner_on_ok" and data.get("task_action") in _PHASE_STATE and isinstance(res.get("phases"), dict):
+            self.phase_work[data["host"]] = res["phases"]
         if kind in ("runner_on_failed", "runner_on_unreachable"):
             self.failures.append(Failure(data["host"], data.get("task", ""), _message(res),
                                          kind == "runner_on_unreachable"))
@@ -106,6 +110,9 @@ class PhaseTracker:
     def totals(self) -> dict[str, int]:
         keys = ("ok", "changed", "failed", "unreachable", "skipped")
         return {k: sum(getattr(h, k) for h in self.hosts.values()) for k in keys}
+
+
+_PHASE_STATE = {"kubestrap_phase_state"}
 
 
 def _touch(state: HostState, stamp: float | None) -> None:

@@ -90,6 +90,38 @@ def test_second_up_changes_nothing(cluster: Cluster):
     assert {h: c for h, c in changed(summary).items() if c} == {}
 
 
+def test_second_up_skips_the_phases_whose_records_hold(cluster: Cluster):
+    """The idempotent up above ran no node-local phase again: each node's record of what the phase
+    applied still matched the node (checked in preflight, one module call per node)."""
+    runs = Path(cluster.env["KUBESTRAP_RUNS_DIR"])
+    summary = json.loads(sorted(runs.glob("*-up/summary.json"))[-1].read_text())
+    for name in ("artifacts", "node_prep", "containerd", "kube_binaries"):
+        phase = next(p for p in summary["phases"] if p["name"] == name)
+        assert phase["hosts"] == {} and set(phase["no_work"]) == set(CLUSTER_NODES), phase
+
+
+def test_up_repairs_drift_on_that_node_only(cluster: Cluster):
+    """A hand-edited managed file, a stopped service and a deleted binary on one node: the next up runs
+    the phase that owns them on that node only, repairs all three and reports the node as changed."""
+    node = (WORKERS or [CP])[0]
+    others = [n for n in CLUSTER_NODES if n != node]
+    drift = 'echo "# edited by hand" >> /etc/containerd/config.toml && systemctl stop containerd && rm /usr/local/bin/crictl'
+    assert cluster.ssh(node, "sh", "-c", f"'{drift}'").returncode == 0
+    _, summary, _ = cluster.cli("up")
+    assert summary["result"] == "ok"
+    phase = next(p for p in summary["phases"] if p["name"] == "containerd")
+    assert set(phase["hosts"]) == {node} and set(phase["no_work"]) == set(others), phase
+    reasons = phase["work"][node]
+    for expected in ("/etc/containerd/config.toml: content changed", "/usr/local/bin/crictl: missing",
+                     "unit containerd.service: inactive, was active"):
+        assert expected in reasons, reasons
+    assert changed(summary)[node] > 0
+    assert {n: c for n, c in changed(summary).items() if n in others and c} == {}
+    repaired = cluster.ssh(node, "sh", "-c", "'! grep -q edited /etc/containerd/config.toml && test -x /usr/local/bin/crictl "
+                                             "&& systemctl is-active containerd'")
+    assert repaired.returncode == 0 and repaired.stdout.strip() == "active", repaired.stdout + repaired.stderr
+
+
 def test_add_node_touches_only_the_new_node(cluster: Cluster):
     _, summary, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
     assert summary["result"] == "ok"
