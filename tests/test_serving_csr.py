@@ -363,7 +363,6 @@ sys.exit(rc)
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="installs root-owned files (as on a node)")
 def test_up_installs_the_approver_and_its_timer_and_a_second_run_changes_nothing(cluster, tmp_path):
     """tasks/serving_approver.yml into a temporary root (systemctl a stand-in): the program, its units and the
     manifest reset reads; the timer enabled and started; the installed program run; then changed=0."""
