@@ -21,8 +21,10 @@ def _run(tmp: Path, play: list[dict], extra: dict) -> dict:
                                                 **extra}))  # fmt: skip
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"))  # fmt: skip
+    # node-a is the first control-plane node (it gets kubectl, helm and the Cilium CLI)
+    (tmp / "inventory.yml").write_text("all:\n  children:\n    k8s_control_plane:\n      hosts:\n        node-a:\n")
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "node-a,", "-e", f"@{tmp / 'extra.json'}",
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra.json'}",
          str(tmp / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp, timeout=300,
     )  # fmt: skip
@@ -92,7 +94,8 @@ def test_the_manifests_cover_everything_the_old_fixed_reset_list_removed(tmp_pat
     node_reset = yaml.safe_load((ROOT / "roles/node_reset/defaults/main.yml").read_text())
     wanted = {"containerd": _manifest_paths("containerd"), "kube_binaries": _manifest_paths("kube_binaries")}
     play = [{"name": "Render", "hosts": "node-a", "gather_facts": False,
-             "vars_files": [str(ROOT / f"roles/{role}/defaults/main.yml") for role in ("containerd", "kube_binaries")],
+             "vars_files": [*(str(ROOT / f"roles/{role}/defaults/main.yml") for role in ("containerd", "kube_binaries")),
+                            str(ROOT / "roles/kube_binaries/vars/main.yml")],
              "vars": {"wanted": wanted},
              "tasks": [{"name": "Show", "ansible.builtin.debug": {"msg": "{{ wanted }}"}}]}]  # fmt: skip
     out = _run(tmp_path, play, {"kube_binaries_tools_host": "node-a"})  # the node that gets helm and the Cilium CLI
