@@ -262,7 +262,7 @@ def _print_preflight(console: Console, result: dict[str, Any]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    inv = _inventory(args, None)
+    inv = _inventory(args, "plan --hosts" if args.hosts else None)
     if args.add_node:
         _require_node(inv, args.add_node, _again(args, "plan", "--add-node", args.add_node))
         declared, extravars = phases.add_node_phases(), {"kubestrap_node_scope": args.add_node}
@@ -270,10 +270,45 @@ def cmd_plan(args: argparse.Namespace) -> int:
         declared, extravars = phases.up_phases(), {}
     selected = _phase_selection(declared, args)
     hosts = plan.phase_hosts(selected, inv.path, extravars)
+    if args.hosts:
+        return _plan_work(args, inv, declared, selected, hosts, extravars)
     if args.json:
         _emit_json(args, {"phases": [{"name": p.name, "hosts": hosts[p.name]} for p in selected]})
     else:
         _print_plan(Console(highlight=False, soft_wrap=True), selected, hosts, inv)
+    return EXIT_OK
+
+
+def _plan_work(args: argparse.Namespace, inv: inv_mod.Inventory, declared: list[phases.Phase],
+               selected: list[phases.Phase], hosts: dict[str, list[str]], extravars: dict[str, Any]) -> int:
+    """plan --hosts: run the read-only preflight (it reads each node's phase records) and show, per phase
+    and host, whether the phase has work there and why."""
+    probe_phase = [p for p in declared if p.name == phase_state.PROBE_PHASE]
+    if not probe_phase:
+        raise UserError(f"plan --hosts needs the {phase_state.PROBE_PHASE} phase, which reads the nodes' records")
+    recorded = phase_state.inputs(selected, inv.path, extravars)
+    words = ["plan", "--hosts", *(["--add-node", args.add_node] if args.add_node else [])]
+    _host_keys("plan", probe_phase, inv, args, extravars)
+    code, result = _execute("plan", _again(args, *words), probe_phase, inv, args,
+                            {**extravars, phase_state.INPUTS_VAR: recorded})
+    if code != EXIT_OK:
+        _emit_json(args, result)
+        return code
+    records = next((p.get("records", {}) for p in result.get("phases", []) if p.get("name") == phase_state.PROBE_PHASE), {})
+    cells = phase_state.cells(selected, hosts, recorded, records)
+    console = Console(highlight=False, soft_wrap=True)
+    columns = [h for h in inv.group_hosts(inv_mod.CLUSTER_GROUP) if any(h in row for row in cells.values())]
+    table = Table(title="plan: work per phase x host (read from the nodes)", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("phase")
+    for col in columns:
+        table.add_column(escape(col))
+    for i, phase in enumerate(selected, start=1):
+        row = cells[phase.name]
+        table.add_row(str(i), Text(phase.name), *[Text(phase_state.cell_text(row.get(col))) for col in columns])
+    print_table(console, table)
+    _emit_json(args, {"phases": [{"name": p.name, "hosts": cells[p.name]} for p in selected],
+                      "journal": result.get("journal")})
     return EXIT_OK
 
 
@@ -432,7 +467,7 @@ _OFFLINE_INVENTORY = {
     "check": "without either, check reads the example inventories/homelab: offline it contacts no host, so trying "
              "the tool on the example is harmless; --hosts contacts hosts and needs one",
     "plan": "without either, plan reads the example inventories/homelab: it contacts no host, so trying the tool on "
-            "the example is harmless",
+            "the example is harmless; --hosts contacts hosts and needs one",
 }
 
 
@@ -478,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--phase", action="append", metavar="PHASE", help="run only this phase (repeatable)")
         if name == "plan":
             p.add_argument("--add-node", metavar="NAME", help="plan an add-node run instead of up")
+            p.add_argument("--hosts", action="store_true",
+                           help="also ask the nodes (read-only, over SSH): which phases have work on which host and why")
         if name == "check":
             p.add_argument("--hosts", action="store_true",
                            help="also run host preflight over SSH (read-only); first shows each host's SSH key "

@@ -24,6 +24,7 @@ from kubestrap import paths, yamlfile
 from kubestrap.phases import Phase
 
 MODULE = "kubestrap_phase_state"
+PROBE_PHASE = "preflight"  # the read-only phase that checks the records (playbooks/preflight.yml)
 INPUTS_VAR = "kubestrap_phase_inputs"
 # extra variables that choose where a run goes, not what it applies
 _SCOPE_VARS = {"kubestrap_node_scope", INPUTS_VAR}
@@ -93,3 +94,37 @@ def work(probe: dict[str, dict[str, Any]], phase: str, planned: list[str]) -> tu
         hosts.append(host)
         reasons[host] = list(entry.get("reasons") or []) if isinstance(entry, dict) else ["not checked"]
     return hosts, reasons
+
+
+def cells(selected: list[Phase], hosts: dict[str, list[str]], recorded: dict[str, str],
+          records: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """phase -> host -> {"state": ..., "reasons": [...]} for `plan --hosts`.
+
+    state: "no change" (the record holds), "would change" (with the check's reasons), "runs" (a phase
+    without records: it runs and decides on the node), or "unknown" (the node gave no answer)."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for phase in selected:
+        row: dict[str, dict[str, Any]] = {}
+        for host in hosts.get(phase.name, []):
+            if phase.name not in recorded:
+                row[host] = {"state": "runs", "reasons": []}
+                continue
+            entry = (records.get(host) or {}).get(phase.name)
+            if not isinstance(entry, dict):
+                row[host] = {"state": "unknown", "reasons": ["no answer from the node"]}
+            elif entry.get("work") is False:
+                row[host] = {"state": "no change", "reasons": []}
+            else:
+                row[host] = {"state": "would change", "reasons": list(entry.get("reasons") or [])}
+        table[phase.name] = row
+    return table
+
+
+def cell_text(cell: dict[str, Any] | None) -> str:
+    if not cell:
+        return "."
+    if cell["state"] == "would change" and cell["reasons"]:
+        first = cell["reasons"][0]
+        more = f" (+{len(cell['reasons']) - 1})" if len(cell["reasons"]) > 1 else ""
+        return f"would change: {first}{more}"
+    return str(cell["state"])

@@ -62,6 +62,7 @@ class PhaseOutcome:
             "hosts": {h: s.as_dict() for h, s in sorted(self.tracker.hosts.items())},
             "stats": self.tracker.stats_data,
             **({"no_work": self.no_work, "work": self.work} if self.no_work or self.work else {}),
+            **({"records": self.tracker.phase_work} if self.tracker.phase_work else {}),
         }
 
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from kubestrap import cli, phases
 probe, work = Path(sys.argv[1]), Path(sys.argv[2])
-phases.up_phases = lambda: [phases.Phase("probe", probe, "probe"), phases.Phase("work", work, "work")]
+phases.up_phases = lambda: [phases.Phase("preflight", probe, "preflight"), phases.Phase("work", work, "work")]
 sys.exit(cli.main(sys.argv[3:]))
 """
 
@@ -67,12 +67,12 @@ def _books(tmp_path: Path) -> tuple[Path, Path]:
     return probe, work
 
 
-def _up(tmp_path: Path, probe: Path, work: Path, inv: Path, *extra: str) -> dict:
+def _up(tmp_path: Path, probe: Path, work: Path, inv: Path, *extra: str, command: str = "up") -> dict:
     env = localrun.environment(tmp_path, ANSIBLE_LIBRARY=str(ROOT / "playbooks" / "library"))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(probe), str(work), "up", "-i", str(inv), "--json", *extra],
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(probe), str(work), command, "-i", str(inv), "--json", *extra],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout[proc.stdout.index("{"):]) if command == "plan" else json.loads(proc.stdout)
 
 
 def _work_phase(summary: dict) -> dict:
@@ -108,6 +108,23 @@ def test_a_phase_whose_record_holds_is_skipped_and_drift_brings_it_back(tmp_path
     phase = _work_phase(forced)
     assert set(phase["hosts"]) == {"local-cp", "local-w"} and "no_work" not in phase
     assert all(h["changed"] == 0 for h in forced["hosts"].values())
+
+
+def test_plan_hosts_shows_which_node_has_work_and_why(tmp_path: Path, lab):
+    probe, work, inv = lab
+    _up(tmp_path, probe, work, inv)
+    planned = _up(tmp_path, probe, work, inv, "--hosts", command="plan")
+    rows = {p["name"]: p["hosts"] for p in planned["phases"]}
+    assert rows["work"] == {"local-cp": {"state": "no change", "reasons": []},
+                            "local-w": {"state": "no change", "reasons": []}}
+    assert rows["preflight"]["local-cp"]["state"] == "runs"  # a phase without records decides on the node
+    (tmp_path / "managed-local-w").write_text("edited by hand\n")
+    planned = _up(tmp_path, probe, work, inv, "--hosts", command="plan")
+    rows = {p["name"]: p["hosts"] for p in planned["phases"]}
+    assert rows["work"]["local-cp"]["state"] == "no change"
+    assert rows["work"]["local-w"] == {"state": "would change",
+                                       "reasons": [f"{tmp_path}/managed-local-w: content changed"]}
+    assert (tmp_path / "managed-local-w").read_text() == "edited by hand\n"  # plan changes nothing
 
 
 def test_a_settings_change_runs_the_phase_again_everywhere(tmp_path: Path, lab):
