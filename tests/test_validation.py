@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -117,6 +118,13 @@ def _inventory_with(tmp_path: Path, cluster_vars: str) -> Path:
 def test_pinned_image_references_are_accepted(tmp_path: Path, ref: str):
     inv = _inventory_with(tmp_path, f"kubestrap_images:\n  pause: \"{ref}\"\n")
     assert list(validate.check_path(inv)) == []
+
+
+def test_the_images_kubestrap_pins_carry_their_digests():
+    """What kubestrap itself pins is pinned by digest (a tag can be moved; the digest names the bytes)."""
+    images = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_images"]
+    for name, ref in images.items():
+        assert re.fullmatch(r"[^@\s]+:[^@:/\s]+@sha256:[0-9a-f]{64}", ref), f"kubestrap_images.{name}: {ref}"
 
 
 # --- what cannot be read -----------------------------------------------------------------------
