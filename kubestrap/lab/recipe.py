@@ -23,11 +23,17 @@ class Recipe:
     suite: str = "bookworm"
     mirror: str = DEFAULT_MIRROR
     security_mirror: str = ""
+    # What a fresh Debian 12 host has before kubestrap touches it (the official cloud images ship all of
+    # these; ca-certificates and python3-apt too, and configuring them under TCG took ~7 min per VM).
+    # Everything else a node needs (conntrack, socat, ebtables, ethtool, iptables, ipset, ...) is
+    # installed by node_prep, for real, from the Debian mirror.
     include: tuple[str, ...] = (
         "systemd",
         "systemd-sysv",
         "openssh-server",
         "python3",
+        "python3-apt",
+        "ca-certificates",
         "iproute2",
         "sudo",
         "dbus",

@@ -44,6 +44,19 @@ def test_image_packages_hold_only_what_ansible_needs():
     assert not {"containerd", "runc", "kubelet", "kubeadm"} & set(r.include + r.chroot_packages)
 
 
+def test_image_is_a_fresh_debian_host_and_node_prep_still_installs_its_packages():
+    """The image holds what Debian's own cloud images ship (CA certificates, python3-apt for Ansible's apt
+    module): configuring them in every TCG guest cost minutes. What node_prep adds stays out of it, so
+    its apt install runs for real."""
+    import yaml
+
+    r = Recipe()
+    assert {"ca-certificates", "python3-apt"} <= set(r.include)
+    defaults = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles/node_prep/defaults/main.yml").read_text())
+    kubestrap_adds = set(defaults["node_prep_packages"]) - {"ca-certificates", "iproute2", "kmod"}
+    assert kubestrap_adds and not kubestrap_adds & set(r.include + r.chroot_packages)
+
+
 def test_mirrors_from_deb822_sources():
     assert mirrors_from_sources([DEB822], "bookworm") == (
         "http://mirror.example/debian",
