@@ -14,6 +14,8 @@ slowest tasks.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +70,39 @@ def slowest_tasks(events: Path, count: int = 15) -> list[dict]:
     return sorted(spans, key=lambda s: -s["seconds"])[:count]
 
 
+# Actions Ansible runs on the controller: no module start on the node.
+_CONTROLLER_ACTIONS = {"ansible.builtin.set_fact", "ansible.builtin.assert", "ansible.builtin.debug", "ansible.builtin.fail",
+                       "ansible.builtin.validate_argument_spec", "ansible.builtin.include_tasks", "ansible.builtin.include_role",
+                       "ansible.builtin.import_tasks", "ansible.builtin.meta", "set_fact", "assert", "debug", "fail",
+                       "validate_argument_spec", "meta", "include_tasks", "include_role"}
+
+
+def module_runs(events: Path) -> dict[str, int]:
+    """Module starts per node in one run (a loop counts its items; delegated and controller-side tasks
+    count for no node): the per-task cost that dominates on slow nodes."""
+    runs: dict[tuple[str, str], int] = {}
+    items: dict[tuple[str, str], int] = {}
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        data = event.get("event_data") or {}
+        host, action = data.get("host"), data.get("task_action", "")
+        if not host or host == "localhost" or action in _CONTROLLER_ACTIONS:
+            continue
+        res = data.get("res") if isinstance(data.get("res"), dict) else {}
+        if res.get("_ansible_delegated_vars") or data.get("delegate_to"):
+            continue
+        key = (host, data.get("task_uuid", ""))
+        kind = event.get("event")
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            runs[key] = 1
+        elif kind in ("runner_item_on_ok", "runner_item_on_failed"):
+            items[key] = items.get(key, 0) + 1
+    per_host: dict[str, int] = {}
+    for key in set(runs) | set(items):
+        per_host[key[0]] = per_host.get(key[0], 0) + max(runs.get(key, 0), items.get(key, 0))
+    return dict(sorted(per_host.items()))
+
+
 def from_runs(runs: Path) -> dict:
     """Figures of the first up, the second up and the first add-node journaled under runs."""
     summaries = []
@@ -75,16 +110,25 @@ def from_runs(runs: Path) -> dict:
         summaries.append({**json.loads(path.read_text()), "_events": path.parent / "events.jsonl"})
     ups = [s for s in summaries if s.get("command") == "up"]
     adds = [s for s in summaries if s.get("command") == "add-node"]
-    results: dict = {"source": str(runs)}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    results: dict = {"source": str(runs), "commit": commit.stdout.strip(), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "loadavg_when_written": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     for key, summary in (("up_fresh", ups[0] if ups else None), ("up_again", ups[1] if len(ups) > 1 else None),
+                         ("up_after_drift", ups[2] if len(ups) > 2 else None),
                          ("add_node", adds[0] if adds else None)):  # fmt: skip
         if summary is not None:
             results[key] = _figures(summary)
             results[key]["result"] = summary.get("result")
+            results[key]["no_work"] = {p["name"]: p["no_work"] for p in summary.get("phases", []) if p.get("no_work")}
             if summary["_events"].exists():
+                results[key]["module_runs_per_host"] = module_runs(summary["_events"])
                 results[key]["slowest_tasks"] = slowest_tasks(summary["_events"])
     if "add_node" in results:
         results["add_node"]["number_of_hosts_touched"] = len(results["add_node"]["hosts_touched"])
+    fresh = (results.get("up_fresh") or {}).get("seconds")
+    if fresh:
+        results["ratios"] = {f"{key}/up_fresh": round(results[key]["seconds"] / fresh, 3)
+                             for key in ("up_again", "add_node") if key in results}
     return results
 
 
