@@ -18,6 +18,7 @@ refuses an unknown key, and so does Ansible on its own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -193,6 +194,14 @@ def _book(tmp_path: Path) -> Path:
         """, hosts="k8s_control_plane")
 
 
+def _control_dir(tmp_path: Path) -> Path:
+    """Where Ansible's SSH keeps its ControlPersist sockets: a short path of its own under /tmp (a unix
+    socket path is limited to 107 bytes, and pytest-xdist's tmp paths are long)."""
+    directory = Path("/tmp") / f"ks-cp-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:10]}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
@@ -201,6 +210,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     # ANSIBLE_REMOTE_TEMP: the node is this machine; its module files stay in tmp_path, not in /root
     return localrun.environment(tmp_path, PATH=f"{bindir}{os.pathsep}/usr/bin:/bin",
                                 SSH_ARGS_LOG=str(tmp_path / "ssh-args.jsonl"),
+                                ANSIBLE_SSH_CONTROL_PATH_DIR=str(_control_dir(tmp_path)),
                                 ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote-tmp"))
 
 
@@ -221,7 +231,7 @@ def _ssh_calls(tmp_path: Path, port: int) -> list[list[str]]:
 
 def _close_connections(tmp_path: Path) -> None:
     """End the connections Ansible keeps open (ControlPersist): the next ssh connects afresh."""
-    for sock in tmp_path.rglob("*"):
+    for sock in [*tmp_path.rglob("*"), *_control_dir(tmp_path).iterdir()]:
         if sock.is_socket():
             subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={sock}", "unused"], capture_output=True,
                            check=False, timeout=10)
