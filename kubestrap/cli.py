@@ -128,8 +128,10 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
             if command in ("up", "add-node"):
                 _print_plan(console, selected, hosts, inv)  # what will run where, before any host is touched
                 recorded = phase_state.inputs(selected, inv.path, extravars)
-                extravars = {**extravars, phase_state.INPUTS_VAR: recorded}
-                narrow = _narrow(recorded, hosts, getattr(args, "full", False))
+                full = getattr(args, "full", False)
+                steps = {} if full else {phase_state.STEP_INPUTS_VAR: phase_state.step_inputs(inv.path, extravars)}
+                extravars = {**extravars, phase_state.INPUTS_VAR: recorded, **steps}
+                narrow = _narrow(recorded, hosts, full)
             view = ProgressView(console, len(selected), args.verbose)
             opts = runner.RunOptions(inv.path, extravars, None, args.verbose, forks=max(20, len(inv.hosts)))
             outcomes, seconds = runner.run_phases(command, selected, hosts, opts, journal, view, narrow)

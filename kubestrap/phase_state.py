@@ -26,8 +26,11 @@ from kubestrap.phases import Phase
 MODULE = "kubestrap_phase_state"
 PROBE_PHASE = "preflight"  # the read-only phase that checks the records (playbooks/preflight.yml)
 INPUTS_VAR = "kubestrap_phase_inputs"
+# The same hash for records kept inside a phase that cannot be skipped as a whole (a cluster-level phase
+# such as control_plane keeps one for its node-local files: roles/kubeadm_init); absent under `--full`.
+STEP_INPUTS_VAR = "kubestrap_step_inputs"
 # extra variables that choose where a run goes, not what it applies
-_SCOPE_VARS = {"kubestrap_node_scope", INPUTS_VAR}
+_SCOPE_VARS = {"kubestrap_node_scope", INPUTS_VAR, STEP_INPUTS_VAR}
 _SOURCES = ("ansible.cfg", "requirements.yml", "playbooks", "roles", "group_vars")
 _SKIPPED_PARTS = {"__pycache__", ".pytest_cache"}
 
@@ -62,14 +65,26 @@ def _digest_tree(digest: Any, label: str, root: Path) -> None:
         digest.update(hashlib.sha256(path.read_bytes()).digest())
 
 
-def inputs(selected: list[Phase], inventory: Path, extravars: dict[str, Any]) -> dict[str, str]:
-    """phase name -> hash of its inputs, for the recorded phases among *selected*."""
+def _base(inventory: Path, extravars: dict[str, Any]) -> Any:
     base = hashlib.sha256()
     for name in _SOURCES:
         _digest_tree(base, name, paths.REPO_ROOT / name)
     _digest_tree(base, "inventory", inventory.resolve())
     applied = {k: v for k, v in sorted(extravars.items()) if k not in _SCOPE_VARS}
     base.update(json.dumps(applied, sort_keys=True, default=str).encode())
+    return base
+
+
+def step_inputs(inventory: Path, extravars: dict[str, Any]) -> str:
+    """The inputs hash for the records kept inside phases (STEP_INPUTS_VAR)."""
+    digest = _base(inventory, extravars)
+    digest.update(b"\0steps")
+    return digest.hexdigest()
+
+
+def inputs(selected: list[Phase], inventory: Path, extravars: dict[str, Any]) -> dict[str, str]:
+    """phase name -> hash of its inputs, for the recorded phases among *selected*."""
+    base = _base(inventory, extravars)
     result = {}
     for phase in selected:
         if recorded(phase):
