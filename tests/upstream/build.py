@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Build the upstream programs the tests run for real, from their Go modules, into a cache outside the clone.
+
+Each program has a wrapper module here (tests/upstream/<dir>/go.mod + go.sum, committed) that requires the
+upstream module at one version and lists its main packages as `tool`s; `go build` builds them with the
+upstream release's version stamping. Nothing built is committed: binaries go to
+``$KUBESTRAP_UPSTREAM_CACHE`` (default ``~/.cache/kubestrap/upstream``) under
+``<program>/<version>-<key>/``, where the key hashes the wrapper's go.mod and go.sum, the flags and the Go
+version, so a fresh clone on the same machine (how CI runs) reuses the build, and a bump builds anew.
+
+    tests/upstream/build.py [PROGRAM...]        build what is missing; print one line per program
+    tests/upstream/build.py --json [PROGRAM...] the same as JSON: program -> {version, dir, seconds, cached}
+    tests/upstream/build.py --dir PROGRAM       print the program's binary directory (building it if needed)
+
+The versions built are the product's pins (group_vars/all/versions.yml) or, where the Go module proxy does
+not serve a pin, the nearest version it does serve: NEAREST below, explained in tests/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+FLAGS_FORMAT = 1  # bump when the way programs are built changes without their go.mod changing
+
+
+def _kubernetes(version: str) -> list[str]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = []
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {package}.gitVersion={version}", f"-X {package}.gitMajor={major}",
+                  f"-X {package}.gitMinor={minor}", f"-X {package}.gitTreeState=clean",
+                  f"-X {package}.buildDate=1970-01-01T00:00:00Z"]  # fmt: skip
+    return flags
+
+
+@dataclass(frozen=True)
+class Program:
+    """One upstream Go module and the binaries built from it."""
+
+    name: str
+    module: str  # the upstream module the wrapper requires
+    binaries: dict[str, str]  # binary name -> Go package
+    ldflags: Callable[[str], list[str]] = field(default=lambda version: [])
+    pin: str | None = None  # key of kubestrap_artifacts in versions.yml whose version this is
+    cgo: bool = False
+    tags: tuple[str, ...] = ()
+
+    @property
+    def dir(self) -> Path:
+        return HERE / self.name
+
+
+PROGRAMS: dict[str, Program] = {p.name: p for p in (
+    Program("kubernetes", "k8s.io/kubernetes",
+            {name: f"k8s.io/kubernetes/cmd/{name}" for name in (
+                "kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler")},
+            _kubernetes, pin="kubeadm"),
+    Program("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "go.etcd.io/etcd/server/v3"}),
+    Program("containerd", "github.com/containerd/containerd/v2",
+            {name: f"github.com/containerd/containerd/v2/cmd/{name}"
+             for name in ("containerd", "ctr", "containerd-shim-runc-v2")},
+            lambda v: [f"-X github.com/containerd/containerd/v2/version.Version={v}"], pin="containerd"),
+    Program("runc", "github.com/opencontainers/runc", {"runc": "github.com/opencontainers/runc"},
+            pin="runc", cgo=True, tags=("seccomp",)),
+    Program("cri-tools", "sigs.k8s.io/cri-tools", {"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+            lambda v: [f"-X sigs.k8s.io/cri-tools/pkg/version.Version={v}"], pin="crictl"),
+    Program("cni", "github.com/containernetworking/plugins",
+            {"bridge": "github.com/containernetworking/plugins/plugins/main/bridge",
+             "host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+             "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
+             "portmap": "github.com/containernetworking/plugins/plugins/meta/portmap"},
+            lambda v: [f"-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion={v}"],
+            pin="cni_plugins"),
+    Program("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"},
+            lambda v: [f"-X helm.sh/helm/v3/internal/version.version={v}",
+                       "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"], pin="helm"),
+    Program("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
+    Program("pause", "", {"pause": "kubestrap.test/upstream/pause"},
+            lambda v: [f"-X main.version={v}"]),
+)}  # fmt: skip
+
+# Pins the module proxy does not serve: pin key -> (pinned, built instead, why). tests/README.md says more.
+NEAREST: dict[str, tuple[str, str, str]] = {
+    "kubeadm": ("1.36.4", "1.36.3", "the proxy serves k8s.io/kubernetes v1.36.1 and v1.36.3, not v1.36.4"),
+    "crictl": ("1.36.0", "1.37.0", "the proxy serves sigs.k8s.io/cri-tools v1.34.0 and v1.37.0 only"),
+}
+
+
+class BuildError(Exception):
+    pass
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("KUBESTRAP_UPSTREAM_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kubestrap" / "upstream"
+
+
+def module_version(program: Program) -> str:
+    """The version the wrapper's go.mod requires (the pause program: the version of this build step)."""
+    if not program.module:
+        return f"v0.{FLAGS_FORMAT}.0"
+    text = (program.dir / "go.mod").read_text()
+    found = re.search(rf"^\s*(?:require\s+)?{re.escape(program.module)}\s+(v\S+)", text, re.MULTILINE)
+    if not found:
+        raise BuildError(f"{program.dir / 'go.mod'} does not require {program.module}")
+    return found.group(1)
+
+
+def go_version() -> str:
+    try:
+        return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BuildError(f"cannot run go ({exc}); install Go 1.26 or newer") from None
+
+
+def build_key(program: Program, version: str, go: str) -> str:
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        path = program.dir / name
+        if path.exists():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    flags = {"ldflags": program.ldflags(version), "cgo": program.cgo, "tags": program.tags,
+             "binaries": program.binaries, "go": go, "format": FLAGS_FORMAT}  # fmt: skip
+    digest.update(json.dumps(flags, sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def target_dir(program: Program, version: str, go: str) -> Path:
+    return cache_root() / program.name / f"{version}-{build_key(program, version, go)}"
+
+
+def build(program: Program, log: Callable[[str], None] = print) -> tuple[Path, float, bool]:
+    """Build *program* unless its cache entry is complete; return (binary dir, seconds, was cached)."""
+    go = go_version()
+    version = module_version(program)
+    target = target_dir(program, version, go)
+    if all((target / name).is_file() for name in program.binaries):
+        return target, 0.0, True
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix=f".{program.name}-", dir=target.parent))
+    try:
+        env = {**os.environ, "CGO_ENABLED": "1" if program.cgo else "0", "GOFLAGS": "-mod=readonly"}
+        ldflags = " ".join(["-s", "-w", *program.ldflags(version)])
+        for name, package in program.binaries.items():
+            log(f"building {program.name} {version}: {name}")
+            argv = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(scratch / name)]
+            if program.tags:
+                argv += ["-tags", ",".join(program.tags)]
+            done = subprocess.run([*argv, package], cwd=program.dir, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BuildError(f"go build {package} ({program.name} {version}) failed:\n{done.stderr[-4000:]}")
+        shutil.rmtree(target, ignore_errors=True)
+        scratch.rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target, time.monotonic() - started, False
+
+
+def versions_pins() -> dict[str, str]:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())
+    return {name: str(entry["version"]) for name, entry in data["kubestrap_artifacts"].items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("programs", nargs="*", help=f"of: {', '.join(PROGRAMS)} (default: all)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--dir", metavar="PROGRAM", help="print PROGRAM's binary directory (building it if needed)")
+    args = parser.parse_args(argv)
+    names = [args.dir] if args.dir else (args.programs or list(PROGRAMS))
+    unknown = [n for n in names if n not in PROGRAMS]
+    if unknown:
+        print(f"error: unknown program(s) {', '.join(unknown)}; known: {', '.join(PROGRAMS)}", file=sys.stderr)
+        return 2
+    result = {}
+    try:
+        for name in names:
+            quiet = args.json or args.dir
+            target, seconds, cached = build(PROGRAMS[name], log=(lambda m: print(m, file=sys.stderr)) if quiet else print)
+            result[name] = {"version": module_version(PROGRAMS[name]), "dir": str(target),
+                            "seconds": round(seconds, 1), "cached": cached}  # fmt: skip
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.dir:
+        print(result[args.dir]["dir"])
+    elif args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for name, entry in result.items():
+            how = "cached" if entry["cached"] else f"built in {entry['seconds']}s"
+            print(f"{name} {entry['version']}: {entry['dir']} ({how})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
