@@ -83,8 +83,7 @@ def test_init_failure_is_reported_without_the_token():
 
 def test_init_failure_message_is_one_line_without_the_token(tmp_path):
     """The role's own report task, fed a failed init's result: what went wrong, no token, one line."""
-    tasks = yaml.safe_load((ROLES / "kubeadm_init" / "tasks" / "main.yml").read_text())
-    report = next(t for t in tasks if "ansible.builtin.fail" in t)
+    report = next(t for t in _task_files()["roles/kubeadm_init/tasks/main.yml"] if "ansible.builtin.fail" in t)
     token = "abcdef.0123456789abcdef"
     result = {"rc": 1, "changed": True, "stdout": f"kubeadm join 10.0.0.1:6443 --token {token} \\",
               "stderr": "error execution phase preflight: [preflight] Some fatal errors occurred:\n"
