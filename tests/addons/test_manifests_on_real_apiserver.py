@@ -31,7 +31,6 @@ def apiserver(tmp_path_factory):
 
 
 def _kinds_served(plane) -> set[tuple[str, str]]:
-    listed = plane.kubectl("api-resources", "-o", "wide", "--no-headers").stdout
     group_versions = json.loads(plane.kubectl("get", "--raw", "/apis").stdout)
     served = set()
     for group in group_versions["groups"]:
@@ -40,7 +39,6 @@ def _kinds_served(plane) -> set[tuple[str, str]]:
             served |= {(version["groupVersion"], r["kind"]) for r in resources["resources"] if "/" not in r["name"]}
     core = json.loads(plane.kubectl("get", "--raw", "/api/v1").stdout)
     served |= {("v1", r["kind"]) for r in core["resources"] if "/" not in r["name"]}
-    assert listed
     return served
 
 
