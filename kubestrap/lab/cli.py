@@ -68,7 +68,8 @@ def _usage(parser: argparse.ArgumentParser) -> Any:
 
 
 def _log(message: str) -> None:
-    _err.print(message, markup=False)
+    # soft wrap: a path in a log line is never broken across lines (copy-paste keeps working)
+    _err.print(message, markup=False, soft_wrap=True)
 
 
 def _guarded(func: Any) -> Any:
