@@ -50,7 +50,7 @@ MAXIMAL = {
     "cert_manager_extra_values": {"replicaCount": 2},
     "longhorn_extra_values": {"defaultSettings": {"storageMinimalAvailablePercentage": 15}},
     "istio_extra_values": {
-        "istiod": {"pilot": {"autoscaleEnabled": False}},
+        "istiod": {"autoscaleEnabled": False},  # top level: the istiod chart (1.30) has no `pilot` key
         "istio_gateway": {"service": {"loadBalancerIP": "192.168.1.241"}},
     },
     "argocd_extra_values": {"server": {"service": {"type": "LoadBalancer"}}},

@@ -1,4 +1,6 @@
-"""Strict structural checks of rendered add-on data against hand-written field models.
+"""Strict structural checks of rendered custom resources against hand-written field models (models/*.yml).
+Chart values are checked against the upstream charts instead (upstream_values.py); the key models in
+models/charts/ remain only for the helm double (tests/doubles/helm), which reads them and uses check().
 
 A model node is either
 - a type expression string: alternatives joined by "|" among str, int, bool, float, null, map (any
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 MODELS = Path(__file__).resolve().parent / "models"
-CHART_MODELS = MODELS / "charts"
 
 
 def _scalar_ok(value: Any, expr: str) -> bool:
@@ -80,17 +81,6 @@ def load_yaml(path: Path) -> Any:
     import yaml  # here, not at the top: the helm double imports check() on nodes without PyYAML
 
     return yaml.safe_load(path.read_text())
-
-
-def chart_model_path(chart: str, version: str) -> Path:
-    return CHART_MODELS / f"{chart}-{version}.yml"
-
-
-def check_chart_values(chart: str, version: str, values: dict) -> list[str]:
-    model_file = chart_model_path(chart, version)
-    if not model_file.exists():
-        return [f"no key model {model_file.name} for chart {chart} {version}"]
-    return check(values, load_yaml(model_file)["keys"])
 
 
 def cr_models() -> dict[tuple[str, str], dict]:
