@@ -8,6 +8,7 @@ on two cores under TCG (scripts/test); `scripts/test --full` runs the reference 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures import artifact_mirror  # noqa: E402
+from fixtures import artifact_mirror, node_apt_repo  # noqa: E402
 
 LAB = "e2e"
 CP = f"{LAB}-cp"
@@ -36,6 +37,10 @@ NEW_NODE = f"{LAB}-worker{WORKER_COUNT + 1}"
 # about with the square of the node count (measured: 1 cp + 1 worker 1093 s; 1 cp + 3 workers
 # 5302 s, 2026-12-02). 50 min for N=1, 200 min for the reference layout.
 CLI_TIMEOUT = 750 * (WORKER_COUNT + 1) ** 2
+# Where the VMs' apt finds Debian packages: "local" (default) a small repository of what node_prep installs,
+# standing for a site's own mirror (tests/fixtures/node_apt_repo.py: Debian's full index costs each VM
+# minutes under TCG); "debian" the Debian archive the lab image was built from.
+APT_SOURCE = os.environ.get("KUBESTRAP_E2E_APT", "local")
 
 
 @dataclass
@@ -126,6 +131,20 @@ def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set
     return path
 
 
+def _point_apt_at_local_repo(c: Cluster, stack: contextlib.ExitStack) -> None:
+    """Every VM's apt reads only the local repository (built for the VMs' own dpkg status and sources)."""
+    status = c.ssh(CP, "cat", "/var/lib/dpkg/status")
+    sources = c.ssh(CP, "cat", "/etc/apt/sources.list")
+    route = c.ssh(CP, "ip", "route", "show", "default")
+    assert status.returncode == sources.returncode == route.returncode == 0, status.stderr + sources.stderr + route.stderr
+    gateway = route.stdout.split()[2]  # "default via 10.0.2.2 dev ...": the controller, seen from the VM
+    port = stack.enter_context(node_apt_repo.served(node_apt_repo.build(status.stdout, sources.stdout)))
+    line = node_apt_repo.sources_line(gateway, port).strip()
+    for name in [CP, *WORKERS, NEW_NODE]:
+        done = c.ssh(name, f"rm -f /etc/apt/sources.list.d/* && echo '{line}' > /etc/apt/sources.list")
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+
+
 def start_cluster(tmp_path_factory: Any) -> Any:
     work = tmp_path_factory.mktemp("e2e")
     mirror, _url, override_file, _ = artifact_mirror.serve()
@@ -150,7 +169,10 @@ def start_cluster(tmp_path_factory: Any) -> Any:
     c = Cluster(work, work / "main", work / "full", env, mirror.directory / "images" / "busybox-oci.tar", overrides)
     c.lab("up", "--workers", str(WORKER_COUNT + 1))
     c.write_inventories()
-    yield c
+    with contextlib.ExitStack() as stack:
+        if APT_SOURCE == "local":
+            _point_apt_at_local_repo(c, stack)
+        yield c
     (work / "e2e-log.json").write_text(json.dumps(c.log, indent=2))
     c.lab("down")
     artifact_mirror.stop()
