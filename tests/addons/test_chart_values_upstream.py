@@ -32,7 +32,7 @@ KNOWN_VERSION_GAPS = {
     "istio_gateway": ("1.30.4", "1.30.3"),
 }
 
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no upstream chart reference data at {REFERENCE}")
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"no upstream chart reference data at {REFERENCE}")
 
 
 def chart_dir(key: str) -> Path:
@@ -45,10 +45,12 @@ def values_of(rendered, key: str) -> dict:
     return found[0]
 
 
+@needs_reference
 def test_reference_data_for_every_pinned_chart():
     assert [key for key in PINS if not (chart_dir(key) / "values.yaml").is_file()] == []
 
 
+@needs_reference
 def test_pinned_versions_against_the_reference_data():
     gaps = {}
     for key, pin in PINS.items():
@@ -58,6 +60,7 @@ def test_pinned_versions_against_the_reference_data():
     assert gaps == KNOWN_VERSION_GAPS
 
 
+@needs_reference
 @pytest.mark.parametrize("key", sorted(PINS))
 def test_rendered_values_match_the_upstream_chart(rendered, key):
     assert upstream_values.check_values(values_of(rendered, key), chart_dir(key)) == []
@@ -66,6 +69,7 @@ def test_rendered_values_match_the_upstream_chart(rendered, key):
 # --- negative tests: misspelt keys and wrong types are reported with their dotted path --------------
 
 
+@needs_reference
 def test_misspelt_top_level_key(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "cilium"))
     values["l2Announcments"] = {"enabled": True}
@@ -74,6 +78,7 @@ def test_misspelt_top_level_key(rendered_default):
     ]
 
 
+@needs_reference
 def test_misspelt_nested_key(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "longhorn"))
     values["defaultSettings"]["defaultReplicaCuont"] = values["defaultSettings"].pop("defaultReplicaCount")
@@ -82,6 +87,7 @@ def test_misspelt_nested_key(rendered_default):
     ]
 
 
+@needs_reference
 def test_misspelt_key_in_a_subchart(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "kube_prometheus_stack"))
     values["grafana"]["adminPasword"] = values["grafana"].pop("adminPassword")
@@ -92,18 +98,21 @@ def test_misspelt_key_in_a_subchart(rendered_default):
     ]
 
 
+@needs_reference
 def test_scalar_where_the_chart_has_a_map(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "longhorn"))
     values["persistence"] = "longhorn"
     assert upstream_values.check_values(values, chart_dir("longhorn")) == ["persistence: str where the chart has a map"]
 
 
+@needs_reference
 def test_map_where_the_chart_has_a_scalar(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "argocd"))
     values["fullnameOverride"] = {"name": "argocd"}
     assert upstream_values.check_values(values, chart_dir("argocd")) == ["fullnameOverride: dict where the chart has a str"]
 
 
+@needs_reference
 def test_schema_type_errors(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "cilium"))
     values["operator"]["replicas"] = "two"
@@ -114,6 +123,7 @@ def test_schema_type_errors(rendered_default):
     ]
 
 
+@needs_reference
 def test_schema_error_in_a_list_item(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "cilium"))
     values["ciliumEndpointSlice"] = {"rateLimits": [{"nodes": 0, "limit": 10, "burst": "twenty"}]}
@@ -121,6 +131,7 @@ def test_schema_error_in_a_list_item(rendered_default):
     assert len(errors) == 1 and errors[0].startswith("ciliumEndpointSlice.rateLimits[0]: "), errors
 
 
+@needs_reference
 def test_schema_of_a_subchart(rendered_default):
     values = copy.deepcopy(values_of(rendered_default, "metallb"))
     values["frr-k8s"] = {"frrk8s": {"logLevel": "verbose"}}
