@@ -44,7 +44,8 @@ def _preflight(tmp: Path, nodes: dict[str, dict]) -> tuple[dict, dict]:
         "k8s_workers": {"hosts": nodes}}}}}}))  # fmt: skip
     play = [{"name": "Preflight", "hosts": "k8s_cluster", "gather_facts": False, "roles": [{"role": "preflight"}]}]
     (tmp / "play.yml").write_text(json.dumps(play))
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LIBRARY=str(ROOT / "playbooks" / "library"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"), ANSIBLE_CACHE_PLUGIN="memory")  # fmt: skip
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "hosts.yml"), str(tmp / "play.yml")],

@@ -1,0 +1,133 @@
+#!/usr/bin/python
+"""Ansible module kubestrap_host_probe: read in one call what a phase needs to know about a node."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: kubestrap_host_probe
+short_description: Read what a kubestrap phase needs to know about a node, in one module run, changing nothing
+description:
+  - Each module run costs a Python start on the node (seconds on small or emulated machines), so the read-only
+    questions a phase asks (which paths exist, a few small files, which kernel modules are missing, which TCP
+    ports listen, CPUs, memory, product UUID) are answered together instead of by one task each.
+  - Reads only C(/proc), C(/sys) and the named paths; never changes the node.
+options:
+  paths: {description: Paths whose existence is reported (a dangling link counts)., type: list, elements: path, default: []}
+  files:
+    description: Small text files to read (at most 64 KiB each); a file that cannot be read is returned as null.
+    type: list
+    elements: path
+    default: []
+  modules:
+    description: Kernel modules to look for (loaded, or built into the running kernel); C(-) and C(_) are the same.
+    type: list
+    elements: str
+    default: []
+  listening: {description: Report the TCP ports in the LISTEN state (IPv4 and IPv6)., type: bool, default: false}
+  hardware: {description: Report CPUs, memory and the DMI product UUID., type: bool, default: false}
+"""
+
+EXAMPLES = r"""
+- name: Look at the node once
+  kubestrap_host_probe:
+    paths: [/sys/fs/cgroup/cgroup.controllers, /etc/kubernetes/kubelet.conf]
+    files: [/etc/machine-id]
+    modules: [overlay, br_netfilter]
+    listening: true
+    hardware: true
+  register: probe
+"""
+
+RETURN = r"""
+present: {description: The given paths that exist, in the given order., type: list, returned: always}
+files: {description: Path -> content (null when unreadable)., type: dict, returned: always}
+modules_missing: {description: The given modules neither loaded nor built in, in the given order., type: list, returned: always}
+tcp_listening: {description: Sorted TCP ports in LISTEN (empty unless I(listening))., type: list, returned: always}
+hardware: {description: "vcpus, memtotal_mb, product_uuid (lower case, empty if unreadable)", type: dict, returned: when hardware}
+"""
+
+FILE_LIMIT = 64 * 1024
+LISTEN = "0A"
+
+
+def read_text(path: str, limit: int = FILE_LIMIT) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _module_name(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def missing_modules(wanted: list[str], proc_modules: str, builtin: str) -> list[str]:
+    """The modules of *wanted* not in /proc/modules' text and not in modules.builtin's text."""
+    have = {_module_name(line.split()[0]) for line in proc_modules.splitlines() if line.strip()}
+    for line in builtin.splitlines():  # kernel/net/bridge/br_netfilter.ko
+        base = line.strip().rsplit("/", 1)[-1]
+        if base.endswith(".ko"):
+            have.add(_module_name(base[:-3]))
+    return [name for name in wanted if _module_name(name) not in have]
+
+
+def listening_ports(tables: list[str]) -> list[int]:
+    """TCP ports in LISTEN from the text of /proc/net/tcp and /proc/net/tcp6."""
+    ports = set()
+    for table in tables:
+        for line in table.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == LISTEN:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def memtotal_mb(meminfo: str) -> int:
+    for line in meminfo.splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {"type": "list", "elements": "path", "default": []},
+            "files": {"type": "list", "elements": "path", "default": []},
+            "modules": {"type": "list", "elements": "str", "default": []},
+            "listening": {"type": "bool", "default": False},
+            "hardware": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    result: dict = {
+        "changed": False,
+        "present": [path for path in p["paths"] if os.path.lexists(path)],
+        "files": {path: read_text(path) for path in p["files"]},
+        "modules_missing": [],
+        "tcp_listening": [],
+    }
+    if p["modules"]:
+        builtin = read_text(f"/lib/modules/{platform.release()}/modules.builtin", limit=1 << 22) or ""
+        result["modules_missing"] = missing_modules(p["modules"], read_text("/proc/modules", limit=1 << 22) or "", builtin)
+    if p["listening"]:
+        tables = [read_text(f"/proc/net/{name}", limit=1 << 24) or "" for name in ("tcp", "tcp6")]
+        result["tcp_listening"] = listening_ports(tables)
+    if p["hardware"]:
+        result["hardware"] = {
+            "vcpus": os.cpu_count() or 0,
+            "memtotal_mb": memtotal_mb(read_text("/proc/meminfo") or ""),
+            "product_uuid": (read_text("/sys/class/dmi/id/product_uuid") or "").strip().lower(),
+        }
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
