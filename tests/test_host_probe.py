@@ -45,7 +45,8 @@ def test_memory_in_mib_from_meminfo():
 def test_one_run_on_this_machine_reads_paths_files_ports_and_hardware(tmp_path):
     there = tmp_path / "there"
     there.write_text("abc\n")
-    args = {"paths": [str(there), str(tmp_path / "absent")], "files": [str(there), str(tmp_path / "absent")],
+    args = {"paths": [str(there), str(tmp_path / "absent")], "globs": [f"{tmp_path}/th*", f"{tmp_path}/none*"],
+            "files": [str(there), str(tmp_path / "absent")],
             "modules": ["no_such_module_x"], "listening": True, "hardware": True}  # fmt: skip
     env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
@@ -58,6 +59,7 @@ def test_one_run_on_this_machine_reads_paths_files_ports_and_hardware(tmp_path):
     result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result["changed"] is False
     assert result["present"] == [str(there)]
+    assert result["matched"] == [f"{tmp_path}/th*"]
     assert result["files"] == {str(there): "abc\n", str(tmp_path / "absent"): None}
     assert result["modules_missing"] == ["no_such_module_x"]
     assert all(isinstance(port, int) for port in result["tcp_listening"])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 
@@ -18,6 +19,7 @@ description:
   - Reads only C(/proc), C(/sys) and the named paths; never changes the node.
 options:
   paths: {description: Paths whose existence is reported (a dangling link counts)., type: list, elements: path, default: []}
+  globs: {description: Shell patterns of paths; those that match a path are reported., type: list, elements: str, default: []}
   files:
     description: Small text files to read (at most 64 KiB each); a file that cannot be read is returned as null.
     type: list
@@ -45,6 +47,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 present: {description: The given paths that exist, in the given order., type: list, returned: always}
+matched: {description: The given patterns that match a path, in the given order., type: list, returned: always}
 files: {description: Path -> content (null when unreadable)., type: dict, returned: always}
 modules_missing: {description: The given modules neither loaded nor built in, in the given order., type: list, returned: always}
 tcp_listening: {description: Sorted TCP ports in LISTEN (empty unless I(listening))., type: list, returned: always}
@@ -99,6 +102,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "paths": {"type": "list", "elements": "path", "default": []},
+            "globs": {"type": "list", "elements": "str", "default": []},
             "files": {"type": "list", "elements": "path", "default": []},
             "modules": {"type": "list", "elements": "str", "default": []},
             "listening": {"type": "bool", "default": False},
@@ -110,6 +114,7 @@ def main() -> None:
     result: dict = {
         "changed": False,
         "present": [path for path in p["paths"] if os.path.lexists(path)],
+        "matched": [pattern for pattern in p["globs"] if glob.glob(pattern)],
         "files": {path: read_text(path) for path in p["files"]},
         "modules_missing": [],
         "tcp_listening": [],
