@@ -1,4 +1,5 @@
-"""Render every add-on's values and manifests once per configuration with ansible-playbook."""
+"""Render every add-on's values and manifests once per configuration with ansible-playbook; the add-on tests'
+real cluster (`real_cluster`: real kube-apiserver, real helm, fixture charts) and its `rollouts` helper."""
 
 from __future__ import annotations
 
@@ -139,3 +140,78 @@ def rendered(request) -> Rendered:
 @pytest.fixture(scope="session")
 def charts() -> dict:
     return yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_charts"]
+
+
+class RealCluster:
+    """The add-on tests' cluster: the REAL kube-apiserver (tests/k8s_real.py), REAL helm built from its Go module
+    (tests/upstream/build.py helm) and the fixture charts (tests/fixtures/charts.py) served as a Helm chart
+    repository over HTTP on 127.0.0.1 (`charts_url`, what kubestrap_charts_repo_base_url points at)."""
+
+    def __init__(self, plane, helm: Path, charts_url: str) -> None:
+        self.plane = plane
+        self.helm_bin = str(helm)
+        self.charts_url = charts_url
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.kubeconfig
+
+    @property
+    def kubectl_bin(self) -> str:
+        return self.plane.kubectl_bin
+
+    @property
+    def home(self) -> str:
+        return self.plane.home
+
+    def kubectl(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        return self.plane.kubectl(*args, **kwargs)
+
+    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.helm_bin, *args, "--kubeconfig", str(self.kubeconfig)], capture_output=True,
+                              text=True, check=True, env={**os.environ, "HOME": self.home}, timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory):
+    """ONE real control plane for the session's add-on tests (each keeps to namespaces of its own, test-* except
+    the add-on phase's), with real helm and the fixture chart repository."""
+    import http.server
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from k8s_real import started, upstream_dir
+
+    from tests.fixtures.charts import build_repo
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(base / "charts" / "repo"), **kwargs)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    base = tmp_path_factory.mktemp("addons-cluster")
+    helm = upstream_dir("helm") / "helm"
+    with ThreadPoolExecutor(1) as pool:  # the charts are packaged while the control plane starts
+        repo = pool.submit(build_repo, helm, base / "charts", {**os.environ, "HOME": str(base)})
+        with started(base / "plane") as plane:
+            repo.result()
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+            thread = threading.Thread(target=server.serve_forever, name="fixture-chart-repo", daemon=True)
+            thread.start()
+            try:
+                yield RealCluster(plane, helm, f"http://127.0.0.1:{server.server_address[1]}/")
+            finally:
+                server.shutdown()
+                server.server_close()
+
+
+@pytest.fixture
+def rollouts(real_cluster):
+    """The fixture charts' workloads marked rolled out while the test runs (tests/fixtures/rollouts.py: stands
+    for the controllers and kubelets running the upstream images)."""
+    from tests.fixtures.rollouts import Rollouts
+
+    with Rollouts(real_cluster.plane) as helper:
+        yield helper

@@ -1,7 +1,10 @@
-"""The real `addons` phase (playbooks/addons.yml, every add-on enabled) against the contract doubles on this
-machine, no VMs: the session's control plane of the kubeadm/kubelet/kube-apiserver doubles (`control_plane`,
-tests/conftest.py), the helm double, and REAL kubectl 1.36. Only path and binary variables the roles
-expose are overridden. A second run must change nothing."""
+"""The real `addons` phase (playbooks/cni.yml + playbooks/addons.yml, every add-on enabled) on this machine, no
+VMs: REAL helm and REAL kubectl against the session's REAL kube-apiserver (`real_cluster`,
+tests/addons/conftest.py), the pinned charts stood for by fixture charts (tests/fixtures/charts.py: the
+workloads the roles wait for, the upstream CRDs, upstream values and schemas) from a chart repository on
+127.0.0.1 (`kubestrap_charts_repo_base_url`, as with a chart mirror), their workloads marked rolled out by the
+`rollouts` helper (tests/fixtures/rollouts.py). Only path, binary and repository variables the roles expose
+are overridden. A second run must change nothing."""
 
 from __future__ import annotations
 
@@ -11,23 +14,17 @@ import sys
 from pathlib import Path
 
 import yaml
-from k8s_double_cluster import Cluster
 
-from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT, ansible_env
+from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT, RealCluster, ansible_env
 
 # Cilium comes with the control plane (playbooks/cni.yml), the rest in the addons phase.
 PLAYBOOKS = [str(ROOT / "playbooks" / "cni.yml"), str(ROOT / "playbooks" / "addons.yml")]
 ROLE_DIRS = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "monitoring", "argocd", "argo_rollouts", "falco"]
 
 
-def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
-    bin_dir = tmp / "bin"
-    if not bin_dir.exists():
-        bin_dir.mkdir()
-        helm = bin_dir / "helm"
-        helm.write_text(f'#!/bin/sh\nexec python3 {ROOT / "tests/doubles/helm"} "$@"\n')
-        helm.chmod(0o755)
-        inventory = tmp / "inventory"
+def run_phase(cluster: RealCluster, tmp: Path) -> subprocess.CompletedProcess[str]:
+    inventory = tmp / "inventory"
+    if not inventory.exists():
         inventory.mkdir()
         hosts = {"all": {"children": {"k8s_cluster": {"children": {
             "k8s_control_plane": {"hosts": {"k8s-cp": {"ansible_connection": "local", "node_ip": "127.0.0.1",
@@ -36,7 +33,7 @@ def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
         }}}}}  # fmt: skip
         (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
         (tmp / "ansible.cfg").write_text("[defaults]\n")
-    kubeconfig = str(cluster.cp.path("/etc/kubernetes/admin.conf"))
+    kubeconfig = str(cluster.kubeconfig)
     manifests = str(tmp / "addons")
     extra = {
         "addons_enabled": {name: True for name in ROLES},
@@ -44,7 +41,8 @@ def run_phase(cluster: Cluster, tmp: Path) -> subprocess.CompletedProcess[str]:
         # the "node" is this test machine (no systemd, no iscsid): the check itself is tested in
         # tests/test_longhorn_prerequisites.py and passes on the VMs of tests/e2e
         "longhorn_check_node_prerequisites": False,
-        "helm_release_helm_bin": str(bin_dir / "helm"),
+        "kubestrap_charts_repo_base_url": cluster.charts_url,
+        "helm_release_helm_bin": cluster.helm_bin,
         "helm_release_kubectl_bin": cluster.kubectl_bin,
         "helm_release_kubeconfig": kubeconfig,
         "monitoring_grafana_admin_password_file": str(tmp / "secrets" / "grafana-admin-password"),
@@ -67,12 +65,11 @@ def recap(out: str) -> dict[str, int]:
     return {k: int(v) for k, v in (part.split("=") for part in line.split(":", 1)[1].split())}
 
 
-def test_every_addon_installs_and_a_rerun_changes_nothing(control_plane, tmp_path):
-    first = run_phase(control_plane, tmp_path)
+def test_every_addon_installs_and_a_rerun_changes_nothing(real_cluster, rollouts, tmp_path):
+    first = run_phase(real_cluster, tmp_path)
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
     assert recap(first.stdout)["failed"] == 0 and recap(first.stdout)["changed"] > 0
-    helm = [str(tmp_path / "bin" / "helm"), "list", "-A", "-o", "json", "--kubeconfig", str(control_plane.kubeconfig)]
-    listed = json.loads(subprocess.run(helm, capture_output=True, text=True, check=True).stdout)
+    listed = json.loads(real_cluster.helm("list", "-A", "-o", "json").stdout)
     listed = [r for r in listed if not r["namespace"].startswith("test-")]  # other tests' on the shared control plane
     assert {r["name"] for r in listed} == {
         "cilium", "metallb", "cert-manager", "longhorn", "istio-base", "istiod", "istio-ingressgateway",
@@ -85,7 +82,7 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(control_plane, tmp_pat
                  ("-n", "istio-system", "get", "peerauthentications.security.istio.io", "default"),
                  ("-n", "argocd", "get", "applications.argoproj.io", "app-of-apps"),
                  ("get", "storageclass", "longhorn")):  # fmt: skip
-        control_plane.kubectl(*args)
-    second = run_phase(control_plane, tmp_path)
+        real_cluster.kubectl(*args)
+    second = run_phase(real_cluster, tmp_path)
     assert second.returncode == 0, second.stdout[-6000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-6000:]
