@@ -164,7 +164,7 @@ def test_status_table_joins_releases_with_their_namespace_readiness():
 
     stats = {"kubestrap_status": {
         "addons": [{"name": "metallb", "namespace": "metallb-system", "chart": "metallb-0.16.1", "status": "deployed"},
-                   {"name": "istio-base", "namespace": "istio-system", "chart": "base-1.30.4", "status": "deployed"}],
+                   {"name": "istio-base", "namespace": "istio-system", "chart": "base-1.30.3", "status": "deployed"}],
         "workloads": {"metallb-system": "2/2 ready"},
     }}  # fmt: skip
     rows = cli._status_addons({"phases": [{"name": "status", "stats": stats}]})

@@ -2,14 +2,13 @@
 values.schema.json (tests/addons/upstream_values.py), in the default and the maximal settings.
 
 The upstream data is read-only reference data outside the repository: /work/shared/reference/charts/<chart>/
-(../shared/reference/charts from the checkout), or the directory KUBESTRAP_CHART_REFERENCE names.
+(../shared/reference/charts from the checkout), or the directory KUBESTRAP_REFERENCE_DIR names (its charts/).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import os
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,14 @@ import yaml
 
 from tests.addons import upstream_values
 from tests.addons.conftest import ROOT
+from tests.reference import REFERENCE
 
-REFERENCE = Path(os.environ.get("KUBESTRAP_CHART_REFERENCE", ROOT.parent / "shared" / "reference" / "charts"))
+CHARTS = REFERENCE / "charts"
 PINS = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_charts"]
 
-# Pins the reference data could not be fetched at (its VERSION file says why): the values are checked
-# against the nearest release it holds. The values tests run regardless; this list must match exactly,
-# so a new gap, or one closed by a fetch or a bump, shows up here.
-#   cilium 1.20.2: absent from the cilium/charts repository index (newest there: 1.20.0).
-#   istio base/istiod/gateway 1.30.4: no 1.30.4 tag in istio/istio (newest 1.30.x: 1.30.3).
-KNOWN_VERSION_GAPS = {
-    "cilium": ("1.20.2", "1.20.0"),
-    "istio_base": ("1.30.4", "1.30.3"),
-    "istiod": ("1.30.4", "1.30.3"),
-    "istio_gateway": ("1.30.4", "1.30.3"),
-}
+# Pins the reference data could not be fetched at (its VERSION file says why): the values would be checked
+# against the nearest release it holds. None today; this must match exactly, so a new gap shows up here.
+KNOWN_VERSION_GAPS: dict[str, tuple[str, str]] = {}
 
 
 
@@ -39,14 +31,14 @@ def needs_reference(test):
     """The upstream data travels with CI (../shared/reference); without it these tests fail, never skip."""
 
     def run(*args, **kwargs):
-        assert REFERENCE.is_dir(), f"no upstream chart reference data at {REFERENCE} (set KUBESTRAP_CHART_REFERENCE)"
+        assert CHARTS.is_dir(), f"no upstream chart reference data at {CHARTS} (set KUBESTRAP_REFERENCE_DIR)"
         return test(*args, **kwargs)
 
     return functools.wraps(test)(run)
 
 
 def chart_dir(key: str) -> Path:
-    return REFERENCE / PINS[key]["chart"]
+    return CHARTS / PINS[key]["chart"]
 
 
 def values_of(rendered, key: str) -> dict:

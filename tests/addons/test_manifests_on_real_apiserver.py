@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.addons.conftest import ROOT
+from tests.reference import REFERENCE
 
-CRDS = ROOT.parent / "shared" / "reference" / "crds"
+CRDS = REFERENCE / "crds"
 
 
 @pytest.fixture(scope="module")
