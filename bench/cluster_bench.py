@@ -3,7 +3,7 @@
 of `add-node`, per phase, with task counts and the number of hosts add-node touched.
 
 Uses the same lab and local artifact mirror as tests/e2e. Figures go to bench/results/cluster.json.
-    .venv/bin/python bench/cluster_bench.py
+    .venv/bin/python bench/cluster_bench.py [--label NAME]
     .venv/bin/python bench/cluster_bench.py --from-runs DIR [--label NAME]
 The second form boots nothing: it reads the run journals an e2e run left in DIR (its
 KUBESTRAP_RUNS_DIR: one <timestamp>-<command>/summary.json per run) and writes the same figures
@@ -13,6 +13,7 @@ slowest tasks.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -71,10 +72,25 @@ def slowest_tasks(events: Path, count: int = 15) -> list[dict]:
 
 
 # Actions Ansible runs on the controller: no module start on the node.
-_CONTROLLER_ACTIONS = {"ansible.builtin.set_fact", "ansible.builtin.assert", "ansible.builtin.debug", "ansible.builtin.fail",
-                       "ansible.builtin.validate_argument_spec", "ansible.builtin.include_tasks", "ansible.builtin.include_role",
-                       "ansible.builtin.import_tasks", "ansible.builtin.meta", "set_fact", "assert", "debug", "fail",
-                       "validate_argument_spec", "meta", "include_tasks", "include_role"}
+_CONTROLLER_ACTIONS = {
+    "ansible.builtin.set_fact",
+    "ansible.builtin.assert",
+    "ansible.builtin.debug",
+    "ansible.builtin.fail",
+    "ansible.builtin.validate_argument_spec",
+    "ansible.builtin.include_tasks",
+    "ansible.builtin.include_role",
+    "ansible.builtin.import_tasks",
+    "ansible.builtin.meta",
+    "set_fact",
+    "assert",
+    "debug",
+    "fail",
+    "validate_argument_spec",
+    "meta",
+    "include_tasks",
+    "include_role",
+}
 
 
 def module_runs(events: Path) -> dict[str, int]:
@@ -110,9 +126,13 @@ def from_runs(runs: Path) -> dict:
         summaries.append({**json.loads(path.read_text()), "_events": path.parent / "events.jsonl"})
     ups = [s for s in summaries if s.get("command") == "up"]
     adds = [s for s in summaries if s.get("command") == "add-node"]
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    results: dict = {"source": str(runs), "commit": commit.stdout.strip(), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "loadavg_when_written": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
+    results: dict = {
+        "source": str(runs),
+        "commit": _commit(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "loadavg_when_written": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
     for key, summary in (("up_fresh", ups[0] if ups else None), ("up_again", ups[1] if len(ups) > 1 else None),
                          ("up_after_drift", ups[2] if len(ups) > 2 else None),
                          ("add_node", adds[0] if adds else None)):  # fmt: skip
@@ -127,20 +147,40 @@ def from_runs(runs: Path) -> dict:
         results["add_node"]["number_of_hosts_touched"] = len(results["add_node"]["hosts_touched"])
     fresh = (results.get("up_fresh") or {}).get("seconds")
     if fresh:
-        results["ratios"] = {f"{key}/up_fresh": round(results[key]["seconds"] / fresh, 3)
-                             for key in ("up_again", "add_node") if key in results}
+        results["ratios"] = {
+            f"{key}/up_fresh": round(results[key]["seconds"] / fresh, 3) for key in ("up_again", "add_node") if key in results
+        }
     return results
 
 
-def main() -> int:
-    if len(sys.argv) >= 3 and sys.argv[1] == "--from-runs":
-        label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else "e2e"
-        out = ROOT / "bench" / "results" / f"cluster-{label}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(from_runs(Path(sys.argv[2])), indent=2) + "\n")
+def _commit() -> str:
+    proc = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    parser.add_argument(
+        "--from-runs", type=Path, metavar="DIR", help="read the run journals an e2e run left in DIR instead of booting the lab"
+    )
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="results go to bench/results/cluster-LABEL.json (default: e2e with --from-runs, else cluster.json)",
+    )
+    args = parser.parse_args(argv)
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if args.from_runs is not None:
+        if not args.from_runs.is_dir():
+            parser.error(f"{args.from_runs} is not a directory of run journals")
+        out = results_dir / f"cluster-{args.label or 'e2e'}.json"
+        out.write_text(json.dumps(from_runs(args.from_runs), indent=2) + "\n")
         print(out)
         return 0
-    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": _commit(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         gen = start_cluster(_Factory(Path(tmp)))
         cluster = next(gen)
@@ -158,8 +198,8 @@ def main() -> int:
         finally:
             for _ in gen:
                 pass
-    out = ROOT / "bench" / "results" / "cluster.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    results["loadavg_when_written"] = [round(x, 2) for x in os.getloadavg()]
+    out = results_dir / (f"cluster-{args.label}.json" if args.label else "cluster.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(out)
     return 0
