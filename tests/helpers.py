@@ -62,3 +62,38 @@ def build_defaults(case_dir: Path, dest: Path) -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return ROOT
+
+
+# A stand-in for systemctl (systemd 252) for tests that run roles on this machine: it keeps each unit's
+# active/enabled state in a JSON file, logging its calls.
+FAKE_SYSTEMCTL = r"""#!/usr/bin/python3
+import json, os, sys
+path = os.environ["KUBESTRAP_TEST_SYSTEMD_STATE"]
+state = json.load(open(path)) if os.path.exists(path) else {}
+args = [a for a in sys.argv[1:] if a != "-l"]
+open(path + ".log", "a").write(" ".join(args) + "\n")
+verb, unit = args[0], (args[1] if len(args) > 1 else "")
+u = state.setdefault(unit, {"active": False, "enabled": False})
+rc = 0
+if verb == "show":
+    print(f"LoadState=loaded\nActiveState={'active' if u['active'] else 'inactive'}\nSubState=waiting")
+elif verb == "is-enabled":
+    print("enabled" if u["enabled"] else "disabled")
+    rc = 0 if u["enabled"] else 1
+elif verb in ("start", "restart", "stop", "enable", "disable"):
+    u.update({"start": {"active": True}, "restart": {"active": True}, "stop": {"active": False},
+              "enable": {"enabled": True}, "disable": {"enabled": False}}[verb])
+elif verb != "daemon-reload":
+    sys.exit(f"Unknown command verb {verb}.")
+json.dump(state, open(path, "w"))
+sys.exit(rc)
+"""
+
+
+def fake_systemctl(directory: Path) -> Path:
+    """Write FAKE_SYSTEMCTL as directory/systemctl (put directory first on PATH and set
+    KUBESTRAP_TEST_SYSTEMD_STATE to a JSON file); returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (directory / "systemctl").chmod(0o755)
+    return directory

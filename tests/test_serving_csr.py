@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, fake_systemctl
 from k8s_double_cluster import started, wait_until
 from models import kubeadm_v1beta4 as model
 
@@ -338,41 +338,13 @@ def test_the_first_control_plane_gets_the_approver_each_up():
     assert any(i["name"] == "kubeadm_join" and i["tasks_from"] == "serving_approver.yml" for i in included), included
 
 
-# A stand-in for systemctl (systemd 252) keeping each unit's active/enabled state in a JSON file, logging its calls.
-FAKE_SYSTEMCTL = r"""#!/usr/bin/python3
-import json, os, sys
-path = os.environ["KUBESTRAP_TEST_SYSTEMD_STATE"]
-state = json.load(open(path)) if os.path.exists(path) else {}
-args = [a for a in sys.argv[1:] if a != "-l"]
-open(path + ".log", "a").write(" ".join(args) + "\n")
-verb, unit = args[0], (args[1] if len(args) > 1 else "")
-u = state.setdefault(unit, {"active": False, "enabled": False})
-rc = 0
-if verb == "show":
-    print(f"LoadState=loaded\nActiveState={'active' if u['active'] else 'inactive'}\nSubState=waiting")
-elif verb == "is-enabled":
-    print("enabled" if u["enabled"] else "disabled")
-    rc = 0 if u["enabled"] else 1
-elif verb in ("start", "restart", "stop", "enable", "disable"):
-    u.update({"start": {"active": True}, "restart": {"active": True}, "stop": {"active": False},
-              "enable": {"enabled": True}, "disable": {"enabled": False}}[verb])
-elif verb != "daemon-reload":
-    sys.exit(f"Unknown command verb {verb}.")
-json.dump(state, open(path, "w"))
-sys.exit(rc)
-"""
-
-
 def test_up_installs_the_approver_and_its_timer_and_a_second_run_changes_nothing(cluster, tmp_path):
     """tasks/serving_approver.yml into a temporary root (systemctl a stand-in): the program, its units and the
     manifest reset reads; the timer enabled and started; the installed program run; then changed=0."""
     root = tmp_path / "root"
     for directory in ("usr/local/sbin", "etc/systemd/system"):
         (root / directory).mkdir(parents=True)
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "systemctl").write_text(FAKE_SYSTEMCTL)
-    (fake_bin / "systemctl").chmod(0o755)
+    fake_bin = fake_systemctl(tmp_path / "bin")
     state = tmp_path / "systemd.json"
     program, units = root / "usr/local/sbin" / UNIT, root / "etc/systemd/system"
     extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,

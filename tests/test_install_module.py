@@ -1,0 +1,147 @@
+"""playbooks/library/kubestrap_install.py: directories, files and archive members in one module run,
+written only when their content differs, through Ansible itself (check mode included)."""
+
+from __future__ import annotations
+
+import grp
+import io
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+LIBRARY = ROOT / "playbooks" / "library"
+
+
+def _tarball(path: Path, members: dict[str, bytes], prefix: str = "", mode: int = 0o755) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        if prefix:
+            info = tarfile.TarInfo(prefix.rstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(prefix + name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def install(tmp_path: Path, args: dict, check: bool = False) -> dict:
+    env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
+    me = {"owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-e",
+         f"ansible_python_interpreter={sys.executable}", "-m", "kubestrap_install", "-a", json.dumps({**me, **args})]
+        + (["--check"] if check else []),
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+@pytest.fixture
+def staged(tmp_path: Path) -> dict[str, Path]:
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    runc = stage / "runc.amd64"
+    runc.write_bytes(b"runc v1\n" * 1000)
+    return {
+        "containerd": _tarball(stage / "containerd.tar.gz", {"containerd": b"c" * 3_000_000, "ctr": b"ctr\n"}, "bin/"),
+        "cni": _tarball(stage / "cni.tgz", {"./bridge": b"bridge\n", "./loopback": b"lo\n"}),
+        "crictl": _tarball(stage / "crictl.tar.gz", {"crictl": b"crictl\n", "README": b"doc\n"}, mode=0o644),
+        "runc": runc,
+    }
+
+
+def _args(tmp_path: Path, staged: dict[str, Path]) -> dict:
+    root = tmp_path / "root"
+    return {
+        "directories": [{"path": str(root / "opt/cni/bin")}, {"path": str(root / "etc/k8s"), "mode": "0700"}],
+        "files": [
+            {"src": str(staged["containerd"]), "dest": str(root / "usr/local"), "archive": True},
+            {"src": str(staged["runc"]), "dest": str(root / "usr/local/sbin/runc"), "mode": "0755"},
+            {"src": str(staged["cni"]), "dest": str(root / "opt/cni/bin"), "archive": True},
+            {"src": str(staged["crictl"]), "dest": str(root / "usr/local/bin"), "archive": True,
+             "members": ["crictl"], "mode": "0755"},
+        ],
+    }  # fmt: skip
+
+
+def test_first_run_installs_everything_and_the_second_changes_nothing(tmp_path, staged):
+    args = _args(tmp_path, staged)
+    root = tmp_path / "root"
+    first = install(tmp_path, args)
+    assert first["changed"] is True, first
+    assert {entry["path"] for entry in first["installed"]} == {
+        str(root / p) for p in ("usr/local/bin/containerd", "usr/local/bin/ctr", "usr/local/sbin/runc",
+                                "opt/cni/bin/bridge", "opt/cni/bin/loopback", "usr/local/bin/crictl")}  # fmt: skip
+    assert (root / "usr/local/bin/containerd").read_bytes() == b"c" * 3_000_000
+    assert (root / "opt/cni/bin/bridge").read_bytes() == b"bridge\n"
+    assert not (root / "usr/local/bin/README").exists()  # only the named member
+    assert stat.S_IMODE((root / "usr/local/bin/crictl").stat().st_mode) == 0o755  # mode given wins
+    assert stat.S_IMODE((root / "etc/k8s").stat().st_mode) == 0o700
+    assert not [p for p in (root / "usr/local/bin").iterdir() if p.name.startswith(".")]  # no temp file left
+
+    second = install(tmp_path, args)
+    assert second["changed"] is False, second
+    assert second["installed"] == [] and second["directories"] == []
+
+
+def test_only_what_differs_is_written_and_check_mode_writes_nothing(tmp_path, staged):
+    args = _args(tmp_path, staged)
+    root = tmp_path / "root"
+    install(tmp_path, args)
+    containerd = root / "usr/local/bin/containerd"
+    containerd.write_bytes(b"c" * 2_999_999 + b"X")  # same size, one byte differs
+    inode_ctr = (root / "usr/local/bin/ctr").stat().st_ino
+    (root / "opt/cni/bin/loopback").chmod(0o700)
+    (root / "etc/k8s").chmod(0o755)
+
+    dry = install(tmp_path, args, check=True)
+    assert dry["changed"] is True
+    assert containerd.read_bytes().endswith(b"X")  # check mode changed nothing
+
+    fixed = install(tmp_path, args)
+    assert sorted((e["path"], e["changed"]) for e in fixed["installed"]) == [
+        (str(root / "opt/cni/bin/loopback"), ["mode"]), (str(containerd), ["content"])]  # fmt: skip
+    assert fixed["directories"] == [str(root / "etc/k8s")]
+    assert containerd.read_bytes() == b"c" * 3_000_000
+    assert (root / "usr/local/bin/ctr").stat().st_ino == inode_ctr  # untouched file not rewritten
+    assert install(tmp_path, args)["changed"] is False
+
+
+def test_a_running_binary_is_replaced_by_rename_not_rewritten_in_place(tmp_path, staged):
+    args = _args(tmp_path, staged)
+    root = tmp_path / "root"
+    install(tmp_path, args)
+    runc = root / "usr/local/sbin/runc"
+    with runc.open("rb") as held:  # stands for the running process' open text file
+        staged["runc"].write_bytes(b"runc v2\n")
+        result = install(tmp_path, args)
+        assert held.read(8) == b"runc v1\n"  # the old inode still has the old bytes
+    assert [e["changed"] for e in result["installed"]] == [["content"]]
+    assert runc.read_bytes() == b"runc v2\n"
+
+
+def test_bad_input_fails_with_a_message_naming_it(tmp_path, staged):
+    evil = _tarball(tmp_path / "evil.tgz", {"../escape": b"x"})
+    result = install(tmp_path, {"files": [{"src": str(evil), "dest": str(tmp_path / "d"), "archive": True}]})
+    assert result.get("failed") and "outside" in result["msg"], result
+    assert not (tmp_path / "escape").exists()
+
+    result = install(tmp_path, {"files": [{"src": str(staged["crictl"]), "dest": str(tmp_path / "d"),
+                                           "archive": True, "members": ["kubectl"]}]})  # fmt: skip
+    assert result.get("failed") and "no member kubectl" in result["msg"], result
+
+    result = install(tmp_path, {"files": [{"src": str(tmp_path / "absent"), "dest": str(tmp_path / "d")}]})
+    assert result.get("failed") and "artifacts phase" in result["msg"], result
+
+    result = install(tmp_path, {"directories": [{"path": str(tmp_path / "d2"), "mode": "rwx"}]})
+    assert result.get("failed") and "octal" in result["msg"], result
