@@ -73,9 +73,13 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
     Program("containerd", "github.com/containerd/containerd/v2",
             {name: f"github.com/containerd/containerd/v2/cmd/{name}"
              for name in ("containerd", "ctr", "containerd-shim-runc-v2")},
-            lambda v: [f"-X github.com/containerd/containerd/v2/version.Version={v}"], pin="containerd"),
+            lambda v: [f"-X github.com/containerd/containerd/v2/version.Version={v}",
+                       "-X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"],
+            pin="containerd", tags=("urfave_cli_no_docs",)),
+    # runc embeds its VERSION file (go:embed), so its version needs no -X; its Makefile stamps only main.gitCommit
+    # (git describe), which a module build has no checkout for.
     Program("runc", "github.com/opencontainers/runc", {"runc": "github.com/opencontainers/runc"},
-            pin="runc", cgo=True, tags=("seccomp",)),
+            pin="runc", cgo=True, tags=("seccomp", "urfave_cli_no_docs")),
     Program("cri-tools", "sigs.k8s.io/cri-tools", {"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
             lambda v: [f"-X sigs.k8s.io/cri-tools/pkg/version.Version={v}"], pin="crictl"),
     Program("cni", "github.com/containernetworking/plugins",
@@ -88,7 +92,10 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
     Program("helm", "helm.sh/helm/v3", {"helm": "helm.sh/helm/v3/cmd/helm"},
             lambda v: [f"-X helm.sh/helm/v3/internal/version.version={v}",
                        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"], pin="helm"),
-    Program("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
+    # coredns's version is a constant (coremain.CoreVersion); its Makefile stamps coremain.GitCommit with
+    # `git describe --dirty --always`: without a checkout, the module version stands for it.
+    Program("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"},
+            lambda v: [f"-X github.com/coredns/coredns/coremain.GitCommit={v}"], tags=("grpcnotrace",)),
     Program("pause", "", {"pause": "kubestrap.test/upstream/pause"},
             lambda v: [f"-X main.version={v}"]),
 )}  # fmt: skip
