@@ -107,6 +107,33 @@ def write_pki(pki: Path) -> None:
         path.chmod(0o600 if name.endswith(".key") else 0o644)
 
 
+def write_client_kubeconfig(pki: Path, server: str, path: Path, common_name: str, *organizations: str) -> Path:
+    """A kubeconfig at *path* whose user is a client certificate of *pki*'s CA for CN=*common_name*,
+    O=*organizations* (say CN=system:node:NAME, O=system:nodes: a kubelet's identity), embedded with its key."""
+    import base64
+
+    import yaml
+
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                         *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations)])  # fmt: skip
+    cert = _certificate(subject, key, ca.subject, ca_key)
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server,
+                                                  "certificate-authority-data": b64((pki / "ca.crt").read_bytes())}}],
+        "users": [{"name": common_name, "user": {"client-certificate-data": b64(cert.public_bytes(serialization.Encoding.PEM)),
+                                                 "client-key-data": b64(_pem_key(key))}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": common_name}}],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 class ControlPlane:
     """etcd + kube-apiserver (+ kube-controller-manager) under *base*; `kubeconfig` is the admin's."""
 
@@ -211,9 +238,17 @@ class ControlPlane:
             time.sleep(0.5)
         raise RuntimeError(f"kube-apiserver not ready after {READY_SECONDS}s ({last}):\n{self.logs('kube-apiserver')}")
 
-    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args], capture_output=True,
-                              text=True, timeout=120, env={**os.environ, "HOME": self.home}, input=stdin)  # fmt: skip
+    def client_kubeconfig(self, common_name: str, *organizations: str) -> Path:
+        """A kubeconfig of this control plane for a client certificate of its CA (write_client_kubeconfig)."""
+        name = common_name.replace(":", "-")
+        return write_client_kubeconfig(self.pki, self.url, self.base / f"{name}.conf", common_name, *organizations)
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None,
+                kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Real kubectl with the admin kubeconfig (or *kubeconfig*)."""
+        done = subprocess.run([self.kubectl_bin, "--kubeconfig", str(kubeconfig or self.kubeconfig), *args],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": self.home},
+                              input=stdin)  # fmt: skip
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done
