@@ -168,7 +168,7 @@ def build(program: Program, log: Callable[[str], None] = print) -> tuple[Path, f
         ldflags = " ".join(["-s", "-w", *program.ldflags(version)])
         for name, package in program.binaries.items():
             log(f"building {program.name} {version}: {name}")
-            argv = ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(scratch / name)]
+            argv = ["go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", str(scratch / name)]
             if program.tags:
                 argv += ["-tags", ",".join(program.tags)]
             done = subprocess.run([*argv, package], cwd=program.dir, env=env, capture_output=True, text=True)
