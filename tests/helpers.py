@@ -2,13 +2,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "inventories"
 DEFAULTS = ROOT / "group_vars" / "all"
+T = TypeVar("T")
 
 # Directives a corpus file may hold instead of its content (see tests/README.md):
 #   __delete__              the file is removed from the copy
@@ -97,3 +103,31 @@ def fake_systemctl(directory: Path) -> Path:
     (directory / "systemctl").write_text(FAKE_SYSTEMCTL)
     (directory / "systemctl").chmod(0o755)
     return directory
+
+
+def wait_until(check: Callable[[], T], timeout: float = 60, interval: float = 0.5) -> T:
+    """Call *check* until it returns something true or *timeout* seconds pass; its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def render_configs(dest: Path, *extra: str, inventory: Path | None = None,
+                   playbook: str = "render_cluster_configs.yml") -> dict[str, list]:
+    """The files tests/playbooks/<playbook> renders with the roles' own templates (kubeadm, encryption, audit,
+    ...) into *dest* for every host of *inventory* (default: the homelab example), extra -e arguments passed on;
+    returns file name -> its YAML documents."""
+    import yaml
+
+    dest.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory or ROOT / "inventories" / "homelab"),
+         str(ROOT / "tests" / "playbooks" / playbook), "-e", f"render_dir={dest}", "-e", "ansible_connection=local",
+         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(dest.iterdir()) if p.suffix in (".yaml", ".yml")}

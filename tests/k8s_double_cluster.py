@@ -19,15 +19,13 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 from fixtures.artifact_mirror import root_dir as mirror_root
-from helpers import ROOT
+from helpers import ROOT, render_configs
 
 DOUBLES = ROOT / "tests" / "doubles"
 DROPIN = ROOT / "roles" / "kube_binaries" / "templates" / "10-kubeadm.conf.j2"
@@ -242,16 +240,8 @@ def find_kubectl() -> str:
 
 def render(tmp: Path, port: int) -> dict[str, list]:
     """The role templates rendered for a cluster on 127.0.0.1:<port> (homelab inventory)."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "homelab"),
-         str(ROOT / "tests" / "playbooks" / "render_cluster_configs.yml"), "-e", f"render_dir={tmp}",
-         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-e", "node_ip=127.0.0.1", "-e", "cluster_api_endpoint=127.0.0.1", "-e", f"cluster_api_port={port}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(tmp.iterdir())}
+    return render_configs(tmp, "-e", "node_ip=127.0.0.1", "-e", "cluster_api_endpoint=127.0.0.1",
+                          "-e", f"cluster_api_port={port}")
 
 
 def dump(docs: list) -> str:
@@ -322,14 +312,6 @@ class Cluster:
         for node in [self.cp, *self.workers]:
             node.stop()
 
-
-def wait_until(check, timeout: float = 60, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
 
 
 @contextlib.contextmanager

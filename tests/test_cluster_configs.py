@@ -9,12 +9,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CORPUS, ROOT
+from helpers import CORPUS, ROOT, render_configs
 from k8s_real import upstream_dir
 from models import kubeadm_v1beta4 as model
 
@@ -22,16 +21,7 @@ INVENTORIES = {"homelab": ROOT / "inventories" / "homelab", "corpus-base": CORPU
 
 
 def render(inventory: Path, dest: Path, *extra: str) -> dict[str, list]:
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-         str(ROOT / "tests" / "playbooks" / "render_cluster_configs.yml"),
-         "-e", f"render_dir={dest}", "-e", "ansible_connection=local",
-         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(dest.iterdir())}
+    return render_configs(dest, *extra, inventory=inventory)
 
 
 @pytest.fixture(scope="module", params=sorted(INVENTORIES))

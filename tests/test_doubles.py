@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 import yaml
-from k8s_double_cluster import DOUBLES, Cluster, Node, dump, find_kubectl, free_port, render, started, wait_until
+from helpers import wait_until
+from k8s_double_cluster import DOUBLES, Cluster, Node, dump, find_kubectl, free_port, render, started
 from models import kubeadm_v1beta4 as model
 
 double = model.double

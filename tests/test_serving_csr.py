@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import ROOT, fake_systemctl
+from helpers import ROOT, fake_systemctl, wait_until
 from k8s_real import started, upstream_dir
 
 PLUGIN = ROOT / "roles" / "kubeadm_join" / "filter_plugins" / "kubelet_serving_csrs.py"
@@ -151,14 +150,6 @@ def _csrs(cluster) -> dict[str, dict]:
 def _conditions(csr: dict) -> list[str]:
     return [c["type"] for c in csr.get("status", {}).get("conditions") or []]
 
-
-def wait_until(check, timeout: float = 60, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
 
 
 def _signed(cluster, name: str) -> x509.Certificate:

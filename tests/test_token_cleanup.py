@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, render_configs
 from k8s_real import started
 
 TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
@@ -147,14 +147,7 @@ class TokenCluster:
 
 def render_init_config(dest: Path) -> Path:
     """The kubeadm configuration kubeadm_init renders, for the first control plane of the homelab inventory."""
-    dest.mkdir(parents=True)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "homelab"),
-         str(ROOT / "tests" / "playbooks" / "render_cluster_configs.yml"), "-e", f"render_dir={dest}",
-         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    render_configs(dest)
     return dest / "k8s-cp-kubeadm-config.yaml"
 
 

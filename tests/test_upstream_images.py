@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, render_configs
 
 sys.path.insert(0, str(ROOT / "tests" / "upstream"))
 try:
@@ -49,13 +49,7 @@ def _built(program: str) -> Path:
 def rendered(tmp_path_factory) -> Path:
     """The homelab inventory's control-plane kubeadm configuration and containerd config.toml, as the roles render them."""
     dest = tmp_path_factory.mktemp("rendered")
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "homelab"),
-         str(ROOT / "tests" / "playbooks" / "render_image_configs.yml"), "-e", f"render_dir={dest}",
-         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    render_configs(dest, playbook="render_image_configs.yml")
     return dest
 
 
