@@ -13,7 +13,8 @@ recording wall time and the controller's CPU time (user+system of bootstrap.py a
 the exit codes: the hosts are containers sharing one address, so preflight's verdicts (duplicate addresses,
 no swap control) are not the point, its cost is. Figures go to bench/results/scaling-nspawn.json with the
 commit and the machine's load. Needs root, systemd-nspawn (Debian systemd-container) and the lab image
-(`bootstrap.py lab up` builds it).
+(`bootstrap.py lab up` builds it). It raises fs.inotify.max_user_instances for the run (the machines'
+systemd instances share root's limit) and restores it afterwards.
 
     .venv/bin/python bench/scaling_bench.py [--counts 4,8,16,32]
 """
@@ -156,6 +157,22 @@ def measure(count: int, tree: Path) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_MACHINE = 32  # systemd, journald, logind, ... of each machine; they all count for root
+
+
+def raise_inotify_limit(count: int) -> int | None:
+    """The machines' systemd instances share root's inotify instance limit (Debian: 128), so at ~16 machines
+    their services fail with "Failed to create inotify object: Too many open files" and sshd never starts.
+    Raise it for the run; return the old value to restore (None when it was high enough)."""
+    old = int(INOTIFY_INSTANCES.read_text())
+    wanted = 256 + INOTIFY_PER_MACHINE * count
+    if old >= wanted:
+        return None
+    INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+    return old
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="4,8,16,32", help="host counts, comma separated (default 4,8,16,32)")
@@ -165,6 +182,8 @@ def main() -> int:
         print("error: needs root and systemd-nspawn (apt-get install systemd-container)", file=sys.stderr)
         return 2
     image = ensure_image(default_recipe(), log=print)
+    counts = [int(c) for c in args.counts.split(",")]
+    old_inotify = raise_inotify_limit(max(counts))
     tree = Path(tempfile.mkdtemp(prefix="kubestrap-scaling-root-"))
     subprocess.run(["mount", "-o", "loop,ro", str(image.disk), str(tree)], check=True)
     results: dict = {"written": datetime.now(UTC).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
@@ -172,11 +191,13 @@ def main() -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     results["commit"] = commit.stdout.strip()
     try:
-        for count in (int(c) for c in args.counts.split(",")):
+        for count in counts:
             results["runs"].append(measure(count, tree))
     finally:
         subprocess.run(["umount", str(tree)], check=False)
         tree.rmdir()
+        if old_inotify is not None:
+            INOTIFY_INSTANCES.write_text(f"{old_inotify}\n")
     runs = results["runs"]
     if len(runs) > 1:
         first, last = runs[0], runs[-1]
