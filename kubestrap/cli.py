@@ -1,7 +1,10 @@
 """Command line: bootstrap.py / kubestrap.
 
-Every command that touches hosts validates the inventory first and refuses bad input (exit 2)
-before any host is contacted.
+COMMANDS (at the end) is the one table of commands: each name, its help and options, and the
+function that runs it; the lab and artifacts commands are imported explicitly and add their own
+subcommands. kubestrap/exits.py maps what ends a command to its exit code. Every command that
+touches hosts validates the inventory first and refuses bad input (exit 2) before any host is
+contacted.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from kubestrap import (
+    artifacts_cli,
     collections_check,
+    exits,
     hostkeys,
     inventory_choice,
     lock,
@@ -32,16 +37,14 @@ from kubestrap import (
     validate,
 )
 from kubestrap import inventory as inv_mod
+from kubestrap.exits import UserError
 from kubestrap.journal import Journal
+from kubestrap.lab import cli as lab_cli
 from kubestrap.progress import ProgressView, elapsed
 from kubestrap.redact import Redactor
 from kubestrap.tables import print_table
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
-
-
-class UserError(Exception):
-    """A mistake of the user's: printed as one message, exit code 2."""
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = exits.OK, exits.FAILED, exits.INPUT
 
 
 def _console() -> Console:
@@ -156,7 +159,7 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
         journal.close()
     if stopped and stopped.interrupted:
         console.print(f"[red]INTERRUPTED[/] after {elapsed(seconds)}: {escape(failure or '')}")
-        code = 130
+        code = exits.INTERRUPTED
     elif failure:
         console.print(f"[red]FAILED[/] after {elapsed(seconds)}\n{escape(failure)}")
         code = EXIT_FAILED
@@ -473,14 +476,89 @@ _OFFLINE_INVENTORY = {
 }
 
 
-def _common(parser: argparse.ArgumentParser, command: str) -> None:
-    where = _OFFLINE_INVENTORY.get(command, "required: this command contacts hosts, so it never falls back to the "
-                                            "example inventories/homelab")
-    parser.add_argument("-i", "--inventory", type=Path, default=None,
-                        help=f"inventory directory holding hosts.yml, or set {inventory_choice.ENV}; {where}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="pass verbosity to Ansible and show its output (-vvv for more)")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+def _inventory_options(command: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(parser: argparse.ArgumentParser) -> None:
+        where = _OFFLINE_INVENTORY.get(command, "required: this command contacts hosts, so it never falls back "
+                                                "to the example inventories/homelab")
+        parser.add_argument("-i", "--inventory", type=Path, default=None,
+                            help=f"inventory directory holding hosts.yml, or set {inventory_choice.ENV}; {where}")
+        parser.add_argument("-v", "--verbose", action="count", default=0,
+                            help="pass verbosity to Ansible and show its output (-vvv for more)")
+        parser.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+
+    return add
+
+
+def _node_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="inventory name of the node to add")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--full", action="store_true",
+                        help="run every phase on every host, even where the node's record says the phase is "
+                             "applied and unchanged (by default such phases are skipped there)")
+    parser.add_argument("--no-new-host-keys", action="store_true",
+                        help="refuse hosts whose SSH host key is not recorded yet instead of trusting it on first "
+                             f"contact (or set {hostkeys.STRICT_ENV}=1); `check --hosts` shows and records keys")
+
+
+def _phase_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from-phase", metavar="PHASE", help="resume: start at this phase")
+    parser.add_argument("--phase", action="append", metavar="PHASE", help="run only this phase (repeatable)")
+
+
+def _plan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--add-node", metavar="NAME", help="plan an add-node run instead of up")
+    parser.add_argument("--hosts", action="store_true",
+                        help="also ask the nodes (read-only, over SSH): which phases have work on which host and why")
+
+
+def _check_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hosts", action="store_true",
+                        help="also run host preflight over SSH (read-only); first shows each host's SSH key "
+                             "fingerprint and records keys not known yet (trust on first use)")
+
+
+def _reset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--node", metavar="NAME", help="reset only this node")
+    parser.add_argument("--gone", action="store_true",
+                        help="with --node: the worker is dead; delete its Node object without contacting it")
+
+
+Register = Callable[[argparse._SubParsersAction], None]
+
+
+def _command(name: str, text: str, func: Callable[[argparse.Namespace], int],
+             *options: Callable[[argparse.ArgumentParser], None]) -> Register:
+    """A command of this module: its subparser with the common options, then *options*, in order."""
+    def register(sub: argparse._SubParsersAction) -> None:
+        parser = sub.add_parser(name, help=text, description=text)
+        for add in (_inventory_options(name), *options):
+            add(parser)
+        parser.set_defaults(func=func)
+
+    return register
+
+
+# The command table: every command of bootstrap.py, in the order --help lists them. The lab and
+# artifacts modules are imported at the top of this file (an import that fails stops the CLI with the
+# error instead of dropping the command) and register their own subcommands.
+COMMANDS: dict[str, Register] = {
+    "up": _command("up", "bring every node and the platform to the declared state", cmd_up,
+                   _run_options, _phase_options),
+    "add-node": _command("add-node", "join a node that is already in the inventory, touching no other node",
+                         cmd_add_node, _node_name, _run_options, _phase_options),
+    "check": _command("check", "validate the inventory offline; --hosts also runs host preflight", cmd_check,
+                      _check_options),
+    "plan": _command("plan", "print the phases x hosts that `up` (or `--add-node NAME`) would run", cmd_plan,
+                     _phase_options, _plan_options),
+    "status": _command("status", "show nodes and add-on health", cmd_status),
+    "reset": _command("reset", "drain and reset nodes, removing what the bootstrapper installed", cmd_reset,
+                      _reset_options),
+    "lab": lab_cli.register,
+    "artifacts": artifacts_cli.register,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -489,62 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bootstrap and run a bare-metal Kubernetes cluster (kubeadm, containerd, Cilium and a platform).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
-        ("up", "bring every node and the platform to the declared state", cmd_up),
-        ("add-node", "join a node that is already in the inventory, touching no other node", cmd_add_node),
-        ("check", "validate the inventory offline; --hosts also runs host preflight", cmd_check),
-        ("plan", "print the phases x hosts that `up` (or `--add-node NAME`) would run", cmd_plan),
-        ("status", "show nodes and add-on health", cmd_status),
-        ("reset", "drain and reset nodes, removing what the bootstrapper installed", cmd_reset),
-    ]
-    for name, text, func in commands:
-        p = sub.add_parser(name, help=text, description=text)
-        _common(p, name)
-        p.set_defaults(func=func)
-        if name == "add-node":
-            p.add_argument("name", help="inventory name of the node to add")
-        if name in ("up", "add-node"):
-            p.add_argument("--full", action="store_true",
-                           help="run every phase on every host, even where the node's record says the phase is "
-                                "applied and unchanged (by default such phases are skipped there)")
-            p.add_argument("--no-new-host-keys", action="store_true",
-                           help="refuse hosts whose SSH host key is not recorded yet instead of trusting it on first "
-                                f"contact (or set {hostkeys.STRICT_ENV}=1); `check --hosts` shows and records keys")
-        if name in ("up", "add-node", "plan"):
-            p.add_argument("--from-phase", metavar="PHASE", help="resume: start at this phase")
-            p.add_argument("--phase", action="append", metavar="PHASE", help="run only this phase (repeatable)")
-        if name == "plan":
-            p.add_argument("--add-node", metavar="NAME", help="plan an add-node run instead of up")
-            p.add_argument("--hosts", action="store_true",
-                           help="also ask the nodes (read-only, over SSH): which phases have work on which host and why")
-        if name == "check":
-            p.add_argument("--hosts", action="store_true",
-                           help="also run host preflight over SSH (read-only); first shows each host's SSH key "
-                                "fingerprint and records keys not known yet (trust on first use)")
-        if name == "reset":
-            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-            p.add_argument("--node", metavar="NAME", help="reset only this node")
-            p.add_argument("--gone", action="store_true",
-                           help="with --node: the worker is dead; delete its Node object without contacting it")
-    for module in ("kubestrap.lab.cli", "kubestrap.artifacts_cli"):
-        try:
-            register = __import__(module, fromlist=["register"]).register
-        except ImportError:
-            continue
+    for register in COMMANDS.values():
         register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UserError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return exits.run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import localrun
 import pytest
 from helpers import ROOT
 
-from kubestrap import cli, phases, plan
+from kubestrap import cli, exits, phases, plan
 
 
 def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -24,8 +25,35 @@ def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.C
 
 def test_help_lists_every_command():
     out = run("--help").stdout
-    for command in ("up", "add-node", "check", "plan", "status", "reset"):
-        assert f"    {command} " in out
+    for command in ("up", "add-node", "check", "plan", "status", "reset", "lab", "artifacts"):
+        assert f"    {command}" in out
+    assert list(cli.COMMANDS) == ["up", "add-node", "check", "plan", "status", "reset", "lab", "artifacts"]
+    parser = cli.build_parser()
+    choices = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(choices) == list(cli.COMMANDS)  # each entry registers the command it is named after
+
+
+@pytest.mark.parametrize("module", ["kubestrap.lab.cli", "kubestrap.artifacts_cli"])
+def test_a_command_module_that_cannot_be_imported_stops_the_cli(module: str):
+    # the lab and artifacts commands were imported under `except ImportError: continue`: a broken
+    # import dropped the command from bootstrap.py without a word
+    driver = f"import sys; sys.modules[{module!r}] = None; from kubestrap import cli; sys.exit(cli.main(['--help']))"
+    proc = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode != 0 and f"import of {module} halted" in proc.stderr, proc.stderr
+
+
+def test_every_main_maps_errors_to_the_same_exit_codes(tmp_path: Path):
+    # bootstrap.py's own commands, the lab through bootstrap.py and `python -m kubestrap.lab`: one map
+    refused = run("up", "-i", "inventories/homelab", "--from-phase", "nope")
+    assert refused.returncode == exits.INPUT and not refused.stderr.startswith("error:")
+    lab_argv = ["up", "--workers", "-1", "--state-dir", str(tmp_path)]
+    for argv in (["lab", *lab_argv], None):
+        command = [sys.executable, str(ROOT / "bootstrap.py"), *argv] if argv else \
+            [sys.executable, "-m", "kubestrap.lab", *lab_argv]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode == exits.FAILED and proc.stderr.startswith("error: --workers"), proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_check_homelab_passes():

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from kubestrap.lab import alloc, lab, paths
@@ -33,7 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``lab`` subcommand (with ``up``, ``down``, ``status``) to a parent CLI."""
     lab_p = subparsers.add_parser("lab", help="local VM lab (qemu) to try kubestrap on real Debian VMs")
-    lab_p.set_defaults(func=_usage(lab_p))
+    # errors (LabError) and their exit code: kubestrap/exits.py, which runs every command
+    lab_p.set_defaults(func=_usage(lab_p), interrupted="interrupted; run `lab down` to clean up what was started")
     sub = lab_p.add_subparsers(dest="lab_command", metavar="{up,down,status}")
 
     up_p = sub.add_parser("up", help="build/reuse the image, boot the lab VMs, write inventories/lab/hosts.yml")
@@ -72,21 +72,6 @@ def _log(message: str) -> None:
     _err.print(message, markup=False, soft_wrap=True)
 
 
-def _guarded(func: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))
-        except LabError as exc:
-            _err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-            return 1
-        except KeyboardInterrupt:
-            _err.print("interrupted; run `lab down` to clean up what was started")
-            return 130
-
-    run.__name__ = func.__name__
-    return run
-
-
 def _spec(args: argparse.Namespace) -> LabSpec:
     state_dir = _state_dir(args)
     for flag in ("workers", "memory", "cp_cpus", "worker_cpus"):
@@ -104,7 +89,6 @@ def _spec(args: argparse.Namespace) -> LabSpec:
     return LabSpec(args.name, state_dir, vms, network, inv, args.timeout)
 
 
-@_guarded
 def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = lab.up(_spec(args), _log)
@@ -124,7 +108,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
 def cmd_down(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stopped = lab.down(_state_dir(args), _log)
@@ -133,7 +116,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
 def cmd_status(args: argparse.Namespace) -> int:
     info = lab.status(_state_dir(args))
     if args.json:
