@@ -331,6 +331,21 @@ class _Checker:
             problem = _image_problem(ref)
             if problem:
                 self.add(img_src, f"kubestrap_images.{name}", problem)
+        self._cluster_images()
+
+    def _cluster_images(self) -> None:
+        """The images list against the pins (kubestrap/images.py says what must agree)."""
+        from kubestrap import images as images_mod
+
+        names = ("kubestrap_cluster_images", "kubestrap_cluster_images_from_kubeadm", "kubestrap_artifacts",
+                 "kubestrap_images", images_mod.LOCK_KEY)  # fmt: skip
+        values = {name: self.setting(name)[0] for name in names}
+        pause = (values["kubestrap_images"] or {}).get("pause") if isinstance(values["kubestrap_images"], dict) else None
+        if _image_problem(pause):  # already reported; no second line about it
+            values["kubestrap_images"] = {}
+        for key, message in images_mod.problems(values):
+            source = self.setting(key.split(".", 1)[0])[1] or self.setting("kubestrap_cluster_images")[1]
+            self.add(source, key, message)
 
 
 def _orphan(inv: Inventory, layer: inv_mod.VarLayer) -> bool:
@@ -414,13 +429,30 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
+class Invalid(Exception):
+    """An inventory that cannot be used: one line per problem (loading errors are problems too)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load(path: Path, roles_dir: Path = paths.ROLES_DIR, defaults_dir: Path = paths.DEFAULTS_DIR) -> Inventory:
+    """The inventory at *path*, read once and checked: the one pass every command makes; Invalid if bad."""
+    try:
+        inv = inv_mod.load(path, defaults_dir=defaults_dir)
+    except inv_mod.InventoryError as exc:
+        raise Invalid([str(exc)]) from None
+    problems = check(inv, roles_dir)
+    if problems:
+        raise Invalid([str(problem) for problem in problems])
+    return inv
+
+
 def check_path(path: Path, roles_dir: Path = paths.ROLES_DIR,
                defaults_dir: Path = paths.DEFAULTS_DIR) -> Iterator[str]:
     """Load and check; yield one line per problem (loading errors are problems too)."""
     try:
-        inv = inv_mod.load(path, defaults_dir=defaults_dir)
-    except inv_mod.InventoryError as exc:
-        yield str(exc)
-        return
-    for problem in check(inv, roles_dir):
-        yield str(problem)
+        load(path, roles_dir, defaults_dir)
+    except Invalid as exc:
+        yield from exc.problems
