@@ -55,10 +55,11 @@ def _console() -> Console:
 
 # --- shared steps ---------------------------------------------------------------------------
 def load_valid_inventory(path: Path) -> inv_mod.Inventory:
-    problems = list(validate.check_path(path))
-    if problems:
-        raise UserError("\n".join(problems))
-    return inv_mod.load(path)
+    """The inventory at *path*, read and checked in one pass; its problems are the user's (exit 2)."""
+    try:
+        return validate.load(path)
+    except validate.Invalid as exc:
+        raise UserError(str(exc)) from None
 
 
 def _inventory(args: argparse.Namespace, touching: str | None) -> inv_mod.Inventory:
@@ -107,7 +108,9 @@ def _again(args: argparse.Namespace, *words: str) -> str:
 
 
 def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_mod.Inventory,
-             args: argparse.Namespace, extravars: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+             args: argparse.Namespace, extravars: dict[str, Any]) -> tuple[int, runner.RunResult | None]:
+    """Run *selected* under the cluster's lock with a journal; the exit code and what the run did
+    (None when it could not start a phase for want of a directory)."""
     absent = collections_check.missing()
     if absent:
         raise UserError(collections_check.advice(absent))
@@ -141,21 +144,22 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
         except paths.StorageError as exc:  # mid-run: a phase could not get its directory
             journal.close()
             console.print(escape(str(exc)))
-            return EXIT_FAILED, {}
+            return EXIT_FAILED, None
         except BaseException:
             journal.close()  # redacts what ansible-runner wrote
             raise
-        stopped = next((o for o in outcomes if not o.ok), None)
+        result = runner.RunResult(command, inv.path, outcomes, seconds, journal=journal.path,
+                                  redact=journal.redactor.obj)  # what is printed and returned is redacted
+        stopped = result.stopped
         resumable = command in ("up", "add-node")
         if stopped and stopped.interrupted:
             failure: str | None = runner.interrupted_message(stopped, resume, journal, resumable)
         else:
             failure = runner.failure_message(stopped, resume, journal, resumable) if stopped else None
-        journal.redactor.refresh()  # what is printed and returned is redacted like the journal
-        failure = journal.redactor.text(failure) if failure else None
-        result = journal.redactor.obj(runner.summary(command, inv.path, outcomes, seconds, failure))
-        result["journal"] = paths.display(journal.path)
-        journal.write_summary(result)
+        journal.redactor.refresh()  # like the journal, with the secrets the run wrote
+        result.failure = journal.redactor.text(failure) if failure else None
+        failure = result.failure
+        journal.write_summary(result.as_dict())
         journal.close()
     if stopped and stopped.interrupted:
         console.print(f"[red]INTERRUPTED[/] after {elapsed(seconds)}: {escape(failure or '')}")
@@ -198,6 +202,11 @@ def _emit_json(args: argparse.Namespace, payload: dict[str, Any]) -> None:
         print(json.dumps(payload, indent=2, default=str))
 
 
+def _run_json(result: runner.RunResult | None, **extra: Any) -> dict[str, Any]:
+    """The JSON of a run (empty when none started) with the command's own *extra* keys."""
+    return {**(result.as_dict() if result else {}), **extra}
+
+
 # --- commands -------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     inv = _inventory(args, "check --hosts" if args.hosts else None)
@@ -208,11 +217,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                       f"{_count(len(inv.control_plane), 'control-plane node')}, {_count(len(inv.workers), 'worker')}")
         _emit_json(args, {"inventory": paths.display(args.inventory), "valid": True, "hosts": hosts})
         return EXIT_OK
-    preflight = [p for p in phases.up_phases() if p.name == "preflight"]
-    _host_keys("check", preflight, inv, args, {})
-    code, result = _execute("check", _again(args, "check", "--hosts"), preflight, inv, args, {})
-    _print_preflight(console, result)
-    _emit_json(args, result)
+    selected = phases.checks(phases.of("up"))
+    _host_keys("check", selected, inv, args, {})
+    code, result = _execute("check", _again(args, "check", "--hosts"), selected, inv, args, {})
+    if result:
+        _print_preflight(console, result.stats("kubestrap_preflight"))
+    _emit_json(args, _run_json(result))
     return code
 
 
@@ -244,10 +254,8 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _print_preflight(console: Console, result: dict[str, Any]) -> None:
-    data: dict[str, Any] = {}
-    for phase in result.get("phases", []):
-        data = (phase.get("stats") or {}).get("kubestrap_preflight") or data
+def _print_preflight(console: Console, data: dict[str, Any]) -> None:
+    """The preflight results (host -> check -> ok, detail) as a table."""
     if not data:
         return
     checks = sorted({c for host in data.values() for c in host})
@@ -270,9 +278,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     inv = _inventory(args, "plan --hosts" if args.hosts else None)
     if args.add_node:
         _require_node(inv, args.add_node, _again(args, "plan", "--add-node", args.add_node))
-        declared, extravars = phases.add_node_phases(), {"kubestrap_node_scope": args.add_node}
+        declared, extravars = phases.of("add-node"), {"kubestrap_node_scope": args.add_node}
     else:
-        declared, extravars = phases.up_phases(), {}
+        declared, extravars = phases.of("up"), {}
     selected = _phase_selection(declared, args)
     hosts = plan.phase_hosts(selected, inv.path, extravars)
     if args.hosts:
@@ -288,18 +296,18 @@ def _plan_work(args: argparse.Namespace, inv: inv_mod.Inventory, declared: list[
                selected: list[phases.Phase], hosts: dict[str, list[str]], extravars: dict[str, Any]) -> int:
     """plan --hosts: run the read-only preflight (it reads each node's phase records) and show, per phase
     and host, whether the phase has work there and why."""
-    probe_phase = [p for p in declared if p.name == phase_state.PROBE_PHASE]
+    probe_phase = phases.checks(declared)
     if not probe_phase:
-        raise UserError(f"plan --hosts needs the {phase_state.PROBE_PHASE} phase, which reads the nodes' records")
+        raise UserError(f"plan --hosts needs a phase tagged {phases.CHECK_TAG!r}, which reads the nodes' records")
     recorded = phase_state.inputs(selected, inv.path, extravars)
     words = ["plan", "--hosts", *(["--add-node", args.add_node] if args.add_node else [])]
     _host_keys("plan", probe_phase, inv, args, extravars)
     code, result = _execute("plan", _again(args, *words), probe_phase, inv, args,
                             {**extravars, phase_state.INPUTS_VAR: recorded})
-    if code != EXIT_OK:
-        _emit_json(args, result)
+    if code != EXIT_OK or result is None:
+        _emit_json(args, _run_json(result))
         return code
-    records = next((p.get("records", {}) for p in result.get("phases", []) if p.get("name") == phase_state.PROBE_PHASE), {})
+    records = result.records(probe_phase[0].name)
     cells = phase_state.cells(selected, hosts, recorded, records)
     console = Console(highlight=False, soft_wrap=True)
     columns = [h for h in inv.group_hosts(inv_mod.CLUSTER_GROUP) if any(h in row for row in cells.values())]
@@ -313,16 +321,16 @@ def _plan_work(args: argparse.Namespace, inv: inv_mod.Inventory, declared: list[
         table.add_row(str(i), Text(phase.name), *[Text(phase_state.cell_text(row.get(col))) for col in columns])
     print_table(console, table)
     _emit_json(args, {"phases": [{"name": p.name, "hosts": cells[p.name]} for p in selected],
-                      "journal": result.get("journal")})
+                      "journal": paths.display(result.journal) if result.journal else None})
     return EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     inv = _inventory(args, "up")
-    selected = _phase_selection(phases.up_phases(), args)
+    selected = _phase_selection(phases.of("up"), args)
     _host_keys("up", selected, inv, args, {})
     code, result = _execute("up", _again(args, "up"), selected, inv, args, {})
-    _emit_json(args, result)
+    _emit_json(args, _run_json(result))
     return code
 
 
@@ -349,23 +357,22 @@ def cmd_add_node(args: argparse.Namespace) -> int:
     if args.name not in inv.workers:
         raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
                         "nodes are formed by `bootstrap.py up`")
-    selected = _phase_selection(phases.add_node_phases(), args)
+    selected = _phase_selection(phases.of("add-node"), args)
     _host_keys("add-node", selected, inv, args, {"kubestrap_node_scope": args.name})
     code, result = _execute("add-node", _again(args, "add-node", args.name), selected, inv, args,
                             {"kubestrap_node_scope": args.name})
-    _emit_json(args, result)
+    _emit_json(args, _run_json(result))
     return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     inv = _inventory(args, "status")
-    selected = phases.single(paths.PLAYBOOKS_DIR / "status.yml", "status")
+    selected = phases.of("status")
     _host_keys("status", selected, inv, args, {})
     code, result = _execute("status", _again(args, "status"), selected, inv, args, {})
-    nodes = _status_rows(inv, result)
-    result["nodes"] = nodes
-    addons = _status_addons(result)
-    result["addons"] = addons
+    status = result.stats("kubestrap_status") if result else {}
+    nodes = _status_rows(inv, status)
+    addons = _status_addons(status)
     if not args.json:
         table = Table(title=escape(f"cluster {inv.value('cluster_name')}"), title_justify="left")
         for col in ("node", "role", "node IP", "kubelet", "ready"):
@@ -381,24 +388,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 table.add_row(*(Text(str(rel.get(k, ""))) for k in ("name", "namespace", "chart", "status")),
                               Text(str(rel.get("workloads", "-"))))
             print_table(Console(highlight=False), table)
-    _emit_json(args, result)
+    _emit_json(args, _run_json(result, nodes=nodes, addons=addons))
     return code
 
 
-def _status_addons(result: dict[str, Any]) -> list[dict[str, str]]:
-    """Helm releases with the readiness of the workloads in their namespace ("R/T ready")."""
-    for phase in result.get("phases", []):
-        status = (phase.get("stats") or {}).get("kubestrap_status") or {}
-        if status.get("addons"):
-            readiness = status.get("workloads") or {}
-            return [{**rel, "workloads": readiness.get(rel.get("namespace", ""), "no workloads")} for rel in status["addons"]]
-    return []
+def _status_addons(status: dict[str, Any]) -> list[dict[str, str]]:
+    """Helm releases of the status playbook's report (kubestrap_status) with the readiness of the
+    workloads in their namespace ("R/T ready")."""
+    readiness = status.get("workloads") or {}
+    return [{**rel, "workloads": readiness.get(rel.get("namespace", ""), "no workloads")}
+            for rel in status.get("addons") or []]
 
 
-def _status_rows(inv: inv_mod.Inventory, result: dict[str, Any]) -> list[dict[str, str]]:
-    status: dict[str, Any] = {}
-    for phase in result.get("phases", []):
-        status = (phase.get("stats") or {}).get("kubestrap_status") or status
+def _status_rows(inv: inv_mod.Inventory, status: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per node: the inventory's nodes, then those only the cluster knows."""
     live = {str(n[0]): (str(n[1]), str(n[2])) for n in status.get("nodes", [])}
     rows = []
     names = inv.group_hosts(inv_mod.CLUSTER_GROUP)
@@ -429,15 +432,14 @@ def cmd_reset(args: argparse.Namespace) -> int:
     extravars: dict[str, Any] = {"kubestrap_node_scope": args.node} if args.node else {}
     if args.gone:
         extravars["kubestrap_reset_gone"] = True
-    selected = phases.single(paths.PLAYBOOKS_DIR / "reset.yml", "reset")
+    selected = phases.of("reset")
     words = ["--node", args.node, *(["--gone"] if args.gone else [])] if args.node else []
     _host_keys("reset", selected, inv, args, extravars)
     code, result = _execute("reset", _again(args, "reset", *words, "--yes"), selected, inv, args, extravars)
-    hint = _reset_hint(args, result)
+    hint = _reset_hint(args, result.unreachable() if result else [])
     if hint:
-        result["hint"] = hint
         _console().print(hint, markup=False)
-    _emit_json(args, result)
+    _emit_json(args, _run_json(result, **({"hint": hint} if hint else {})))
     return code
 
 
@@ -450,10 +452,8 @@ def _confirmed_by_name(cluster: str, target: str, gone: bool) -> bool:
     return sys.stdin.readline().strip() == cluster
 
 
-def _reset_hint(args: argparse.Namespace, result: dict[str, Any]) -> str | None:
-    """What to do about nodes a reset could not reach (a dead machine)."""
-    hosts = result.get("hosts", {})
-    unreachable = [name for name, counts in hosts.items() if counts.get("unreachable")]
+def _reset_hint(args: argparse.Namespace, unreachable: list[str]) -> str | None:
+    """What to do about the nodes a reset could not reach (*unreachable*: a dead machine)."""
     if args.gone or not unreachable:
         return None
     if args.node:

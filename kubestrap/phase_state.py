@@ -24,7 +24,6 @@ from kubestrap import paths, yamlfile
 from kubestrap.phases import Phase
 
 MODULE = "kubestrap_phase_state"
-PROBE_PHASE = "preflight"  # the read-only phase that checks the records (playbooks/preflight.yml)
 INPUTS_VAR = "kubestrap_phase_inputs"
 # The same hash for records kept inside a phase that cannot be skipped as a whole (a cluster-level phase
 # such as control_plane keeps one for its node-local files: roles/kubeadm_init); absent under `--full`.

@@ -1,7 +1,10 @@
-"""Phases, read from the playbooks that declare them (playbooks/site.yml, playbooks/add_node.yml).
+"""What each command runs, read from the playbooks that declare it (DECLARATIONS).
 
-Each `ansible.builtin.import_playbook` entry is one phase, named by its tag (or file name).
-Plain `ansible-playbook playbooks/site.yml` and bootstrap.py therefore always agree.
+A declaration made of `ansible.builtin.import_playbook` entries (playbooks/site.yml for `up`,
+playbooks/add_node.yml for `add-node`) is a list of phases, one per entry, named by its first tag
+(or file name); a declaration made of plays (status.yml, reset.yml) is one phase named after the
+command. The phases tagged CHECK_TAG are the read-only ones `check --hosts` and `plan --hosts` run.
+Plain `ansible-playbook playbooks/site.yml [--tags check]` and bootstrap.py therefore always agree.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from kubestrap import paths, yamlfile
 
 _IMPORT_KEYS = ("ansible.builtin.import_playbook", "import_playbook")
 
+# Each host-touching command's declaration in playbooks/ (`check --hosts` runs up's CHECK_TAG phases).
+DECLARATIONS = {"up": "site.yml", "add-node": "add_node.yml", "status": "status.yml", "reset": "reset.yml"}
+CHECK_TAG = "check"
+
 
 class PhaseError(Exception):
     """A phase list or phase name that cannot be used."""
@@ -24,6 +31,7 @@ class Phase:
     name: str
     playbook: Path
     description: str
+    tags: tuple[str, ...] = ()
 
     def host_patterns(self, extravars: dict[str, Any]) -> list[str]:
         """The `hosts:` pattern of each play in the phase playbook, templated with *extravars*.
@@ -46,31 +54,37 @@ class Phase:
         return patterns
 
 
-def load(declaration: Path) -> list[Phase]:
-    """Phases declared by *declaration* (a playbook made of import_playbook entries), in order."""
+def load(declaration: Path, command: str | None = None) -> list[Phase]:
+    """Phases declared by *declaration*, in order: one per import_playbook entry, or, for a playbook
+    made of plays, the playbook itself as one phase named *command* (default: the file name)."""
     entries = yamlfile.load(declaration) or []
+    imports = [next((entry[k] for k in _IMPORT_KEYS if k in entry), None) for entry in entries]
+    if entries and not any(imports):
+        name = command or declaration.stem
+        return [Phase(name, declaration.resolve(), name)]
     phases: list[Phase] = []
-    for entry in entries:
-        target = next((entry[k] for k in _IMPORT_KEYS if k in entry), None)
+    for entry, target in zip(entries, imports, strict=True):
         if target is None:
             raise PhaseError(f"{paths.display(declaration)}: every entry must import one phase playbook")
-        tags = entry.get("tags") or []
+        tags = tuple(entry.get("tags") or ())
         name = tags[0] if tags else Path(target).stem
-        phases.append(Phase(name, (declaration.parent / target).resolve(), str(entry.get("name", name))))
+        phases.append(Phase(name, (declaration.parent / target).resolve(), str(entry.get("name", name)), tags))
     return phases
 
 
-def single(playbook: Path, name: str) -> list[Phase]:
-    """A command that is one playbook (status, reset) as a one-phase list."""
-    return [Phase(name, playbook.resolve(), name)]
-
-
-def up_phases() -> list[Phase]:
-    return load(paths.PLAYBOOKS_DIR / "site.yml")
+def of(command: str) -> list[Phase]:
+    """The phases *command* runs (up, add-node, status, reset), from its declaration."""
+    return load(paths.PLAYBOOKS_DIR / DECLARATIONS[command], command)
 
 
 def add_node_phases() -> list[Phase]:
-    return load(paths.PLAYBOOKS_DIR / "add_node.yml")
+    """`of("add-node")` under the name tests/e2e uses."""
+    return of("add-node")
+
+
+def checks(phases: list[Phase]) -> list[Phase]:
+    """The read-only phases of *phases* (tagged CHECK_TAG): what `check --hosts` and `plan --hosts` run."""
+    return [p for p in phases if CHECK_TAG in p.tags]
 
 
 def select(phases: list[Phase], from_phase: str | None = None, only: list[str] | None = None) -> list[Phase]:

@@ -251,26 +251,73 @@ def interrupted_message(outcome: PhaseOutcome, resume_command: str, journal: Jou
             f"Resume with `{again}`. Journal: {paths.display(journal.path)}")
 
 
-def summary(command: str, inventory: Path, outcomes: list[PhaseOutcome], seconds: float,
-            failure: str | None) -> dict[str, Any]:
-    per_host: dict[str, dict[str, Any]] = {}
-    for outcome in outcomes:
-        for host, state in outcome.tracker.hosts.items():
-            agg = per_host.setdefault(host, {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0,
-                                             "skipped": 0, "seconds": 0.0})
-            for key, value in state.as_dict().items():
-                if key in agg:
-                    agg[key] = round(agg[key] + value, 2)
-    stopped = next((o for o in outcomes if o.interrupted), None)
-    data: dict[str, Any] = {
-        "command": command,
-        "inventory": paths.display(inventory),
-        "result": "interrupted" if stopped else ("failed" if failure else "ok"),
-        "failure": failure,
-        "seconds": round(seconds, 2),
-        "phases": [o.as_dict() for o in outcomes],
-        "hosts": per_host,
-    }
-    if stopped:
-        data["interrupted"] = {"phase": stopped.phase.name, "running": dict(sorted(stopped.running.items()))}
-    return data
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@dataclass
+class RunResult:
+    """What a command's run did, typed for the CLI; `as_dict` is its JSON (the journal's summary.json,
+    --json). *redact* is applied to everything that leaves it (reported data, the JSON)."""
+
+    command: str
+    inventory: Path
+    outcomes: list[PhaseOutcome]
+    seconds: float
+    failure: str | None = None
+    journal: Path | None = None
+    redact: Callable[[Any], Any] = _unchanged
+
+    @property
+    def stopped(self) -> PhaseOutcome | None:
+        """The phase the run stopped at (failed or interrupted), None when every phase passed."""
+        return next((o for o in self.outcomes if not o.ok), None)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(o.interrupted for o in self.outcomes)
+
+    def stats(self, key: str) -> dict[str, Any]:
+        """What the phases' playbooks reported under *key* (set_stats): the last phase's that did."""
+        data: dict[str, Any] = {}
+        for outcome in self.outcomes:
+            data = outcome.tracker.stats_data.get(key) or data
+        return dict(self.redact(data))
+
+    def records(self, phase: str) -> dict[str, Any]:
+        """The node records (phase -> state, per host) that *phase* read, empty when it did not run."""
+        work = next((o.tracker.phase_work for o in self.outcomes if o.phase.name == phase), {})
+        return dict(self.redact(work))
+
+    def host_totals(self) -> dict[str, dict[str, Any]]:
+        """Per host: ok/changed/failed/unreachable/skipped counts and seconds over every phase."""
+        per_host: dict[str, dict[str, Any]] = {}
+        for outcome in self.outcomes:
+            for host, state in outcome.tracker.hosts.items():
+                agg = per_host.setdefault(host, {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0,
+                                                 "skipped": 0, "seconds": 0.0})
+                for key, value in state.as_dict().items():
+                    if key in agg:
+                        agg[key] = round(agg[key] + value, 2)
+        return per_host
+
+    def unreachable(self) -> list[str]:
+        return [host for host, counts in self.host_totals().items() if counts["unreachable"]]
+
+    def as_dict(self) -> dict[str, Any]:
+        stopped = next((o for o in self.outcomes if o.interrupted), None)
+        data: dict[str, Any] = {
+            "command": self.command,
+            "inventory": paths.display(self.inventory),
+            "result": "interrupted" if stopped else ("failed" if self.failure else "ok"),
+            "failure": self.failure,
+            "seconds": round(self.seconds, 2),
+            "phases": [o.as_dict() for o in self.outcomes],
+            "hosts": self.host_totals(),
+        }
+        if stopped:
+            data["interrupted"] = {"phase": stopped.phase.name, "running": dict(sorted(stopped.running.items()))}
+        data = self.redact(data)
+        if self.journal is not None:
+            data["journal"] = paths.display(self.journal)
+        return data

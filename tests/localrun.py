@@ -1,7 +1,7 @@
 """Run bootstrap.py on this machine with a small test playbook as its only phase.
 
 The inventory's two nodes both use `ansible_connection: local`; the CLI path is the real one (inventory
-validation, lock, journal, redaction, runner), only `up`'s phase list is replaced by the playbook.
+validation, lock, journal, redaction, runner), only the phase list is replaced by the playbook.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from kubestrap import cli, phases
 book = Path(sys.argv[1])
-phases.up_phases = lambda: [phases.Phase(book.stem, book, book.stem)]
+phases.of = lambda command: [phases.Phase(book.stem, book, book.stem)]
 sys.exit(cli.main(sys.argv[2:]))
 """
 

@@ -15,7 +15,7 @@ import localrun
 import pytest
 from helpers import ROOT
 
-from kubestrap import cli, exits, phases, plan
+from kubestrap import cli, exits, phases, plan, validate
 
 
 def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -68,20 +68,20 @@ def test_plan_prints_phase_by_host_table():
     header = next(line for line in proc.stdout.splitlines() if "phase" in line and "k8s-cp" in line)
     for host in ("k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3"):
         assert host in header
-    for phase in phases.up_phases():
+    for phase in phases.of("up"):
         assert any(f" {phase.name} " in line for line in proc.stdout.splitlines())
 
 
 def test_plan_json_matches_the_declared_phases():
     proc = run("plan", "-i", "inventories/homelab", "--json")
     data = json.loads(proc.stdout)
-    assert [p["name"] for p in data["phases"]] == [p.name for p in phases.up_phases()]
+    assert [p["name"] for p in data["phases"]] == [p.name for p in phases.of("up")]
     preflight = next(p for p in data["phases"] if p["name"] == "preflight")
     assert preflight["hosts"] == ["k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3"]
 
 
 def test_add_node_plan_touches_only_the_new_node():
-    hosts = plan.phase_hosts(phases.add_node_phases(), ROOT / "inventories" / "homelab",
+    hosts = plan.phase_hosts(phases.of("add-node"), ROOT / "inventories" / "homelab",
                              {"kubestrap_node_scope": "k8s-worker3"})
     for phase, names in hosts.items():
         others = set(names) - {"k8s-worker3", "localhost"}
@@ -94,16 +94,16 @@ def test_add_node_plan_touches_only_the_new_node():
 def test_every_command_plan_resolves_with_ansibles_filters():
     # the hosts: patterns are templated like Ansible does it (reset --gone uses `| bool`)
     inventory = ROOT / "inventories" / "homelab"
-    reset = phases.single(ROOT / "playbooks" / "reset.yml", "reset")
+    reset = phases.of("reset")
     gone = plan.phase_hosts(reset, inventory, {"kubestrap_node_scope": "k8s-worker3", "kubestrap_reset_gone": True})
     assert set(gone["reset"]) == {"k8s-cp", "localhost"}
     one = plan.phase_hosts(reset, inventory, {"kubestrap_node_scope": "k8s-worker3"})
     assert set(one["reset"]) == {"k8s-cp", "k8s-worker3"}  # the controller side is cleaned on a full reset only
     full = plan.phase_hosts(reset, inventory, {})
     assert set(full["reset"]) == {"k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3", "localhost"}
-    status = phases.single(ROOT / "playbooks" / "status.yml", "status")
+    status = phases.of("status")
     assert plan.phase_hosts(status, inventory, {})["status"] == ["k8s-cp"]
-    for phase_list in (phases.up_phases(), phases.add_node_phases()):
+    for phase_list in (phases.of("up"), phases.of("add-node")):
         assert all(plan.phase_hosts(phase_list, inventory, {}).values())
 
 
@@ -150,8 +150,7 @@ def test_reset_gone_needs_a_worker():
 def test_reset_hints_name_what_to_do_about_unreachable_nodes():
     def hint(*argv: str, unreachable: str | None) -> str | None:
         args = cli.build_parser().parse_args(["reset", *argv, "--yes"])
-        hosts = {name: {"unreachable": int(name == unreachable)} for name in ("k8s-cp", "k8s-worker2", "localhost")}
-        return cli._reset_hint(args, {"hosts": hosts})
+        return cli._reset_hint(args, [unreachable] if unreachable else [])
 
     assert hint(unreachable=None) is None
     full = hint(unreachable="k8s-worker2")
@@ -295,7 +294,26 @@ def test_reset_goes_on_when_the_cluster_name_is_typed(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", _Terminal("homelab\n"))
     calls: list[str] = []
     monkeypatch.setattr(cli, "_host_keys", lambda *a, **k: None)
-    monkeypatch.setattr(cli, "_execute", lambda command, *a, **k: (calls.append(command), (0, {}))[1])
+    monkeypatch.setattr(cli, "_execute", lambda command, *a, **k: (calls.append(command), (0, None))[1])
     assert cli.main(["reset", "--node", "k8s-worker2", "-i", str(ROOT / "inventories" / "homelab")]) == 0
     assert calls == ["reset"]
     assert "cancelled" not in capsys.readouterr().err
+
+
+def test_every_command_runs_what_its_declaration_in_playbooks_says():
+    assert phases.DECLARATIONS == {"up": "site.yml", "add-node": "add_node.yml", "status": "status.yml",
+                                   "reset": "reset.yml"}
+    # check --hosts and plan --hosts run the phases site.yml / add_node.yml tag `check`
+    assert [p.name for p in phases.checks(phases.of("up"))] == ["preflight"]
+    assert [p.name for p in phases.checks(phases.of("add-node"))] == ["preflight"]
+    for command in ("status", "reset"):  # a playbook of plays is the command's one phase
+        [phase] = phases.of(command)
+        assert (phase.name, phase.playbook) == (command, ROOT / "playbooks" / f"{command}.yml")
+
+
+def test_a_command_reads_its_inventory_once(monkeypatch, capsys):
+    loads: list[Path] = []
+    real = validate.inv_mod.load
+    monkeypatch.setattr(validate.inv_mod, "load", lambda path, **kw: (loads.append(path), real(path, **kw))[1])
+    assert cli.main(["check", "-i", str(ROOT / "inventories" / "homelab")]) == 0
+    assert loads == [ROOT / "inventories" / "homelab"]  # validated and used: one pass

@@ -85,7 +85,7 @@ def test_plan_table_of_a_wide_inventory_into_a_pipe_shows_every_host_name_whole(
 """)
     inv = inv_mod.load(tmp_path)
     console, out = _pipe()
-    selected = phases.up_phases()
+    selected = phases.of("up")
     cli._print_plan(console, selected, {p.name: ["cp", *names] for p in selected}, inv)
     text = out.getvalue()
     for name in names:
@@ -96,8 +96,7 @@ def test_plan_table_of_a_wide_inventory_into_a_pipe_shows_every_host_name_whole(
 def test_preflight_table_into_a_pipe_keeps_bracketed_details_whole():
     console, out = _pipe()
     detail = "owned by [enp0s31f6] at 192.168.100.200/24 with a long explanation of what to change " * 2
-    result = {"phases": [{"stats": {"kubestrap_preflight": {"[node-1]": {"node_ip": {"ok": False, "detail": detail}}}}}]}
-    cli._print_preflight(console, result)
+    cli._print_preflight(console, {"[node-1]": {"node_ip": {"ok": False, "detail": detail}}})
     text = out.getvalue()
     assert "[node-1]" in text and detail.strip() in text
 

@@ -110,7 +110,7 @@ def test_a_disk_full_mid_run_keeps_the_result_line_and_exits_1(tmp_path: Path, m
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", full_disk)
-    monkeypatch.setattr(cli.phases, "up_phases", lambda: [cli.phases.Phase("hello", book, "hello")])
+    monkeypatch.setattr(cli.phases, "of", lambda command: [cli.phases.Phase("hello", book, "hello")])
     code = cli.main(["up", "-i", str(inv)])
     err = capsys.readouterr().err
     assert code == 1, err

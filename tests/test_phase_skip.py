@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from kubestrap import cli, phases
 probe, work = Path(sys.argv[1]), Path(sys.argv[2])
-phases.up_phases = lambda: [phases.Phase("preflight", probe, "preflight"), phases.Phase("work", work, "work")]
+phases.of = lambda command: [phases.Phase("preflight", probe, "preflight", ("preflight", "check")),
+                             phases.Phase("work", work, "work")]
 sys.exit(cli.main(sys.argv[3:]))
 """
 

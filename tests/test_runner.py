@@ -32,7 +32,7 @@ def _run(tmp_path: Path, playbook: str, monkeypatch):
     outcomes, seconds = runner.run_phases("test", [phase], {"smoke": ["localhost"]},
                                           runner.RunOptions(inv), journal, view)
     failure = runner.failure_message(outcomes[0], "bootstrap.py up", journal) if not outcomes[0].ok else None
-    journal.write_summary(runner.summary("test", inv, outcomes, seconds, failure))
+    journal.write_summary(runner.RunResult("test", inv, outcomes, seconds, failure).as_dict())
     journal.close()
     return journal, outcomes, failure
 

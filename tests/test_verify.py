@@ -167,7 +167,7 @@ def test_status_table_joins_releases_with_their_namespace_readiness():
                    {"name": "istio-base", "namespace": "istio-system", "chart": "base-1.30.3", "status": "deployed"}],
         "workloads": {"metallb-system": "2/2 ready"},
     }}  # fmt: skip
-    rows = cli._status_addons({"phases": [{"name": "status", "stats": stats}]})
+    rows = cli._status_addons(stats["kubestrap_status"])
     assert [r["workloads"] for r in rows] == ["2/2 ready", "no workloads"]
 
 
