@@ -34,6 +34,8 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from kubestrap import images
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO_ROOT / "group_vars" / "all" / "versions.yml"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "artifacts"
@@ -308,6 +310,82 @@ def fetch_all(
     return results
 
 
+@dataclass(frozen=True)
+class ImageResult:
+    image: images.ClusterImage
+    arch: str
+    path: Path
+    how: str  # "cached", "pulled" (from its registry), "downloaded" (from the mirror)
+    recorded: bool  # its digest was written to the lock file now
+
+
+def fetch_images(
+    cluster_images: Iterable[images.ClusterImage],
+    arches: Iterable[str],
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    base_url: str = "",
+    *,
+    lock_file: Path | None = None,
+    timeout: float = 60.0,
+    progress: Callable[[ImageResult], None] | None = None,
+) -> list[ImageResult]:
+    """The OCI archive of every image for every architecture in the cache, verified against its digest.
+
+    Without a mirror each image is pulled from its registry; an image whose digest neither versions.yml nor the
+    lock pins gets the digest its tag resolves to recorded in *lock_file* (trust on first use, over HTTPS), and
+    is verified against it from then on. With a mirror (*base_url*) the archives are downloaded from
+    `<base_url>/images/<name>:<tag>/linux-<arch>.oci.tar` and need a digest already.
+    """
+    lock_path = lock_file or images.LOCK_FILE
+    results: list[ImageResult] = []
+    for image in cluster_images:
+        recorded = False
+        for arch in arches:
+            target = image.cache_path(cache_dir, arch)
+            name = image.reference.name_tag
+            if target.is_file() and image.reference.digest:
+                try:
+                    images.verify_archive(target, name, image.reference.digest, arch)
+                    result = ImageResult(image, arch, target, "cached", False)
+                except images.ImageError:
+                    target.unlink()  # stale or damaged: fetched again below
+                else:
+                    results.append(result)
+                    if progress:
+                        progress(result)
+                    continue
+            try:
+                if base_url:
+                    if not image.reference.digest:
+                        raise ArtifactError(
+                            f"image {name} has no digest to verify the mirror's copy against (none pinned in "
+                            f"versions.yml, none in {display(lock_path)}): run `kubestrap artifacts fetch` where its "
+                            "registry is reachable, which records it, and commit the lock file"
+                        )
+                    images.download(image, arch, target, mirror_url(image.mirror_path(arch), base_url), timeout=timeout)
+                    how = "downloaded"
+                else:
+                    digest = images.pull(image, arch, target, timeout=timeout)
+                    how = "pulled"
+                    if not image.reference.digest:
+                        lock = images.read_lock(lock_path)
+                        lock[name] = digest
+                        images.write_lock(lock, lock_path)
+                        image = images.ClusterImage(image.key, images.Reference(image.reference.name, image.reference.tag,
+                                                                                digest), image.nodes, "lock")  # fmt: skip
+                        recorded = True
+            except images.DigestMismatch as exc:
+                raise ChecksumMismatch(f"image {name} ({arch}): {exc}") from None
+            except images.ImageError as exc:
+                raise ArtifactError(f"image {name} ({arch}): {exc}; " + _where_hint(base_url)) from None
+            result = ImageResult(image, arch, target, how, recorded)
+            recorded = False
+            results.append(result)
+            if progress:
+                progress(result)
+    return results
+
+
 def _tarinfo(name: str, size: int, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
@@ -324,12 +402,15 @@ def bundle(
     versions: Versions | None = None,
     cache_dir: Path = DEFAULT_CACHE_DIR,
     arches: Iterable[str] | None = None,
+    cluster_images: Iterable[images.ClusterImage] = (),
 ) -> list[str]:
     """Write the cache of every pinned artifact as a .tar.gz in the mirror layout.
 
     Members are `<host>/<path>` of the upstream URLs (no leading directory), so unpacking the
     tarball into a web root and setting `kubestrap_artifacts_base_url` to that root serves them.
     Every pinned artifact must be cached and verified first. Returns the member names.
+    The OCI archives of *cluster_images* go in too (`images/<name>:<tag>/linux-<arch>.oci.tar`), each verified
+    against its digest; an image without a digest (pinned or locked) or not cached is refused.
     """
     versions = versions or load_versions()
     chosen_arches = list(arches) if arches else versions.architectures
@@ -349,6 +430,26 @@ def bundle(
                     "`kubestrap artifacts fetch` again"
                 )
             entries.append((artifact.mirror_path(arch), cached))
+    for image in cluster_images:
+        for arch in chosen_arches:
+            cached = image.cache_path(cache_dir, arch)
+            if not image.reference.digest:
+                raise ArtifactError(
+                    f"image {image.reference.name_tag} has no digest (none pinned in versions.yml, none in "
+                    f"{display(images.LOCK_FILE)}): run `kubestrap artifacts fetch` on a controller that reaches its "
+                    "registry, which records it, and commit the lock file"
+                )
+            if not cached.is_file():
+                missing.append(f"image {image.reference.name_tag} ({arch})")
+                continue
+            try:
+                images.verify_archive(cached, image.reference.name_tag, image.reference.digest, arch)
+            except images.ImageError as exc:
+                raise ChecksumMismatch(
+                    f"cached {display(cached)} is not the pinned image: {exc}; delete it and run "
+                    "`kubestrap artifacts fetch` again"
+                ) from None
+            entries.append((image.mirror_path(arch), cached))
     if missing:
         raise ArtifactError(
             f"not in the cache {display(cache_dir)}: {', '.join(missing)}; "
@@ -398,11 +499,13 @@ __all__ = [
     "ArtifactError",
     "ChecksumMismatch",
     "FetchResult",
+    "ImageResult",
     "Versions",
     "bundle",
     "clean_partials",
     "fetch",
     "fetch_all",
+    "fetch_images",
     "load_versions",
     "mirror_url",
     "parse_versions",

@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kubestrap import artifacts
+import yaml
 
-_OVERRIDABLE = ("kubestrap_artifacts", "kubestrap_artifacts_base_url", "kubestrap_architectures")
+from kubestrap import artifacts, images
+
+_OVERRIDABLE = ("kubestrap_artifacts", "kubestrap_artifacts_base_url", "kubestrap_architectures",
+               "kubestrap_cluster_images", "kubestrap_images", "kubestrap_images_lock")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "artifacts",
         help="download, verify and bundle the pinned binaries (controller cache)",
         description="Manage the controller's cache of pinned binaries (group_vars/all/versions.yml).",
+    )
+    parser.add_argument(
+        "--lock-file",
+        type=Path,
+        default=None,
+        help="digests of the cluster's images not pinned in versions.yml (default: group_vars/all/images_lock.yml)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -48,11 +57,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mirror base URL (default: kubestrap_artifacts_base_url; '' forces upstream URLs)",
     )
     fetch.add_argument("--only", action="append", default=None, metavar="NAME", help="fetch only this artifact (repeatable)")
+    fetch.add_argument("--images-only", action="store_true", help="fetch only the cluster's container images")
+    fetch.add_argument(
+        "--no-images",
+        action="store_true",
+        help="skip the cluster's container images (kubestrap_cluster_images; pulled from their registries, or "
+        "downloaded from the mirror, as OCI archives; digests not pinned yet are recorded in group_vars/all/images_lock.yml)",
+    )
     fetch.set_defaults(func=run_fetch)
 
     bundle = actions.add_parser("bundle", help="write the cache as a .tar.gz in mirror layout (serve it as the base URL)")
     bundle.add_argument("output", type=Path, metavar="OUT.tar.gz", help="tarball to write")
     bundle.add_argument("--arch", action="append", default=None, metavar="ARCH", help="architecture to include (repeatable)")
+    bundle.add_argument("--no-images", action="store_true", help="leave the cluster's container images out")
     bundle.set_defaults(func=run_bundle)
 
 
@@ -87,6 +104,21 @@ def _versions(args: argparse.Namespace) -> artifacts.Versions:
     return artifacts.load_versions(artifacts.VERSIONS_FILE, _inventory_overrides(args))
 
 
+def _lock_file(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "lock_file", None) or images.LOCK_FILE)
+
+
+def _cluster_images(args: argparse.Namespace) -> list[images.ClusterImage]:
+    """kubestrap_cluster_images resolved against the pins; digests from the references and the lock file."""
+    try:
+        settings = dict(yaml.safe_load(artifacts.VERSIONS_FILE.read_text(encoding="utf-8")) or {})
+        settings[images.LOCK_KEY] = images.read_lock(_lock_file(args))
+        settings.update(_inventory_overrides(args))
+        return images.cluster_images(settings)
+    except (OSError, yaml.YAMLError, images.ImageError) as exc:
+        raise artifacts.ArtifactError(f"kubestrap_cluster_images: {exc}") from None
+
+
 def run_fetch(args: argparse.Namespace) -> int:
     cache_dir = _cache_dir(args)
     try:
@@ -98,7 +130,7 @@ def run_fetch(args: argparse.Namespace) -> int:
                 f"{state:>10}  {result.artifact.name} {result.artifact.version} {result.arch}  {artifacts.display(result.path)}"
             )
 
-        results = artifacts.fetch_all(
+        results = [] if args.images_only else artifacts.fetch_all(
             versions,
             arches=args.arch,
             cache_dir=cache_dir,
@@ -106,26 +138,49 @@ def run_fetch(args: argparse.Namespace) -> int:
             names=args.only,
             progress=report,
         )
+        image_results: list[artifacts.ImageResult] = []
+        if not args.no_images and not args.only:
+
+            def report_image(result: artifacts.ImageResult) -> None:
+                ref = result.image.reference
+                note = f"  (digest {ref.digest} recorded in {artifacts.display(_lock_file(args))})" if result.recorded else ""
+                print(f"{result.how:>10}  {ref.name_tag} {result.arch}  {artifacts.display(result.path)}{note}")
+
+            image_results = artifacts.fetch_images(
+                _cluster_images(args),
+                args.arch or versions.architectures,
+                cache_dir,
+                versions.base_url if args.base_url is None else args.base_url,
+                lock_file=_lock_file(args),
+                progress=report_image,
+            )
     except artifacts.ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     fresh = sum(1 for r in results if r.downloaded)
     print(f"{len(results)} artifacts verified in {artifacts.display(cache_dir)} ({fresh} downloaded)")
+    if image_results:
+        recorded = sum(1 for r in image_results if r.recorded)
+        print(f"{len(image_results)} image archives verified ({sum(1 for r in image_results if r.how != 'cached')} fetched)"
+              + (f"; {recorded} digests recorded: commit {artifacts.display(_lock_file(args))}" if recorded else ""))  # fmt: skip
     return 0
 
 
 def run_bundle(args: argparse.Namespace) -> int:
     cache_dir = _cache_dir(args)
     try:
-        members = artifacts.bundle(args.output, _versions(args), cache_dir, arches=args.arch)
+        chosen = [] if args.no_images else _cluster_images(args)
+        members = artifacts.bundle(args.output, _versions(args), cache_dir, arches=args.arch, cluster_images=chosen)
     except artifacts.ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"error: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
         return 1
+    count = sum(1 for m in members if m.startswith("images/"))
     print(
-        f"wrote {artifacts.display(Path(args.output))} with {len(members)} artifacts; unpack it into a web "
+        f"wrote {artifacts.display(Path(args.output))} with {len(members) - count} artifacts and {count} image archives; "
+        "unpack it into a web "
         "root and set kubestrap_artifacts_base_url to that root's URL"
     )
     return 0

@@ -1,0 +1,251 @@
+#!/usr/bin/python
+"""Ansible module kubestrap_images: import staged OCI image archives into containerd, each verified, in one run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: kubestrap_images
+short_description: Fetch OCI image archives from a mirror (controller) or import them into containerd (node), verified
+description:
+  - With I(action=fetch) (on the controller) each image's archive is downloaded from I(url) to I(archive) unless
+    I(archive) already verifies, and kept only if it verifies completely: it names I(name), points at I(digest), holds
+    linux/I(arch)'s manifest, config and layers, and every one of those blobs hashes to its digest.
+  - With I(action=import) (on the node), for each image, asks containerd (one C(ctr images ls)) whether
+    I(name) is already there with I(digest); such an image is left alone (changed=false).
+  - Otherwise reads the archive's C(index.json) and the blob it points at: the archive must name I(name) and
+    point at I(digest), and that blob must hash to it; an archive that does not is refused before anything is
+    imported. containerd verifies every other blob against its digest while importing.
+  - Imports with C(ctr images import --platform linux/<arch> --digests) (the image by tag and by digest, as the
+    CRI looks it up), unpacked into I(snapshotter), then checks that containerd lists I(name) at I(digest).
+  - Supports check mode.
+options:
+  images:
+    description: The images.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name: {description: "name:tag, as the archive names it (io.containerd.image.name).", type: str, required: true}
+      digest: {description: "sha256:... the tag must resolve to.", type: str, required: true}
+      archive:
+        description: "The OCI archive (I(action=import): on the node; I(action=fetch): where it goes)."
+        type: path
+        required: true
+      url: {description: With I(action=fetch), where the archive is downloaded from., type: str}
+  action: {description: What to do., type: str, choices: [import, fetch], default: import}
+  ctr: {description: Path of ctr., type: path, default: /usr/local/bin/ctr}
+  address: {description: containerd's socket., type: path, default: /run/containerd/containerd.sock}
+  namespace: {description: containerd namespace (the CRI's is k8s.io)., type: str, default: k8s.io}
+  snapshotter: {description: Snapshotter to unpack into (the CRI's)., type: str, default: overlayfs}
+  arch: {description: Architecture imported (linux/<arch>)., type: str, default: amd64}
+  timeout: {description: Seconds allowed for one ctr call., type: int, default: 600}
+"""
+
+EXAMPLES = r"""
+- name: Preload the control-plane images
+  kubestrap_images:
+    images:
+      - name: registry.k8s.io/kube-apiserver:v1.36.4
+        digest: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+        archive: /var/cache/kubestrap/artifacts/images/registry.k8s.io/kube-apiserver:v1.36.4/linux-amd64.oci.tar
+"""
+
+RETURN = r"""
+imported: {description: name:tag of each image imported (I(action=fetch) downloaded) now., type: list, returned: always}
+present: {description: name:tag of each image containerd already had at its digest., type: list, returned: always}
+"""
+
+NAME_ANNOTATION = "io.containerd.image.name"
+
+
+def _blob_name(digest: str) -> str:
+    return "blobs/sha256/" + digest[len("sha256:") :]
+
+
+def check_archive(path: str, name: str, digest: str) -> str | None:
+    """None if *path* names *name* at *digest* and holds that blob with that hash, else what is wrong."""
+    try:
+        with tarfile.open(path) as archive:
+            members = {m.name[2:] if m.name.startswith("./") else m.name: m for m in archive.getmembers() if m.isfile()}
+            if "index.json" not in members:
+                return "it has no index.json (not an OCI archive)"
+            index = json.loads(archive.extractfile(members["index.json"]).read())
+            entries = [e for e in index.get("manifests") or [] if (e.get("annotations") or {}).get(NAME_ANNOTATION) == name]
+            if len(entries) != 1:
+                return f"it does not name {name}"
+            if entries[0].get("digest") != digest:
+                return f"it holds {name} as {entries[0].get('digest')}, not the pinned {digest}"
+            blob = members.get(_blob_name(digest))
+            if blob is None:
+                return f"it lacks the blob {digest}"
+            actual = "sha256:" + hashlib.sha256(archive.extractfile(blob).read()).hexdigest()
+            if actual != digest:
+                return f"its blob {digest} hashes to {actual}"
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        return f"it cannot be read: {exc}"
+    return None
+
+
+def _platform_manifest(index: dict[str, Any], arch: str) -> str | None:
+    for entry in index.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        if platform.get("os") == "linux" and platform.get("architecture") == arch:
+            return entry["digest"]
+    return None
+
+
+def verify_fully(path: str, name: str, digest: str, arch: str) -> str | None:
+    """None if the archive holds *name* at *digest* for linux/*arch* with every blob hashing to its name."""
+    problem = check_archive(path, name, digest)
+    if problem:
+        return problem
+    with tarfile.open(path) as archive:
+        members = {m.name[2:] if m.name.startswith("./") else m.name: m for m in archive.getmembers() if m.isfile()}
+
+        def blob(wanted: str, load: bool = False) -> bytes:
+            member = members.get(_blob_name(wanted))
+            if member is None:
+                raise ValueError(f"it lacks the blob {wanted}")
+            hasher, stream, data = hashlib.sha256(), archive.extractfile(member), b""
+            while chunk := stream.read(1 << 20):
+                hasher.update(chunk)
+                if load:
+                    data += chunk
+            if "sha256:" + hasher.hexdigest() != wanted:
+                raise ValueError(f"its blob {wanted} hashes to sha256:{hasher.hexdigest()}")
+            return data
+
+        try:
+            document = json.loads(blob(digest, load=True))
+            if document.get("manifests") is not None:
+                chosen = _platform_manifest(document, arch)
+                if chosen is None:
+                    return f"it has no linux/{arch} image"
+                document = json.loads(blob(chosen, load=True))
+            for descriptor in [document["config"], *(document.get("layers") or [])]:
+                blob(descriptor["digest"])
+        except (ValueError, KeyError) as exc:
+            return str(exc)
+    return None
+
+
+def fetch(module: AnsibleModule) -> None:
+    p = module.params
+    fetched, present, failed = [], [], []
+    for image in p["images"]:
+        dest = image["archive"]
+        if os.path.isfile(dest) and verify_fully(dest, image["name"], image["digest"], p["arch"]) is None:
+            present.append(image["name"])
+            continue
+        if module.check_mode:
+            fetched.append(image["name"])
+            continue
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=os.path.dirname(dest))
+        try:
+            with os.fdopen(fd, "wb") as out:
+                request = urllib.request.Request(image["url"], headers={"User-Agent": "kubestrap-images"})
+                with urllib.request.urlopen(request, timeout=p["timeout"]) as response:
+                    shutil.copyfileobj(response, out, 1 << 20)
+            problem = verify_fully(temp, image["name"], image["digest"], p["arch"])
+            if problem:
+                failed.append(f"{image['name']} ({p['arch']}) from {image['url']}: {problem}")
+                continue
+            os.chmod(temp, 0o644)
+            os.replace(temp, dest)
+            fetched.append(image["name"])
+        except (OSError, urllib.error.URLError) as exc:
+            failed.append(f"{image['name']} ({p['arch']}) from {image['url']}: {getattr(exc, 'reason', None) or exc}")
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+    if failed:
+        module.fail_json(msg="image archives not fetched, nothing unverified kept: " + "; ".join(failed),
+                         imported=fetched, present=present)  # fmt: skip
+    module.exit_json(changed=bool(fetched), imported=fetched, present=present)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "images": {"type": "list", "elements": "dict", "required": True, "options": {
+                "name": {"type": "str", "required": True},
+                "digest": {"type": "str", "required": True},
+                "archive": {"type": "path", "required": True},
+                "url": {"type": "str"},
+            }},
+            "action": {"type": "str", "choices": ["import", "fetch"], "default": "import"},
+            "ctr": {"type": "path", "default": "/usr/local/bin/ctr"},
+            "address": {"type": "path", "default": "/run/containerd/containerd.sock"},
+            "namespace": {"type": "str", "default": "k8s.io"},
+            "snapshotter": {"type": "str", "default": "overlayfs"},
+            "arch": {"type": "str", "default": "amd64"},
+            "timeout": {"type": "int", "default": 600},
+        },
+        supports_check_mode=True,
+    )  # fmt: skip
+    p = module.params
+    if p["action"] == "fetch":
+        fetch(module)
+    base = [p["ctr"], "--address", p["address"], "--namespace", p["namespace"]]
+
+    def ctr(*args: str) -> str:
+        try:
+            done = subprocess.run(base + list(args), capture_output=True, text=True, timeout=p["timeout"], check=False)
+        except subprocess.TimeoutExpired:
+            module.fail_json(msg=f"ctr {' '.join(args[:2])} did not finish within {p['timeout']} s")
+        if done.returncode != 0:
+            module.fail_json(msg=f"ctr {' '.join(args)} failed: {done.stderr.strip()[-1500:]}")
+        return done.stdout
+
+    def listed() -> dict[str, str]:
+        found = {}
+        for line in ctr("images", "ls").splitlines()[1:]:  # REF TYPE DIGEST SIZE PLATFORMS LABELS
+            fields = line.split()
+            if len(fields) >= 3:
+                found[fields[0]] = fields[2]
+        return found
+
+    have = listed()
+    present, wanted = [], []
+    for image in p["images"]:
+        if have.get(image["name"]) == image["digest"]:
+            present.append(image["name"])
+        else:
+            wanted.append(image)
+    refused = []
+    for image in wanted:
+        problem = check_archive(image["archive"], image["name"], image["digest"])
+        if problem:
+            refused.append(f"{image['archive']} ({image['name']}): {problem}")
+    if refused:
+        module.fail_json(msg="refused, nothing imported: " + "; ".join(refused)
+                         + ". Fetch the image again on the controller (bootstrap.py artifacts fetch) or fix the mirror.",
+                         present=present, imported=[])  # fmt: skip
+    if wanted and not module.check_mode:
+        for image in wanted:
+            ctr("images", "import", "--platform", f"linux/{p['arch']}", "--digests",
+                "--snapshotter", p["snapshotter"], image["archive"])  # fmt: skip
+        have = listed()
+        wrong = [f"{i['name']} is {have.get(i['name'], 'missing')}, not {i['digest']}"
+                 for i in wanted if have.get(i["name"]) != i["digest"]]  # fmt: skip
+        if wrong:
+            module.fail_json(msg="after the import containerd lists " + "; ".join(wrong), present=present)
+    module.exit_json(changed=bool(wanted), imported=[i["name"] for i in wanted], present=present)
+
+
+if __name__ == "__main__":
+    main()
