@@ -1,4 +1,6 @@
-"""Filters of the verify role: which nodes and workloads are not ready, and whether an IP is in a pool.
+"""Readiness filters (the verify role, playbooks/status.yml): which nodes and workloads are not ready,
+each namespace's readiness, and whether an IP is in a pool. A top-level plugin directory
+(ansible.cfg: filter_plugins), so the roles and the playbooks read the same file.
 
 Readiness follows what `kubectl rollout status` waits for: the controller has observed the current
 generation, every desired replica runs the current template and is available.

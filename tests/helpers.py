@@ -12,6 +12,12 @@ from typing import TypeVar
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Ansible's programs: the ones installed beside this Python (the virtualenv's), whatever PATH says
+ANSIBLE_BIN = Path(sys.executable).parent
+ANSIBLE = str(ANSIBLE_BIN / "ansible")
+ANSIBLE_PLAYBOOK = str(ANSIBLE_BIN / "ansible-playbook")
+# What a run of the roles needs when it does not read the repository's ansible.cfg
+ROLE_PATHS = {"ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FILTER_PLUGINS": str(ROOT / "filter_plugins")}
 CORPUS = Path(__file__).resolve().parent / "inventories"
 DEFAULTS = ROOT / "group_vars" / "all"
 T = TypeVar("T")
@@ -124,7 +130,7 @@ def render_configs(dest: Path, *extra: str, inventory: Path | None = None,
 
     dest.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory or ROOT / "inventories" / "homelab"),
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory or ROOT / "inventories" / "homelab"),
          str(ROOT / "tests" / "playbooks" / playbook), "-e", f"render_dir={dest}", "-e", "ansible_connection=local",
          "-e", f"ansible_python_interpreter={sys.executable}", *extra],
         capture_output=True, text=True, cwd=ROOT, timeout=300,

@@ -13,12 +13,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROLE_PATHS, ROOT
 
 from tests.addons import validator
 from tests.addons.test_addons_render import CORE_API_VERSIONS, k8s_schema_version
 
-_spec = importlib.util.spec_from_file_location("verify_checks", ROOT / "roles/verify/filter_plugins/verify_checks.py")
+_spec = importlib.util.spec_from_file_location("readiness", ROOT / "filter_plugins/readiness.py")
 assert _spec and _spec.loader
 checks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(checks)
@@ -107,11 +107,11 @@ def test_probe_manifest_validates(tmp_path: Path):
             ]
         )
     )
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LOCALHOST_WARNING="false")
+    env = dict(os.environ, **ROLE_PATHS, ANSIBLE_LOCALHOST_WARNING="false")
     extra = ["-e", f"ansible_python_interpreter={sys.executable}"]
     extra += [arg for name in ("versions", "cluster", "addons") for arg in ("-e", f"@{ROOT}/group_vars/all/{name}.yml")]
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,", *extra, str(playbook)],
+        [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", *extra, str(playbook)],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -194,10 +194,10 @@ def run_verify(tmp: Path, workloads: list[dict], **settings) -> subprocess.Compl
     (tmp / "extra.json").write_text(json.dumps(extra))
     play = [{"name": "Verify", "hosts": "localhost", "gather_facts": False, "roles": [{"role": "verify"}]}]
     (tmp / "play.yml").write_text(json.dumps(play))
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LOCALHOST_WARNING="false",
+    env = dict(os.environ, **ROLE_PATHS, ANSIBLE_LOCALHOST_WARNING="false",
                WORKLOADS=str(tmp / "workloads.json"), NODES=str(tmp / "nodes.json"))  # fmt: skip
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,", "-e", f"@{tmp / 'extra.json'}",
+        [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", "-e", f"@{tmp / 'extra.json'}",
          str(tmp / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp,
     )  # fmt: skip
@@ -220,3 +220,15 @@ def test_without_a_cni_of_ours_pending_workloads_are_not_awaited(tmp_path: Path)
     stuck = workload("Deployment", {"replicas": 2}, {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 0})
     proc = run_verify(tmp_path, [stuck])  # addons_enabled.cilium unset: CoreDNS waits for the user's CNI
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_kubectl_apply_changed_when_some_object_is_not_unchanged():
+    spec = importlib.util.spec_from_file_location("kubectl_apply", ROOT / "filter_plugins/kubectl_apply.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    changed = module.FilterModule().filters()["kubestrap_apply_changed"]
+    assert changed(["ipaddresspool.metallb.io/pool configured", "l2advertisement.metallb.io/l2 unchanged"])
+    assert not changed(["ipaddresspool.metallb.io/pool unchanged", "l2advertisement.metallb.io/l2 unchanged"])
+    assert not changed([])
+    assert changed(["namespace/unchanged created"])  # only the ending counts

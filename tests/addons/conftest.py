@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ANSIBLE_BIN, ANSIBLE_PLAYBOOK, ROLE_PATHS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 ROLES = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "argocd", "argo_rollouts", "falco", "monitoring"]
 
 HOSTS = {
@@ -70,7 +69,7 @@ def ansible_env(tmp: Path, home: str) -> dict[str, str]:
     return {
         **os.environ,
         "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        **ROLE_PATHS,
         "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
         "ANSIBLE_STDOUT_CALLBACK": "default",
         "ANSIBLE_NOCOWS": "1",
@@ -90,15 +89,15 @@ def render(tmp: Path, overrides: dict | None, roles: list[str] | None = None) ->
     (tmp / "ansible.cfg").write_text("[defaults]\n")
     env = {
         **os.environ,
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        **ROLE_PATHS,
         "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
         "ANSIBLE_NOCOWS": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),
-        "PATH": f"{ANSIBLE_PLAYBOOK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": f"{ANSIBLE_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     proc = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory / "hosts.yml"), str(HERE / "render.yml"), "-e", f"@{tmp / 'extra.yml'}"],
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory / "hosts.yml"), str(HERE / "render.yml"), "-e", f"@{tmp / 'extra.yml'}"],
         capture_output=True, text=True, env=env, cwd=tmp, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
