@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 PLAYBOOK = ROOT / "tests" / "playbooks" / "encryption_key.yml"
 
 
 def _run(tmp: Path) -> dict[str, int]:
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(PLAYBOOK),
+        [ANSIBLE_PLAYBOOK, "-i", "localhost,", str(PLAYBOOK),
          "-e", f"node_dir={tmp / 'node'}", "-e", f"secrets_dir={tmp / 'secrets' / 'lab'}",
          "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 
 def _mode(path: Path) -> int:
@@ -29,7 +29,7 @@ def _env(tmp_path: Path, cache: Path) -> dict[str, str]:
 
 def _playbook(tmp_path: Path, book: Path, inventory: str, cache: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, str(book)],
+        [ANSIBLE_PLAYBOOK, "-i", inventory, str(book)],
         cwd=tmp_path, env=_env(tmp_path, cache), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -44,7 +44,7 @@ def test_a_plain_run_of_an_entry_playbook_leaves_the_fact_cache_private(tmp_path
     (inv / "group_vars" / "k8s_cluster.yml").write_text("cluster_name: lab\n")
     cache = tmp_path / "runs" / "facts"
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), "--limit", "localhost",
+        [ANSIBLE_PLAYBOOK, "-i", str(inv), "--limit", "localhost",
          str(ROOT / "playbooks" / "reset.yml")],
         cwd=tmp_path, env=_env(tmp_path, cache), capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -7,9 +7,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from helpers import ROOT
+from helpers import ANSIBLE, ROOT
 
 LIBRARY = ROOT / "playbooks" / "library"
 _spec = importlib.util.spec_from_file_location("kubestrap_host_probe", LIBRARY / "kubestrap_host_probe.py")
@@ -51,7 +50,7 @@ def test_one_run_on_this_machine_reads_paths_files_ports_and_hardware(tmp_path):
     env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-e",
+        [ANSIBLE, "localhost", "-c", "local", "-e",
          f"ansible_python_interpreter={sys.executable}", "-m", "kubestrap_host_probe", "-a", json.dumps(args)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import localrun
 import pytest
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 from kubestrap import hostkeys
 
@@ -330,7 +330,7 @@ def _ansible_playbook(tmp_path: Path, book: Path, inv: Path) -> subprocess.Compl
     """Plain ansible-playbook, with ansible.cfg and the environment bootstrap.py gives ansible-runner."""
     env = {**_env(tmp_path), "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp_path / "facts"), **hostkeys.ansible_env(inv)}
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), str(book)],
+    return subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(book)],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
 
 

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ANSIBLE, ROOT
 
 LIBRARY = ROOT / "playbooks" / "library"
 
@@ -38,7 +38,7 @@ def install(tmp_path: Path, args: dict, check: bool = False) -> dict:
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
     me = {"owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name}
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-e",
+        [ANSIBLE, "localhost", "-c", "local", "-e",
          f"ansible_python_interpreter={sys.executable}", "-m", "kubestrap_install", "-a", json.dumps({**me, **args})]
         + (["--check"] if check else []),
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import yaml
-from helpers import ROOT, fake_systemctl
+from helpers import ANSIBLE_PLAYBOOK, ROOT, fake_systemctl
 
 VERSIONS = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_artifacts"]
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -58,7 +58,7 @@ def run(tmp: Path, host: str, current: list[str] | None = None) -> dict:
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", PATH=f"{fake_bin}:{os.environ['PATH']}",
                KUBESTRAP_TEST_SYSTEMD_STATE=str(tmp / "systemd.json"))  # fmt: skip
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "hosts.yml"), "-e", f"@{tmp / 'extra.json'}",
+        [ANSIBLE_PLAYBOOK, "-i", str(tmp / "hosts.yml"), "-e", f"@{tmp / 'extra.json'}",
          str(playbook)],
         capture_output=True, text=True, env=env, cwd=tmp,
     )  # fmt: skip

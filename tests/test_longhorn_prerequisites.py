@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 
 def test_a_node_without_the_prerequisites_is_refused_by_name(tmp_path: Path):
@@ -23,7 +23,7 @@ def test_a_node_without_the_prerequisites_is_refused_by_name(tmp_path: Path):
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"))
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "node-a,", "-e", f"@{tmp_path / 'extra.json'}",
+        [ANSIBLE_PLAYBOOK, "-i", "node-a,", "-e", f"@{tmp_path / 'extra.json'}",
          str(tmp_path / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip

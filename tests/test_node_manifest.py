@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 
 def _run(tmp: Path, play: list[dict], extra: dict) -> dict:
@@ -24,7 +24,7 @@ def _run(tmp: Path, play: list[dict], extra: dict) -> dict:
     # node-a is the first control-plane node (it gets kubectl, helm and the Cilium CLI)
     (tmp / "inventory.yml").write_text("all:\n  children:\n    k8s_control_plane:\n      hosts:\n        node-a:\n")
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra.json'}",
+        [ANSIBLE_PLAYBOOK, "-i", str(tmp / "inventory.yml"), "-e", f"@{tmp / 'extra.json'}",
          str(tmp / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp, timeout=300,
     )  # fmt: skip

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 DEFAULTS = yaml.safe_load((ROOT / "roles/node_prep/defaults/main.yml").read_text())
 
@@ -25,7 +24,7 @@ def pick(tmp: Path, stdout_lines: list[str]) -> str:
     (tmp / "extra.json").write_text(json.dumps(extra))
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCALHOST_WARNING="false")
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,", "-e", f"@{tmp / 'extra.json'}",
+        [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", "-e", f"@{tmp / 'extra.json'}",
          str(tmp / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp,
     )  # fmt: skip

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import localrun
 import pytest
+from helpers import ROOT
 
 from kubestrap import phase_state
 from kubestrap.phases import Phase
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # argv: PROBE-PLAYBOOK WORK-PLAYBOOK COMMAND-LINE...; `up` runs the two as its phases
 DRIVER = """

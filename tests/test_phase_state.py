@@ -18,7 +18,7 @@ from shlex import quote
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 LIBRARY = ROOT / "playbooks" / "library"
 SOURCE = LIBRARY / "kubestrap_phase_state.py"
@@ -481,7 +481,7 @@ def test_record_then_check_through_ansible(tmp_path: Path):
     env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
                Package="expanded")  # dpkg-query's ${Package} must reach it as written  # fmt: skip
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "node-a,",
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "node-a,",
                            "-e", f"@{tmp_path / 'extra.json'}", str(tmp_path / "play.yml")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

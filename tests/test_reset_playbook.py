@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 
 def _index(plays: list[dict], predicate) -> int:
@@ -53,7 +52,7 @@ def test_a_full_reset_removes_the_kubeconfig_of_the_inventorys_cluster(tmp_path)
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), KUBESTRAP_SECRETS_DIR=str(secrets),
                ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), "--limit", "localhost",
+        [ANSIBLE_PLAYBOOK, "-i", str(inv), "--limit", "localhost",
          str(ROOT / "playbooks" / "reset.yml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -79,12 +78,11 @@ def _gone_inventory(tmp_path: Path, port: int) -> Path:
 def _playbook(tmp_path: Path, inv: Path, *args: str, env: dict[str, str] | None = None):
     import os
     import subprocess
-    import sys
 
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), KUBESTRAP_SECRETS_DIR=str(tmp_path / "secrets"),
                ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), **(env or {}))  # fmt: skip
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv), *args, str(ROOT / "playbooks" / "reset.yml")],
+        [ANSIBLE_PLAYBOOK, "-i", str(inv), *args, str(ROOT / "playbooks" / "reset.yml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import ROOT, fake_systemctl, wait_until
+from helpers import ANSIBLE_PLAYBOOK, ROOT, fake_systemctl, wait_until
 from k8s_real import started, upstream_dir
 
 PLUGIN = ROOT / "roles" / "kubeadm_join" / "filter_plugins" / "kubelet_serving_csrs.py"
@@ -136,7 +136,7 @@ def _play(cluster, host: str, retries: int = 30) -> subprocess.CompletedProcess[
              "kubeadm_join_kubectl_bin": cluster.kubectl_bin, "kubeadm_join_admin_kubeconfig": str(cluster.kubeconfig),
              "kubeadm_join_serving_csr_wait_retries": retries, "kubeadm_join_serving_csr_wait_delay": 1}  # fmt: skip
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", f"{host},",
+        [ANSIBLE_PLAYBOOK, "-i", f"{host},",
          str(ROOT / "tests" / "playbooks" / "approve_serving.yml"), "-e", json.dumps(extra)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "HOME": cluster.home, "ANSIBLE_NOCOLOR": "1"},
@@ -293,7 +293,7 @@ def _run_once_play(cluster) -> subprocess.CompletedProcess[str]:
              "kubeadm_join_serving_approver_path": str(APPROVER), "kubeadm_join_kubectl_bin": cluster.kubectl_bin,
              "kubeadm_join_admin_kubeconfig": str(cluster.kubeconfig)}  # fmt: skip
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "k8s-cp,",
+        [ANSIBLE_PLAYBOOK, "-i", "k8s-cp,",
          str(ROOT / "tests" / "playbooks" / "serving_approver_run.yml"), "-e", json.dumps(extra)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "HOME": cluster.home, "ANSIBLE_NOCOLOR": "1"},
@@ -383,7 +383,7 @@ def test_up_installs_the_approver_and_its_timer_and_a_second_run_changes_nothing
 
     def play() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "k8s-cp,",
+            [ANSIBLE_PLAYBOOK, "-i", "k8s-cp,",
              str(ROOT / "tests" / "playbooks" / "serving_approver.yml"), "-e", json.dumps(extra)],
             capture_output=True, text=True, cwd=ROOT, timeout=300,
             env={**os.environ, "HOME": cluster.home, "ANSIBLE_NOCOLOR": "1", "PATH": f"{fake_bin}:{os.environ['PATH']}",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, render_configs
+from helpers import ANSIBLE_PLAYBOOK, ROOT, render_configs
 from k8s_real import started
 
 TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
@@ -96,7 +96,7 @@ def test_init_failure_message_is_one_line_without_the_token(tmp_path):
     play.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False,
                                      "vars": {"kubeadm_init_result": result}, "tasks": [report]}]))
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(play)],
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", str(play)],
                           capture_output=True, text=True, timeout=120, env=env)
     message = json.loads(re.search(r"fatal: \[localhost\]: FAILED! => (\{.*\})", done.stdout).group(1))["msg"]
     assert "[ERROR Port-6443]: Port 6443 is in use" in message and "kubeadm init failed (exit 1)" in message
@@ -171,7 +171,7 @@ def _play(cluster, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[
         "kubeadm_join_control_plane": "k8s-cp", "kubeadm_join_token_ttl": "15m"}}}))
     args = [a for k, v in extra.items() for a in ("-e", f"{k}={v}")]
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory),
          str(ROOT / "tests" / "playbooks" / "token_cleanup.yml"), *args],
         capture_output=True, text=True, cwd=ROOT, timeout=300, env={**cluster.env, "ANSIBLE_NOCOLOR": "1"},
     )  # fmt: skip

@@ -3,12 +3,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from helpers import ROOT
 
 from kubestrap.lab import cli
 from kubestrap.lab.__main__ import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_register_adds_lab_with_funcs():
