@@ -338,7 +338,7 @@ def _require_node(inv: inv_mod.Inventory, name: str, again: str) -> None:
     """Refuse a node the inventory lacks, saying how to add it and the command (*again*) to run then."""
     if name not in inv.group_hosts(inv_mod.CLUSTER_GROUP):
         raise UserError(
-            f"{name} is not in {paths.display(inv.hosts_file)}; add it under k8s_workers with "
+            f"{name} is not in {paths.display(inv.hosts_file)}; add it under {inv_mod.WORKERS_GROUP} with "
             f"ansible_host and node_ip, e.g.\n      {name}:\n        ansible_host: <ssh address>\n"
             f"        node_ip: <address on {inv.value('cluster_node_network')}>\nthen run `{again}` again."
         )

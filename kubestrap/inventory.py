@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubestrap import paths, yamlfile
+from kubestrap.groups import CLUSTER_GROUP, CONTROL_PLANE_GROUP, WORKERS_GROUP
 
 # What Ansible skips when it reads a directory as an inventory (hidden names, these folders, these
 # endings: ansible-core's INVENTORY_IGNORE_EXTS default); every other file is an inventory source.
@@ -21,9 +22,7 @@ _NOT_SOURCES = {"group_vars", "host_vars", "vars_plugins"}
 _IGNORED_ENDINGS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
 _VARS_ENDINGS = (".yml", ".yaml", ".json")
 
-CLUSTER_GROUP = "k8s_cluster"
-CONTROL_PLANE_GROUP = "k8s_control_plane"
-WORKERS_GROUP = "k8s_workers"
+__all__ = ["CLUSTER_GROUP", "CONTROL_PLANE_GROUP", "WORKERS_GROUP"]  # and what is defined below
 _GROUP_KEYS = {"hosts", "vars", "children"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from kubestrap.paths import REPO_ROOT
 
 
 def cache_root() -> Path:

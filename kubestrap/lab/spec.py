@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubestrap.groups import CONTROL_PLANE_GROUP, WORKERS_GROUP
 from kubestrap.lab import alloc
 from kubestrap.lab.errors import LabError
 
@@ -47,12 +48,12 @@ def default_vms(
     return tuple(vms)
 
 
+# a lab VM's role -> its inventory group
+ROLE_GROUPS = {"control_plane": CONTROL_PLANE_GROUP, "worker": WORKERS_GROUP}
+
+
 def role_from_groups(groups: list[str] | tuple[str, ...]) -> str:
-    if "k8s_control_plane" in groups:
-        return "control_plane"
-    if "k8s_workers" in groups:
-        return "worker"
-    return ""
+    return next((role for role, group in ROLE_GROUPS.items() if group in groups), "")
 
 
 def _int(value: Any, what: str) -> int:

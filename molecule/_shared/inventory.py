@@ -4,7 +4,8 @@
 Adds what molecule's own inventory lacks so roles see the shape of a real cluster:
 ``node_ip`` per host and the ``k8s_cluster`` group with children ``k8s_control_plane`` and
 ``k8s_workers``. Host data comes from the lab state that ``create.yml`` leaves in the scenario's
-ephemeral directory; before ``create`` it yields only the groups. Standard library only.
+ephemeral directory; before ``create`` it yields only the groups. Standard library only (the
+group names come from kubestrap/groups.py, which is too).
 """
 
 import json
@@ -12,14 +13,17 @@ import os
 import sys
 from pathlib import Path
 
-CHILDREN = ["k8s_control_plane", "k8s_workers"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: this is molecule/_shared/
+from kubestrap.groups import CLUSTER_GROUP, NODE_GROUPS
+
+CHILDREN = list(NODE_GROUPS)
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--host":
         print("{}")
         return 0
-    groups = {"k8s_cluster": {"children": CHILDREN}}
+    groups = {CLUSTER_GROUP: {"children": CHILDREN}}
     for child in CHILDREN:
         groups[child] = {"hosts": []}
     hostvars = {}
