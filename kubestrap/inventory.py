@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from kubestrap import paths, yamlfile
-from kubestrap.groups import CLUSTER_GROUP, CONTROL_PLANE_GROUP, WORKERS_GROUP
+
+# the group names, re-exported: kubestrap/groups.py is their one place
+from kubestrap.groups import CLUSTER_GROUP as CLUSTER_GROUP
+from kubestrap.groups import CONTROL_PLANE_GROUP as CONTROL_PLANE_GROUP
+from kubestrap.groups import WORKERS_GROUP as WORKERS_GROUP
 
 # What Ansible skips when it reads a directory as an inventory (hidden names, these folders, these
 # endings: ansible-core's INVENTORY_IGNORE_EXTS default); every other file is an inventory source.
@@ -22,7 +26,6 @@ _NOT_SOURCES = {"group_vars", "host_vars", "vars_plugins"}
 _IGNORED_ENDINGS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
 _VARS_ENDINGS = (".yml", ".yaml", ".json")
 
-__all__ = ["CLUSTER_GROUP", "CONTROL_PLANE_GROUP", "WORKERS_GROUP"]  # and what is defined below
 _GROUP_KEYS = {"hosts", "vars", "children"}
 
 
