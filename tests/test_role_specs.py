@@ -1,0 +1,54 @@
+"""Each role's defaults/main.yml and meta/argument_specs.yml agree: the same variables, the same
+default values; the settings role's spec and group_vars/all/*.yml name the same settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import DEFAULTS, ROOT
+
+from kubestrap import schema, spec_check
+
+ROLES = sorted(p.parent.parent for p in (ROOT / "roles").glob("*/meta/argument_specs.yml"))
+# `{{ setting | default(V) }}`: a default read from a cluster setting; its spec documents V
+_FALLBACK = re.compile(r"^\{\{\s*[\w.]+\s*\|\s*default\((?P<value>.*)\)\s*\}\}$", re.S)
+
+
+def _options(role: Path) -> dict[str, dict[str, Any]]:
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    return {name: option or {} for entry in specs.values() for name, option in ((entry or {}).get("options") or {}).items()}
+
+
+def _defaults(role: Path) -> dict[str, Any]:
+    path = role / "defaults" / "main.yml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def _agrees(value: Any, documented: Any) -> bool:
+    if value == documented:
+        return True
+    fallback = _FALLBACK.match(value) if isinstance(value, str) else None
+    return bool(fallback) and yaml.safe_load(fallback.group("value")) == documented
+
+
+@pytest.mark.parametrize("role", [r for r in ROLES if r.name != schema.SETTINGS_ROLE], ids=lambda r: r.name)
+def test_defaults_and_argument_specs_agree(role: Path):
+    options, defaults = _options(role), _defaults(role)
+    assert sorted(set(defaults) - set(options)) == [], "defaults without a spec"
+    assert sorted(set(options) - set(defaults)) == [], "specs without a default in defaults/main.yml"
+    for name, option in options.items():
+        if "default" in option:
+            assert _agrees(defaults[name], option["default"]), (name, defaults[name], option["default"])
+        if not spec_check.is_template(defaults[name]):
+            spec = schema.parse_option(name, option, str(role))
+            assert list(spec_check.check(name, defaults[name], spec)) == [], name
+
+
+def test_every_cluster_setting_has_its_documented_value_in_group_vars_all():
+    settings = set(_options(ROOT / "roles" / schema.SETTINGS_ROLE))
+    documented = {key for path in DEFAULTS.glob("*.yml") for key in (yaml.safe_load(path.read_text()) or {})}
+    assert settings == documented
