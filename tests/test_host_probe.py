@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from helpers import ANSIBLE, ROOT
 
@@ -63,3 +64,39 @@ def test_one_run_on_this_machine_reads_paths_files_ports_and_hardware(tmp_path):
     assert result["modules_missing"] == ["no_such_module_x"]
     assert all(isinstance(port, int) for port in result["tcp_listening"])
     assert result["hardware"]["vcpus"] == os.cpu_count() and result["hardware"]["memtotal_mb"] > 0
+
+
+def test_interfaces_from_ip_output_with_secondary_addresses_and_peer_names():
+    output = ("1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"
+              "2: eth0    inet 10.0.0.5/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever\n"
+              "2: eth0    inet 10.0.0.11/24 scope global secondary eth0\\       valid_lft forever\n"
+              "7: veth1@if6    inet 169.254.1.1/32 scope global veth1\\       valid_lft forever\n")  # fmt: skip
+    macs = {"lo": "00:00:00:00:00:00", "eth0": "52:54:00:aa:bb:01", "veth1": "aa:bb:cc:dd:ee:ff"}
+    assert probe.ipv4_interfaces(output, macs.get) == {
+        "lo": {"mac": "00:00:00:00:00:00", "ipv4": ["127.0.0.1"]},
+        "eth0": {"mac": "52:54:00:aa:bb:01", "ipv4": ["10.0.0.5", "10.0.0.11"]},
+        "veth1": {"mac": "aa:bb:cc:dd:ee:ff", "ipv4": ["169.254.1.1"]},
+    }
+    assert probe.architecture("i686") == "i386" and probe.architecture("aarch64") == "aarch64"
+
+
+def test_facts_and_interfaces_of_this_machine_as_setup_names_them(tmp_path):
+    """preflight's facts replace its setup run: later phases read ansible_facts.architecture, os_family,
+    distribution and distribution_version from the fact cache."""
+    env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
+    ran = {}
+    for module, args in (("kubestrap_host_probe", {"facts": True, "interfaces": True}),
+                         ("ansible.builtin.setup", {"gather_subset": ["!all", "!min", "distribution", "platform"]})):
+        proc = subprocess.run(
+            [ANSIBLE, "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", "-m", module,
+             "-a", json.dumps(args)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        ran[module] = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    ours, setup = ran["kubestrap_host_probe"], ran["ansible.builtin.setup"]["ansible_facts"]
+    for fact in ("distribution", "distribution_version", "distribution_major_version", "distribution_release",
+                 "os_family", "architecture", "kernel", "hostname", "system"):
+        assert ours["ansible_facts"][f"ansible_{fact}"] == setup[f"ansible_{fact}"], fact
+    assert ours["uid"] == os.geteuid() and abs(ours["clock"] - time.time()) < 120
+    assert "127.0.0.1" in ours["interfaces"]["lo"]["ipv4"]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import time
+from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.facts.system.distribution import DistributionFactCollector
 
 DOCUMENTATION = r"""
 module: kubestrap_host_probe
@@ -32,6 +35,18 @@ options:
     default: []
   listening: {description: Report the TCP ports in the LISTEN state (IPv4 and IPv6)., type: bool, default: false}
   hardware: {description: Report CPUs, memory and the DMI product UUID., type: bool, default: false}
+  facts:
+    description:
+      - Return as facts the OS as Ansible's setup names it (C(distribution), C(distribution_version),
+        C(distribution_major_version), C(distribution_release), C(os_family)), C(architecture), C(kernel) and
+        C(hostname), so the fact cache holds what later phases read without a setup run; also report the node's
+        clock (C(clock)) and the user the module ran as (C(uid)).
+    type: bool
+    default: false
+  interfaces:
+    description: Report each network interface's MAC address and IPv4 addresses (from C(ip -o -4 addr show)).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -52,6 +67,16 @@ files: {description: Path -> content (null when unreadable)., type: dict, return
 modules_missing: {description: The given modules neither loaded nor built in, in the given order., type: list, returned: always}
 tcp_listening: {description: Sorted TCP ports in LISTEN (empty unless I(listening))., type: list, returned: always}
 hardware: {description: "vcpus, memtotal_mb, product_uuid (lower case, empty if unreadable)", type: dict, returned: when hardware}
+ansible_facts:
+  description: "ansible_distribution*, ansible_os_family, ansible_architecture, ansible_kernel, ansible_hostname"
+  type: dict
+  returned: when facts
+clock: {description: The node's clock (seconds since the epoch) while the module ran., type: float, returned: when facts}
+uid: {description: The effective user id the module ran as., type: int, returned: when facts}
+interfaces:
+  description: "Interface name -> {mac: the MAC (empty if none), ipv4: [addresses]}"
+  type: dict
+  returned: when interfaces
 """
 
 FILE_LIMIT = 64 * 1024
@@ -98,6 +123,38 @@ def memtotal_mb(meminfo: str) -> int:
     return 0
 
 
+def architecture(machine: str) -> str:
+    """The kernel's machine name as Ansible's setup reports it (ansible_architecture)."""
+    return "i386" if len(machine) == 4 and machine.startswith("i") and machine.endswith("86") else machine
+
+
+def os_facts(module: AnsibleModule) -> dict:
+    """What later phases read from the fact cache, named as setup names them; the distribution from
+    Ansible's own collector, so a node reports exactly what setup would."""
+    facts = {f"ansible_{key}": value for key, value in DistributionFactCollector().collect(module).items()
+             if not key.startswith("distribution_file_")}  # fmt: skip
+    facts.update(ansible_architecture=architecture(platform.machine()), ansible_kernel=platform.release(),
+                 ansible_hostname=platform.node().split(".")[0], ansible_system=platform.system())  # fmt: skip
+    return facts
+
+
+def ipv4_interfaces(ip_output: str, mac_of: Callable[[str], str]) -> dict:
+    """Interface -> {mac, ipv4} from `ip -o -4 addr show` (one address a line; a name may carry @peer)."""
+    found: dict = {}
+    for line in ip_output.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[2] != "inet":
+            continue
+        name = fields[1].split("@", 1)[0]
+        entry = found.setdefault(name, {"mac": mac_of(name), "ipv4": []})
+        entry["ipv4"].append(fields[3].split("/", 1)[0])
+    return found
+
+
+def _mac(name: str) -> str:
+    return (read_text(f"/sys/class/net/{name}/address") or "").strip().lower()
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -107,6 +164,8 @@ def main() -> None:
             "modules": {"type": "list", "elements": "str", "default": []},
             "listening": {"type": "bool", "default": False},
             "hardware": {"type": "bool", "default": False},
+            "facts": {"type": "bool", "default": False},
+            "interfaces": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -131,6 +190,14 @@ def main() -> None:
             "memtotal_mb": memtotal_mb(read_text("/proc/meminfo") or ""),
             "product_uuid": (read_text("/sys/class/dmi/id/product_uuid") or "").strip().lower(),
         }
+    if p["facts"]:
+        result["ansible_facts"] = os_facts(module)
+        result["uid"] = os.geteuid()
+        result["clock"] = time.time()
+    if p["interfaces"]:
+        ip = module.get_bin_path("ip")
+        output = module.run_command([ip, "-o", "-4", "addr", "show"], check_rc=True)[1] if ip else ""
+        result["interfaces"] = ipv4_interfaces(output, _mac)
     module.exit_json(**result)
 
 
