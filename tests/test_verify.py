@@ -197,8 +197,8 @@ def run_verify(tmp: Path, workloads: list[dict], **settings) -> subprocess.Compl
     env = dict(os.environ, **ROLE_PATHS, ANSIBLE_LOCALHOST_WARNING="false",
                WORKLOADS=str(tmp / "workloads.json"), NODES=str(tmp / "nodes.json"))  # fmt: skip
     return subprocess.run(
-        [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", "-e", f"@{tmp / 'extra.json'}",
-         str(tmp / "play.yml")],
+        [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", "-e", f"@{ROOT}/group_vars/all/cluster.yml",
+         "-e", f"@{tmp / 'extra.json'}", str(tmp / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp,
     )  # fmt: skip
 
