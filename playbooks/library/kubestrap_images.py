@@ -28,8 +28,9 @@ description:
   - Otherwise reads the archive's C(index.json) and the blob it points at: the archive must name I(name) and
     point at I(digest), and that blob must hash to it; an archive that does not is refused before anything is
     imported. containerd verifies every other blob against its digest while importing.
-  - Imports with C(ctr images import --platform linux/<arch> --digests) (the image by tag and by digest, as the
-    CRI looks it up), unpacked into I(snapshotter), then checks that containerd lists I(name) at I(digest).
+  - Imports with C(ctr images import --platform linux/<arch>), unpacked into I(snapshotter), names it by digest
+    too (C(name@sha256:...), how the CRI finds an image pinned by digest, e.g. the sandbox image), then checks
+    that containerd lists both names at I(digest).
   - Supports check mode.
 options:
   images:
@@ -219,13 +220,18 @@ def main() -> None:
                 found[fields[0]] = fields[2]
         return found
 
+    def by_digest(image: dict[str, str]) -> str:
+        return image["name"].rsplit(":", 1)[0] + "@" + image["digest"]
+
     have = listed()
-    present, wanted = [], []
+    present, wanted, untagged = [], [], []
     for image in p["images"]:
-        if have.get(image["name"]) == image["digest"]:
-            present.append(image["name"])
-        else:
+        if have.get(image["name"]) != image["digest"]:
             wanted.append(image)
+        elif have.get(by_digest(image)) != image["digest"]:
+            untagged.append(image)
+        else:
+            present.append(image["name"])
     refused = []
     for image in wanted:
         problem = check_archive(image["archive"], image["name"], image["digest"])
@@ -235,16 +241,17 @@ def main() -> None:
         module.fail_json(msg="refused, nothing imported: " + "; ".join(refused)
                          + ". Fetch the image again on the controller (bootstrap.py artifacts fetch) or fix the mirror.",
                          present=present, imported=[])  # fmt: skip
-    if wanted and not module.check_mode:
+    if (wanted or untagged) and not module.check_mode:
         for image in wanted:
-            ctr("images", "import", "--platform", f"linux/{p['arch']}", "--digests",
-                "--snapshotter", p["snapshotter"], image["archive"])  # fmt: skip
+            ctr("images", "import", "--platform", f"linux/{p['arch']}", "--snapshotter", p["snapshotter"], image["archive"])
+        for image in wanted + untagged:  # name@digest too: how the CRI finds an image pinned by digest
+            ctr("images", "tag", "--force", image["name"], by_digest(image))
         have = listed()
-        wrong = [f"{i['name']} is {have.get(i['name'], 'missing')}, not {i['digest']}"
-                 for i in wanted if have.get(i["name"]) != i["digest"]]  # fmt: skip
+        wrong = [f"{ref} is {have.get(ref, 'missing')}, not {i['digest']}"
+                 for i in wanted + untagged for ref in (i["name"], by_digest(i)) if have.get(ref) != i["digest"]]  # fmt: skip
         if wrong:
             module.fail_json(msg="after the import containerd lists " + "; ".join(wrong), present=present)
-    module.exit_json(changed=bool(wanted), imported=[i["name"] for i in wanted], present=present)
+    module.exit_json(changed=bool(wanted or untagged), imported=[i["name"] for i in wanted + untagged], present=present)
 
 
 if __name__ == "__main__":
