@@ -100,3 +100,17 @@ def test_facts_and_interfaces_of_this_machine_as_setup_names_them(tmp_path):
         assert ours["ansible_facts"][f"ansible_{fact}"] == setup[f"ansible_{fact}"], fact
     assert ours["uid"] == os.geteuid() and abs(ours["clock"] - time.time()) < 120
     assert "127.0.0.1" in ours["interfaces"]["lo"]["ipv4"]
+
+
+def test_distribution_named_as_setup_names_it_from_os_release():
+    debian = probe.os_release('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n'
+                              'VERSION_CODENAME=bookworm\nID=debian\n')  # fmt: skip
+    assert probe.distribution_facts(debian, "12.11\n") == {
+        "distribution": "Debian", "distribution_version": "12.11", "distribution_major_version": "12",
+        "distribution_minor_version": "11", "distribution_release": "bookworm", "os_family": "Debian"}  # fmt: skip
+    ubuntu = probe.os_release('NAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nID_LIKE=debian\nVERSION_CODENAME=noble\n')
+    assert probe.distribution_facts(ubuntu, "trixie/sid\n") == {
+        "distribution": "Ubuntu", "distribution_version": "24.04", "distribution_major_version": "24",
+        "distribution_minor_version": "04", "distribution_release": "noble", "os_family": "Debian"}  # fmt: skip
+    rocky = probe.distribution_facts(probe.os_release('ID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'), None)
+    assert (rocky["distribution"], rocky["os_family"], rocky["distribution_major_version"]) == ("Rocky", "RedHat", "9")

@@ -193,6 +193,8 @@ def test_each_node_runs_one_probe_and_the_stop_and_the_comparison_runs_once(tmp_
     compare = [hosts for name, hosts in tasks if name.startswith("Compare the nodes")]
     assert len(compare) == 1 and list(compare[0]) == ["cp1"]
     probe = next(hosts for name, hosts in tasks if name.startswith("Look at the node"))
+    # the probe ran as a bare Python program, not as a module (no module_utils to unpack and compile on the node)
+    assert {host: r["probe"]["via"] for host, r in probe.items()} == {"cp1": "python", "w1": "python", "w2": "python"}
     facts = probe["w1"]["ansible_facts"]
     # what later phases read from the fact cache, and the identity add-node compares against
     assert facts["ansible_architecture"] and facts["ansible_os_family"] and facts["ansible_distribution_version"]

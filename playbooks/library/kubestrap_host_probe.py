@@ -6,11 +6,10 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.facts.system.distribution import DistributionFactCollector
 
 DOCUMENTATION = r"""
 module: kubestrap_host_probe
@@ -20,6 +19,8 @@ description:
     questions a phase asks (which paths exist, a few small files, which kernel modules are missing, which TCP
     ports listen, CPUs, memory, product UUID) are answered together instead of by one task each.
   - Reads only C(/proc), C(/sys) and the named paths; never changes the node.
+  - Everything but main() is plain Python without Ansible's module_utils, so preflight's action plugin can also
+    run this file's probe() as a bare Python script (no module payload to unpack and compile on the node).
 options:
   paths: {description: Paths whose existence is reported (a dangling link counts)., type: list, elements: path, default: []}
   globs: {description: Shell patterns of paths; those that match a path are reported., type: list, elements: str, default: []}
@@ -38,9 +39,10 @@ options:
   facts:
     description:
       - Return as facts the OS as Ansible's setup names it (C(distribution), C(distribution_version),
-        C(distribution_major_version), C(distribution_release), C(os_family)), C(architecture), C(kernel) and
-        C(hostname), so the fact cache holds what later phases read without a setup run; also report the node's
-        clock (C(clock)) and the user the module ran as (C(uid)).
+        C(distribution_major_version), C(distribution_minor_version), C(distribution_release), C(os_family)) from
+        C(/etc/os-release), C(architecture), C(kernel), C(hostname) and C(system), so the fact cache holds what
+        later phases read without a setup run; also report the node's clock (C(clock)) and the user the module
+        ran as (C(uid)).
     type: bool
     default: false
   interfaces:
@@ -128,11 +130,50 @@ def architecture(machine: str) -> str:
     return "i386" if len(machine) == 4 and machine.startswith("i") and machine.endswith("86") else machine
 
 
-def os_facts(module: AnsibleModule) -> dict:
-    """What later phases read from the fact cache, named as setup names them; the distribution from
-    Ansible's own collector, so a node reports exactly what setup would."""
-    facts = {f"ansible_{key}": value for key, value in DistributionFactCollector().collect(module).items()
-             if not key.startswith("distribution_file_")}  # fmt: skip
+# os-release ID -> the distribution name Ansible's setup reports (ID capitalized otherwise)
+DISTRIBUTIONS = {"debian": "Debian", "ubuntu": "Ubuntu", "centos": "CentOS", "rhel": "RedHat", "fedora": "Fedora",
+                 "rocky": "Rocky", "almalinux": "AlmaLinux", "ol": "OracleLinux", "opensuse-leap": "openSUSE Leap",
+                 "sles": "SLES", "arch": "Archlinux", "alpine": "Alpine", "linuxmint": "Linux Mint",
+                 "pop": "Pop!_OS"}  # fmt: skip
+# os_family as setup names it, by os-release ID or ID_LIKE (the distribution's name otherwise)
+FAMILIES = {"Debian": {"debian", "ubuntu", "linuxmint", "pop", "raspbian", "kali", "devuan"},
+            "RedHat": {"rhel", "centos", "fedora", "rocky", "almalinux", "ol"},
+            "Suse": {"suse", "sles", "opensuse", "opensuse-leap", "opensuse-tumbleweed"}}  # fmt: skip
+
+
+def os_release(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            values[key] = value.strip().strip("'\"")
+    return values
+
+
+def distribution_facts(release: dict[str, str], debian_version: str | None) -> dict[str, str]:
+    """distribution* and os_family as setup names them, from /etc/os-release (and /etc/debian_version, which
+    carries Debian's point release: 12.11 where os-release says 12)."""
+    ident = release.get("ID", "").lower()
+    name = DISTRIBUTIONS.get(ident, ident.capitalize() or "NA")
+    version = release.get("VERSION_ID", "NA")
+    point = (debian_version or "").strip()
+    if ident == "debian" and point[:1].isdigit():
+        version = point
+    parts = version.split(".")
+    like = release.get("ID_LIKE", "").lower().split()
+    family = next((fam for fam, ids in FAMILIES.items() if ident in ids or ids & set(like)), name)
+    facts = {"distribution": name, "distribution_version": version, "distribution_major_version": parts[0],
+             "distribution_release": release.get("VERSION_CODENAME") or release.get("UBUNTU_CODENAME") or "NA",
+             "os_family": family}  # fmt: skip
+    if len(parts) > 1:
+        facts["distribution_minor_version"] = parts[1]
+    return facts
+
+
+def os_facts() -> dict:
+    """What later phases read from the fact cache, named (ansible_*) as setup names them."""
+    release = os_release(read_text("/etc/os-release") or read_text("/usr/lib/os-release") or "")
+    facts = {f"ansible_{key}": value for key, value in distribution_facts(release, read_text("/etc/debian_version")).items()}
     facts.update(ansible_architecture=architecture(platform.machine()), ansible_kernel=platform.release(),
                  ansible_hostname=platform.node().split(".")[0], ansible_system=platform.system())  # fmt: skip
     return facts
@@ -155,21 +196,15 @@ def _mac(name: str) -> str:
     return (read_text(f"/sys/class/net/{name}/address") or "").strip().lower()
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "paths": {"type": "list", "elements": "path", "default": []},
-            "globs": {"type": "list", "elements": "str", "default": []},
-            "files": {"type": "list", "elements": "path", "default": []},
-            "modules": {"type": "list", "elements": "str", "default": []},
-            "listening": {"type": "bool", "default": False},
-            "hardware": {"type": "bool", "default": False},
-            "facts": {"type": "bool", "default": False},
-            "interfaces": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    p = module.params
+def _ip_addresses() -> str:
+    ip = shutil.which("ip", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"]))
+    if not ip:
+        return ""
+    return subprocess.run([ip, "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+
+
+def probe(p: dict) -> dict:
+    """The answers to *p* (the module's options, every one given)."""
     result: dict = {
         "changed": False,
         "present": [path for path in p["paths"] if os.path.lexists(path)],
@@ -191,13 +226,35 @@ def main() -> None:
             "product_uuid": (read_text("/sys/class/dmi/id/product_uuid") or "").strip().lower(),
         }
     if p["facts"]:
-        result["ansible_facts"] = os_facts(module)
+        result["ansible_facts"] = os_facts()
         result["uid"] = os.geteuid()
         result["clock"] = time.time()
     if p["interfaces"]:
-        ip = module.get_bin_path("ip")
-        output = module.run_command([ip, "-o", "-4", "addr", "show"], check_rc=True)[1] if ip else ""
-        result["interfaces"] = ipv4_interfaces(output, _mac)
+        result["interfaces"] = ipv4_interfaces(_ip_addresses(), _mac)
+    return result
+
+
+OPTIONS = {
+    "paths": {"type": "list", "elements": "path", "default": []},
+    "globs": {"type": "list", "elements": "str", "default": []},
+    "files": {"type": "list", "elements": "path", "default": []},
+    "modules": {"type": "list", "elements": "str", "default": []},
+    "listening": {"type": "bool", "default": False},
+    "hardware": {"type": "bool", "default": False},
+    "facts": {"type": "bool", "default": False},
+    "interfaces": {"type": "bool", "default": False},
+}
+
+
+def main() -> None:
+    # imported here: probe() and everything above run without Ansible's module_utils too
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=OPTIONS, supports_check_mode=True)
+    try:
+        result = probe(module.params)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        module.fail_json(msg=f"kubestrap_host_probe: {exc}")
     module.exit_json(**result)
 
 
