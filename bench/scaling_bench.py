@@ -9,14 +9,24 @@ only reads (preflight through `up --phase preflight`):
 
     check (offline)   check --hosts   plan   plan --hosts   up --phase preflight
 
-recording wall time and the controller's CPU time (user+system of bootstrap.py and everything it ran), and
-the exit codes: the hosts are containers sharing one address, so preflight's verdicts (duplicate addresses,
-no swap control) are not the point, its cost is. Figures go to bench/results/scaling-nspawn.json with the
-commit and the machine's load. Needs root, systemd-nspawn (Debian systemd-container) and the lab image
-(`bootstrap.py lab up` builds it). It raises fs.inotify.max_user_instances for the run (the machines'
-systemd instances share root's limit) and restores it afterwards.
+recording wall time and CPU time: the controller's (user+system of bootstrap.py and everything it waited for,
+as before; and, where the machine has a cpuacct/cgroup v2 hierarchy to make groups in, the controller's
+group with the SSH ControlPersist masters it leaves behind), the hosts' (every process of the N machines:
+sshd, sudo, the modules' Python) and the whole machine's (/proc/stat, so other load shows), and the exit
+codes: the hosts are containers sharing one address, so preflight's verdicts (duplicate addresses, no swap
+control) are not the point, its cost is. The machines share the controller's cores, so the hosts' CPU is
+part of every wall time here.
 
-    .venv/bin/python bench/scaling_bench.py [--counts 4,8,16,32]
+`--baseline DIR` (a checkout of an older commit, e.g. `git worktree add /tmp/old COMMIT`) times that
+checkout's bootstrap.py on the same machines too, each command right before this checkout's, each checkout
+with its own HOME (no SSH master shared between them), runs and secrets directories: before/after figures
+under the same load. Figures go to bench/results/scaling-nspawn.json with the commit and the machine's load;
+the file's earlier results move to its `history` list (newest first), nothing is dropped. Needs root,
+systemd-nspawn (Debian systemd-container) and the lab image (`bootstrap.py lab up` builds it). It raises
+fs.inotify.max_user_instances for the run (the machines' systemd instances share root's limit) and restores
+it afterwards.
+
+    .venv/bin/python bench/scaling_bench.py [--counts 4,8,16,32] [--baseline DIR] [--label TEXT]
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from kubestrap.lab.image import ensure_image  # noqa: E402
 from kubestrap.lab.recipe import default_recipe  # noqa: E402
 
 BASE_PORT = 23000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 BOOT_SECONDS = 600
 COMMANDS = {
     "check": ["check"],
@@ -60,11 +71,65 @@ def _ssh_ready(port: int) -> bool:
         return False
 
 
+class CpuGroup:
+    """A cgroup whose CPU time (all its processes, also the exited ones) can be read: cgroup v1's cpuacct
+    hierarchy, else a cgroup v2 directory (cpu.stat is there without any controller). None when neither can be
+    made (not root, a read-only /sys/fs/cgroup)."""
+
+    def __init__(self, path: Path, read: str) -> None:
+        self.path, self.read_file = path, read
+
+    @classmethod
+    def make(cls, name: str) -> CpuGroup | None:
+        for base, read in ((Path("/sys/fs/cgroup/cpuacct"), "cpuacct.usage"), (Path("/sys/fs/cgroup"), "cpu.stat")):
+            if not (base / read).exists() and not (base / "cgroup.procs").exists():
+                continue
+            path = base / name
+            try:
+                path.mkdir(exist_ok=True)
+                if (path / read).exists():
+                    return cls(path, read)
+            except OSError:
+                continue
+        return None
+
+    @property
+    def kind(self) -> str:
+        return "cgroup v1 cpuacct" if self.read_file == "cpuacct.usage" else "cgroup v2 cpu.stat"
+
+    def seconds(self) -> float:
+        text = (self.path / self.read_file).read_text()
+        if self.read_file == "cpuacct.usage":
+            return int(text) / 1e9
+        return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("usage_usec")) / 1e6
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """*argv* started inside the group (so are all its children, daemonized SSH masters included)."""
+        return ["sh", "-c", f'echo $$ > {self.path / "cgroup.procs"} && exec "$@"', "sh", *argv]
+
+    def remove(self) -> None:
+        """Remove the group once its last process has exited (the SSH masters end with their machines)."""
+        for _ in range(20):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.5)
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy since boot (all cores, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user/nice
+    return (sum(fields) - idle - guest) / CLK_TCK
+
+
 class Machines:
     """N nspawn machines from one read-only root tree, started together and stopped together."""
 
-    def __init__(self, work: Path, tree: Path, count: int) -> None:
-        self.work, self.tree, self.count = work, tree, count
+    def __init__(self, work: Path, tree: Path, count: int, group: CpuGroup | None = None) -> None:
+        self.work, self.tree, self.count, self.group = work, tree, count, group
         self.processes: list[subprocess.Popen] = []
         self.client_key = work / "client"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(self.client_key)],
@@ -82,11 +147,12 @@ class Machines:
             shutil.copy(f"{self.client_key}.pub", own / "authorized_keys")
             (own / "port.conf").write_text(f"Port {self.port(index)}\nListenAddress 127.0.0.1\n")
             log = open(own / "console.log", "wb")  # noqa: SIM115 - held for the machine's lifetime
-            self.processes.append(subprocess.Popen(
+            wrap = self.group.wrap if self.group else (lambda argv: argv)
+            self.processes.append(subprocess.Popen(wrap(
                 ["systemd-nspawn", "-D", str(self.tree), "--volatile=overlay", "--register=no", "--keep-unit",
                  "-M", f"ksbench{index}", f"--bind-ro={own / 'host'}:/etc/ssh/ssh_host_ed25519_key",
                  f"--bind-ro={own / 'port.conf'}:/etc/ssh/sshd_config.d/zz-bench.conf",
-                 f"--bind-ro={own / 'authorized_keys'}:/root/.ssh/authorized_keys", "-b"],
+                 f"--bind-ro={own / 'authorized_keys'}:/root/.ssh/authorized_keys", "-b"]),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
             log.close()
         deadline = time.monotonic() + BOOT_SECONDS
@@ -124,37 +190,68 @@ class Machines:
         return path
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> dict:
+SETTLE_SECONDS = 2  # after a command, for its last SSH sessions on the hosts to end before the next one
+
+
+def _timed(argv: list[str], env: dict[str, str], cwd: Path, hosts: CpuGroup | None, controller: CpuGroup | None) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    group_before = controller.seconds() if controller else 0.0
+    hosts_before = hosts.seconds() if hosts else 0.0
+    busy_before = machine_busy_seconds()
     started = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT, stdin=subprocess.DEVNULL)
+    done = subprocess.run(controller.wrap(argv) if controller else argv, env=env, capture_output=True, text=True,
+                          cwd=cwd, stdin=subprocess.DEVNULL)  # fmt: skip
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = machine_busy_seconds() - busy_before
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     last = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or [""])[-1]
-    return {"seconds": round(wall, 2), "controller_cpu_seconds": round(cpu, 2), "exit": done.returncode,
-            "last_line": last[:200]}
+    figures = {"seconds": round(wall, 2), "controller_cpu_seconds": round(cpu, 2), "exit": done.returncode,
+               "last_line": last[:200]}  # fmt: skip
+    if controller:  # with the SSH masters, which outlive the command and are not its children
+        figures["controller_group_cpu_seconds"] = round(controller.seconds() - group_before, 2)
+    if hosts:
+        figures["hosts_cpu_seconds"] = round(hosts.seconds() - hosts_before, 2)
+    figures["machine_busy_cpu_seconds"] = round(busy, 2)  # everything: controller, hosts and anything else
+    time.sleep(SETTLE_SECONDS)
+    return figures
 
 
-def measure(count: int, tree: Path) -> dict:
+def measure(count: int, tree: Path, baseline: Path | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"kubestrap-scaling-{count}-"))
-    machines = Machines(work, tree, count)
+    hosts_group, controller_group = CpuGroup.make(f"kubestrap-bench-hosts-{os.getpid()}"), \
+        CpuGroup.make(f"kubestrap-bench-controller-{os.getpid()}")  # fmt: skip
+    machines = Machines(work, tree, count, hosts_group)
+    checkouts = {"baseline": baseline, "this": ROOT} if baseline else {"this": ROOT}
     try:
         booted = time.monotonic()
         machines.start()
         boot = time.monotonic() - booted
         inventory = machines.inventory(work / "inventory")
-        env = {**os.environ, "KUBESTRAP_RUNS_DIR": str(work / "runs"), "KUBESTRAP_SECRETS_DIR": str(work / "secrets"),
-               "ANSIBLE_HOST_KEY_CHECKING": "False"}  # fmt: skip
-        figures = {"hosts": count, "boot_seconds": round(boot, 1), "commands": {}}
+        envs = {}
+        for name in checkouts:  # each checkout its own HOME (SSH masters), runs and secrets (recorded keys)
+            (work / name / "home").mkdir(parents=True)
+            envs[name] = {**os.environ, "HOME": str(work / name / "home"),
+                          "KUBESTRAP_RUNS_DIR": str(work / name / "runs"), "KUBESTRAP_SECRETS_DIR": str(work / name / "secrets"),
+                          "ANSIBLE_HOST_KEY_CHECKING": "False"}  # fmt: skip
+        figures: dict = {"hosts": count, "boot_seconds": round(boot, 1), "commands": {}}
+        if hosts_group:
+            figures["cpu_accounting"] = hosts_group.kind
+        if baseline:
+            figures["baseline_commands"] = {}
         for label, args in COMMANDS.items():
-            argv = [sys.executable, str(ROOT / "bootstrap.py"), *args, "-i", str(inventory)]
-            figures["commands"][label] = _timed(argv, env)
-            print(f"  N={count} {label}: {figures['commands'][label]}", flush=True)
+            for name, checkout in checkouts.items():
+                argv = [sys.executable, str(checkout / "bootstrap.py"), *args, "-i", str(inventory)]
+                timed = _timed(argv, envs[name], checkout, hosts_group, controller_group)
+                figures["commands" if name == "this" else "baseline_commands"][label] = timed
+                print(f"  N={count} {name} {label}: {timed}", flush=True)
         return figures
     finally:
         machines.stop()
         shutil.rmtree(work, ignore_errors=True)
+        for group in (hosts_group, controller_group):
+            if group:
+                group.remove()
 
 
 INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -177,7 +274,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="4,8,16,32", help="host counts, comma separated (default 4,8,16,32)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling-nspawn.json"))
+    parser.add_argument("--baseline", type=Path, help="a checkout of an older commit, timed on the same machines")
+    parser.add_argument("--label", default="", help="what this run is (recorded as its conditions)")
     args = parser.parse_args()
+    if args.baseline and not (args.baseline / "bootstrap.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no bootstrap.py there")
     if os.geteuid() != 0 or not shutil.which("systemd-nspawn"):
         print("error: needs root and systemd-nspawn (apt-get install systemd-container)", file=sys.stderr)
         return 2
@@ -190,9 +291,14 @@ def main() -> int:
                      "load_before": os.getloadavg()[0], "runs": []}  # fmt: skip
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     results["commit"] = commit.stdout.strip()
+    if args.label:
+        results["conditions"] = args.label
+    if args.baseline:
+        old = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=args.baseline)
+        results["baseline"] = {"path": str(args.baseline), "commit": old.stdout.strip() or "?"}
     try:
         for count in counts:
-            results["runs"].append(measure(count, tree))
+            results["runs"].append(measure(count, tree, args.baseline))
     finally:
         subprocess.run(["umount", str(tree)], check=False)
         tree.rmdir()
@@ -201,11 +307,18 @@ def main() -> int:
     runs = results["runs"]
     if len(runs) > 1:
         first, last = runs[0], runs[-1]
-        results["ratio_last_to_first"] = {
-            label: round(last["commands"][label]["seconds"] / max(first["commands"][label]["seconds"], 0.01), 2)
-            for label in COMMANDS}  # fmt: skip
+        for key, which in (("ratio_last_to_first", "commands"), ("baseline_ratio_last_to_first", "baseline_commands")):
+            if which in first:
+                results[key] = {
+                    label: round(last[which][label]["seconds"] / max(first[which][label]["seconds"], 0.01), 2)
+                    for label in COMMANDS}  # fmt: skip
     results["load_after"] = os.getloadavg()[0]
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out = Path(args.out)
+    if out.exists():  # keep every earlier result: the previous one heads the history
+        earlier = json.loads(out.read_text())
+        history = earlier.pop("history", [])
+        results["history"] = [earlier, *history]
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {args.out}")
     return 0
 
