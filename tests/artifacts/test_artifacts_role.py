@@ -56,6 +56,8 @@ def fake_mirror(http_server, tmp_path: Path):
                 "kubestrap_artifacts": artifacts,
                 "artifacts_controller_cache_dir": str(cache),
                 "artifacts_node_staging_dir": str(staging),
+                # the binaries only: the cluster images are tests/artifacts/test_image_preload.py's
+                "artifacts_images_enabled": False,
             }
         )
     )
@@ -94,7 +96,7 @@ def fake_mirror(http_server, tmp_path: Path):
     }
 
 
-def run_playbook(mirror: dict) -> subprocess.CompletedProcess:
+def run_playbook(mirror: dict, *extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(
         ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
@@ -111,6 +113,7 @@ def run_playbook(mirror: dict) -> subprocess.CompletedProcess:
             str(mirror["inventory"]),
             "-e",
             f"@{mirror['override']}",
+            *extra,
             str(PLAYBOOK),
         ],
         cwd=ROOT,
@@ -182,3 +185,12 @@ def test_checksum_mismatch_stops_before_any_node_change(fake_mirror):
     assert not any(p.startswith("kubelet/") for p in files(fake_mirror["cache"]))
     assert not any(".part" in p or "tmp" in p for p in files(fake_mirror["cache"]))
     assert recap(result.stdout)["failed"] == 1
+
+
+def test_a_mirror_install_refuses_images_without_digest_before_any_node_change(fake_mirror):
+    # with a mirror the cluster images come too (the default); these have no digest pinned or recorded here
+    result = run_playbook(fake_mirror, "-e", "artifacts_images_enabled=true", "-e", "kubestrap_images_lock={}")
+    assert result.returncode != 0
+    assert "have no digest" in result.stdout and "registry.k8s.io/kube-apiserver:v" in result.stdout
+    assert "bootstrap.py artifacts fetch" in result.stdout
+    assert files(fake_mirror["staging"]) == [] and files(fake_mirror["cache"]) == []
