@@ -254,6 +254,21 @@ def measure(count: int, tree: Path, baseline: Path | None = None) -> dict:
                 group.remove()
 
 
+def per_added_host(runs: list[dict], which: str = "commands") -> dict:
+    """What each host beyond the first count costs, per command: wall seconds and CPU seconds (controller,
+    hosts), from the first and last counts measured."""
+    first, last = runs[0], runs[-1]
+    added = last["hosts"] - first["hosts"]
+    if added <= 0 or which not in first:
+        return {}
+    costs = {}
+    for label in COMMANDS:
+        a, b = first[which][label], last[which][label]
+        costs[label] = {key: round((b[key] - a[key]) / added, 3) for key in
+                        ("seconds", "controller_cpu_seconds", "hosts_cpu_seconds") if key in a and key in b}  # fmt: skip
+    return costs
+
+
 INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
 INOTIFY_PER_MACHINE = 32  # systemd, journald, logind, ... of each machine; they all count for root
 
@@ -312,6 +327,9 @@ def main() -> int:
                 results[key] = {
                     label: round(last[which][label]["seconds"] / max(first[which][label]["seconds"], 0.01), 2)
                     for label in COMMANDS}  # fmt: skip
+        results["per_added_host"] = {"this": per_added_host(runs)}
+        if args.baseline:
+            results["per_added_host"]["baseline"] = per_added_host(runs, "baseline_commands")
     results["load_after"] = os.getloadavg()[0]
     out = Path(args.out)
     if out.exists():  # keep every earlier result: the previous one heads the history
