@@ -163,15 +163,16 @@ def test_single_node_failures_and_warnings_reach_the_verdict():
 
 
 # --- the real role on nodes that are this machine -------------------------------------------------------------
-def _run(tmp: Path, nodes: dict[str, dict]) -> dict:
+def _run(tmp: Path, nodes: dict[str, dict], play_hosts: str = "k8s_cluster", **env_extra: str) -> dict:
     (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"k8s_cluster": {"children": {
         "k8s_control_plane": {"hosts": {n: v for n, v in nodes.items() if n.startswith("cp")}},
         "k8s_workers": {"hosts": {n: v for n, v in nodes.items() if not n.startswith("cp")}}}}}}}))  # fmt: skip
-    play = [{"name": "Preflight", "hosts": "k8s_cluster", "gather_facts": False, "roles": [{"role": "preflight"}]}]
+    play = [{"name": "Preflight", "hosts": play_hosts, "gather_facts": False, "roles": [{"role": "preflight"}]}]
     (tmp / "play.yml").write_text(json.dumps(play))
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LIBRARY=str(ROOT / "playbooks" / "library"),
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"),
-               ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_SHOW_CUSTOM_STATS="1")  # fmt: skip
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_SHOW_CUSTOM_STATS="1",
+               **{"ANSIBLE_CACHE_PLUGIN": "memory", **env_extra})  # fmt: skip
     proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(tmp / "hosts.yml"), str(tmp / "play.yml")],
                           capture_output=True, text=True, env=env, cwd=tmp, timeout=300)  # fmt: skip
     return json.loads(proc.stdout)
@@ -224,3 +225,24 @@ def test_failing_sudo_is_reported_and_the_rest_still_checked_and_a_silent_node_i
     assert judged["w1"]["sudo"]["ok"] is False and judged["w1"]["sudo"]["detail"], judged["w1"]["sudo"]
     assert judged["w1"]["cgroup_v2"]["detail"] and judged["w1"]["os"]["detail"] == judged["cp1"]["os"]["detail"]
     assert "sudo = " in tasks["Stop this node if a check failed"]["w1"]["msg"]
+
+
+def test_add_node_compares_the_new_node_with_the_identities_cached_by_earlier_runs(tmp_path: Path):
+    """Only the new node is in the play (add-node's scope); the control plane's identity comes from the fact cache
+    an earlier preflight wrote, so a clone of it is caught; an earlier preflight's facts are what this one writes."""
+    cache = tmp_path / "facts"
+    first = _run(tmp_path, {"cp1": dict(LOCAL), "w9": dict(LOCAL)}, play_hosts="cp1",
+                 ANSIBLE_CACHE_PLUGIN="jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(cache))  # fmt: skip
+    earlier = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for t in first["plays"][0]["tasks"]}
+    alone = next(iter(next(h for n, h in earlier.items() if n.startswith("Compare the nodes")).values()))["hosts"]
+    assert alone["cp1"]["machine_id"]["ok"], alone  # w9 was not probed yet and has no cached identity
+    stored = json.loads(next(cache.glob("*cp1")).read_text())  # Ansible 2.19: s1_cp1, {"__payload__": "<json>"}
+    cached = json.loads(stored["__payload__"]) if "__payload__" in stored else stored
+    assert cached["preflight_machine_id"] == Path("/etc/machine-id").read_text().strip()
+    assert cached["ansible_architecture"] and cached["ansible_os_family"]
+    out = _run(tmp_path, {"cp1": dict(LOCAL), "w9": dict(LOCAL)}, play_hosts="w9",
+               ANSIBLE_CACHE_PLUGIN="jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(cache))  # fmt: skip
+    tasks = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for t in out["plays"][0]["tasks"]}
+    judged = next(iter(next(h for n, h in tasks.items() if n.startswith("Compare the nodes")).values()))["hosts"]
+    assert list(judged) == ["w9"] and judged["w9"]["machine_id"] == {"ok": False, "detail": "shared with cp1"}
+    assert "machine_id = shared with cp1" in tasks["Stop this node if a check failed"]["w9"]["msg"]
