@@ -46,6 +46,7 @@ MAXIMAL = {
     "kubeadm_init_kubelet_protect_kernel_defaults": False, "kubeadm_init_kubelet_server_tls_bootstrap": False,
     "kubeadm_init_kubelet_seccomp_default": False, "kubeadm_init_kubelet_pod_pids_limit": 32768,
     "kubeadm_init_bootstrap_token_ttl": "1h30m",
+    "kubeadm_init_control_plane_timeout": "15m0s", "kubeadm_init_api_call_timeout": "5m0s",
     "kubeadm_join_cri_socket": "unix:///var/run/containerd/containerd.sock",
 }  # fmt: skip
 
@@ -97,6 +98,9 @@ def test_real_kubeadm_accepts_the_files_rendered_with_every_setting_changed(rend
     docs = files["k8s-cp-kubeadm-config.yaml"]
     init, cluster, kubelet = (_doc(docs, k) for k in ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"))
     assert "skipPhases" not in init and init["bootstrapTokens"][0]["ttl"] == "1h30m"
+    assert "proxy" not in cluster  # kube-proxy runs: no proxy.disabled either
+    assert init["timeouts"]["controlPlaneComponentHealthCheck"] == "15m0s"
+    assert init["timeouts"]["kubernetesAPICall"] == "5m0s"
     assert init["localAPIEndpoint"] == {"advertiseAddress": "192.168.1.10", "bindPort": 8443}
     assert cluster["clusterName"] == "lab-two" and cluster["controlPlaneEndpoint"] == "k8s-api.home.arpa:8443"
     assert cluster["networking"] == {"podSubnet": "10.128.0.0/14", "serviceSubnet": "10.112.0.0/16",
@@ -193,7 +197,9 @@ def test_kubeadm_config_carries_the_cluster_settings(rendered):
     _, files, _ = rendered
     docs = files["k8s-cp-kubeadm-config.yaml"]
     init, cluster, kubelet = (_doc(docs, k) for k in ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"))
-    assert init["skipPhases"] == ["addon/kube-proxy"]
+    assert init["skipPhases"] == ["addon/kube-proxy"] and cluster["proxy"] == {"disabled": True}
+    assert init["timeouts"]["controlPlaneComponentHealthCheck"] == "5m0s"
+    assert init["timeouts"]["kubernetesAPICall"] == "1m0s"
     assert {"name": "node-ip", "value": "192.168.1.10"} in init["nodeRegistration"]["kubeletExtraArgs"]
     assert init["localAPIEndpoint"] == {"advertiseAddress": "192.168.1.10", "bindPort": 6443}
     assert cluster["controlPlaneEndpoint"] == "192.168.1.10:6443"
