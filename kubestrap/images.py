@@ -40,9 +40,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_FILE = REPO_ROOT / "group_vars" / "all" / "images_lock.yml"
 LOCK_KEY = "kubestrap_images_lock"
 
-# the images kubeadm itself runs (what `kubeadm init`/`join` asks for on a kube-proxy-free cluster), by key
+# the images kubeadm itself runs (what `kubeadm init`/`join` asks for), by key; kube-proxy only on a cluster
+# without Cilium (its entry says `without_addon: cilium`)
 CONTROL_PLANE_KUBERNETES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-REQUIRED = (*CONTROL_PLANE_KUBERNETES, "etcd", "coredns", "pause")
+KUBERNETES_TAGGED = (*CONTROL_PLANE_KUBERNETES, "kube-proxy")  # tagged v<kubeadm>
+REQUIRED = (*KUBERNETES_TAGGED, "etcd", "coredns", "pause")
 NODE_SETS = ("all", "control_plane")
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -121,6 +123,7 @@ class ClusterImage:
     reference: Reference  # placeholders resolved; digest from the reference or the lock ("" if neither)
     nodes: str  # all | control_plane
     pinned_in: str  # "reference", "lock" or ""
+    without_addon: str = ""  # needed only while this add-on is off (kube-proxy: while Cilium is off)
 
     def mirror_path(self, arch: str) -> str:
         """Where its archive lives in a mirror, a bundle and the controller cache."""
@@ -181,8 +184,20 @@ def cluster_images(settings: Mapping[str, Any], lock: Mapping[str, str] | None =
         if not reference.digest and locked.get(reference.name_tag):
             reference = Reference(reference.name, reference.tag, str(locked[reference.name_tag]))
             pinned_in = "lock"
-        chosen.append(ClusterImage(str(key), reference, str(nodes), pinned_in))
+        chosen.append(ClusterImage(str(key), reference, str(nodes), pinned_in, str(entry.get("without_addon") or "")))
     return chosen
+
+
+def node_images(
+    settings: Mapping[str, Any], control_plane: bool, addons: Mapping[str, Any], lock: Mapping[str, str] | None = None
+) -> list[ClusterImage]:
+    """The images one node runs: `nodes: all` ones, `nodes: control_plane` ones on a control plane, and none whose
+    `without_addon` add-on is on in *addons* (addons_enabled)."""
+    return [
+        image
+        for image in cluster_images(settings, lock)
+        if (image.nodes == "all" or control_plane) and not (image.without_addon and addons.get(image.without_addon))
+    ]
 
 
 def problems(settings: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -201,17 +216,22 @@ def problems(settings: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         if key not in raw:
             yield (f"kubestrap_cluster_images.{key}",
                    "missing: the cluster runs it (kubeadm's control plane, CoreDNS and the sandbox image)")  # fmt: skip
-    if "kube-proxy" in raw:
-        yield ("kubestrap_cluster_images.kube-proxy",
-               "the cluster runs without kube-proxy (Cilium replaces it); remove the entry")  # fmt: skip
+    proxy = raw.get("kube-proxy")
+    if isinstance(proxy, Mapping) and proxy.get("without_addon") != "cilium":
+        yield ("kubestrap_cluster_images.kube-proxy.without_addon",
+               "must be cilium: kube-proxy runs only while Cilium (which replaces it) is off")  # fmt: skip
+    addons = settings.get("addons_enabled")
     resolved: dict[str, Reference] = {}
     for key, entry in raw.items():
         where = f"kubestrap_cluster_images.{key}"
         if not isinstance(entry, Mapping):
             yield where, "must be a mapping with image (name:tag, optionally @sha256:...) and nodes"
             continue
-        for field in sorted(set(entry) - {"image", "nodes"}):
-            yield f"{where}.{field}", "unknown field (an image has image and nodes)"
+        for field in sorted(set(entry) - {"image", "nodes", "without_addon"}):
+            yield f"{where}.{field}", "unknown field (an image has image, nodes and optionally without_addon)"
+        without = entry.get("without_addon")
+        if without is not None and isinstance(addons, Mapping) and without not in addons:
+            yield f"{where}.without_addon", f"{without!r} is no add-on of addons_enabled ({', '.join(sorted(addons))})"
         if entry.get("nodes", "all") not in NODE_SETS:
             yield f"{where}.nodes", f"must be one of {', '.join(NODE_SETS)}, got {entry.get('nodes')!r}"
         pattern = str(entry.get("image", ""))
@@ -221,7 +241,7 @@ def problems(settings: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             if not pattern.startswith("{images."):  # kubestrap_images has its own check
                 yield f"{where}.image", str(exc)
     if kubeadm:
-        for key in CONTROL_PLANE_KUBERNETES:
+        for key in KUBERNETES_TAGGED:
             ref = resolved.get(key)
             if ref is not None and ref.tag != f"v{kubeadm}":
                 yield (f"kubestrap_cluster_images.{key}.image",

@@ -338,7 +338,7 @@ class _Checker:
         from kubestrap import images as images_mod
 
         names = ("kubestrap_cluster_images", "kubestrap_cluster_images_from_kubeadm", "kubestrap_artifacts",
-                 "kubestrap_images", images_mod.LOCK_KEY)  # fmt: skip
+                 "kubestrap_images", images_mod.LOCK_KEY, "addons_enabled")  # fmt: skip
         values = {name: self.setting(name)[0] for name in names}
         pause = (values["kubestrap_images"] or {}).get("pause") if isinstance(values["kubestrap_images"], dict) else None
         if _image_problem(pause):  # already reported; no second line about it

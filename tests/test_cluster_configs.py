@@ -34,7 +34,8 @@ def rendered(request, tmp_path_factory):
 MAXIMAL = {
     "cluster_name": "lab-two", "cluster_api_endpoint": "k8s-api.home.arpa", "cluster_api_port": 8443,
     "cluster_pod_cidr": "10.128.0.0/14", "cluster_service_cidr": "10.112.0.0/16", "cluster_dns_domain": "lab.internal",
-    "kubeadm_init_cert_sans": ["k8s-api.lab.internal", "192.168.1.250"], "kubeadm_init_skip_kube_proxy": False,
+    "kubeadm_init_cert_sans": ["k8s-api.lab.internal", "192.168.1.250"], # Cilium off (bring your own CNI): kube-proxy runs
+    "addons_enabled": {"cilium": False},
     "kubeadm_init_cri_socket": "unix:///var/run/containerd/containerd.sock",
     "kubeadm_init_encryption_provider": "aescbc",
     "kubeadm_init_encryption_config_path": "/etc/kubernetes/secrets-at-rest/config.yaml",
@@ -98,7 +99,7 @@ def test_real_kubeadm_accepts_the_files_rendered_with_every_setting_changed(rend
     docs = files["k8s-cp-kubeadm-config.yaml"]
     init, cluster, kubelet = (_doc(docs, k) for k in ("InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"))
     assert "skipPhases" not in init and init["bootstrapTokens"][0]["ttl"] == "1h30m"
-    assert "proxy" not in cluster  # kube-proxy runs: no proxy.disabled either
+    assert "proxy" not in cluster  # kube-proxy runs (Cilium is off): no proxy.disabled either
     assert init["timeouts"]["controlPlaneComponentHealthCheck"] == "15m0s"
     assert init["timeouts"]["kubernetesAPICall"] == "5m0s"
     assert init["localAPIEndpoint"] == {"advertiseAddress": "192.168.1.10", "bindPort": 8443}

@@ -2,8 +2,8 @@
 
 The seed disk is a tiny ext4 image labelled ``KSEED`` attached read-only to each VM. At every boot,
 before networkd and sshd start, ``kubestrap-lab-seed`` copies from it the hostname, root's
-authorized_keys, the SSH host key and the networkd files (NICs matched by MAC); /etc/hosts is
-written on first boot only.
+authorized_keys, the SSH host key, the networkd files (NICs matched by MAC) and the lab's CNI configuration
+(kubestrap/lab/podnet.py); /etc/hosts is written on first boot only.
 """
 
 from __future__ import annotations
@@ -49,6 +49,13 @@ rm -f /etc/systemd/network/*-kubestrap-*.network
 for f in "$mnt"/network/*.network; do
     install -m 0644 "$f" /etc/systemd/network/
 done
+# the lab's pod network (kubestrap/lab/podnet.py): what a user bringing their own CNI would have installed
+if [ -d "$mnt/cni" ]; then
+    install -d /etc/cni/net.d
+    for f in "$mnt"/cni/*.conflist; do
+        [ -e "$f" ] && install -m 0644 "$f" /etc/cni/net.d/
+    done
+fi
 echo "kubestrap-lab-seed: applied seed for $name"
 """
 
@@ -112,6 +119,9 @@ def uplink_network(mac: str) -> str:
     )
 
 
-def node_network(mac: str, address_cidr: str) -> str:
-    """networkd file for NIC 2 (the lab switch): the node IP, no gateway."""
-    return f"[Match]\nMACAddress={mac}\n\n[Network]\nAddress={address_cidr}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+def node_network(mac: str, address_cidr: str, routes: list[tuple[str, str]] | None = None) -> str:
+    """networkd file for NIC 2 (the lab switch): the node IP, no gateway; a route per (destination, via)."""
+    text = f"[Match]\nMACAddress={mac}\n\n[Network]\nAddress={address_cidr}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    for destination, via in routes or []:
+        text += f"\n[Route]\nDestination={destination}\nGateway={via}\n"
+    return text

@@ -109,14 +109,17 @@ def pick_port(previous: int, ports: set[int]) -> int:
     return port
 
 
-def _boot(st: VMState, spec: LabSpec, img: image.Image, key: Path, accel_name: str, ports: set[int]) -> None:
+def _boot(
+    st: VMState, spec: LabSpec, img: image.Image, key: Path, accel_name: str, ports: set[int], lab_ips: tuple[str, ...]
+) -> None:
     """Prepare disks and start one VM; sets ``st.ssh_port`` and, on a control plane, ``st.api_port``
     (a restarted VM gets the ports it had when they are still free, so inventories and kubeconfigs
     written for it stay valid) and ``st.process``."""
     directory = vm_dir(spec.state_dir, st.name)
     directory.mkdir(parents=True, exist_ok=True)
     seed.build(
-        seed.SeedData(st.name, key.with_suffix(".pub").read_text(), st.uplink_mac, st.node_mac, st.node_ip, spec.network),
+        seed.SeedData(st.name, key.with_suffix(".pub").read_text(), st.uplink_mac, st.node_mac, st.node_ip, spec.network,
+                      lab_ips),
         directory,
     )
     cfg = _vm_config(st, spec.state_dir, accel_name)
@@ -185,7 +188,8 @@ def up(spec: LabSpec, log: Log) -> UpResult:
         errors: list[str] = []
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(to_boot))) as pool:
-                futures = [pool.submit(_boot, st, spec, img, key, accel_name, ports) for st in to_boot]
+                lab_ips = tuple(v.node_ip for v in new.vms)
+                futures = [pool.submit(_boot, st, spec, img, key, accel_name, ports, lab_ips) for st in to_boot]
                 for fut in futures:
                     try:
                         fut.result()

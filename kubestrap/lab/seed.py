@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubestrap.lab import guest, hostdeps
+from kubestrap.lab import guest, hostdeps, podnet
 from kubestrap.lab.errors import LabError
 
 
@@ -20,16 +20,20 @@ class SeedData:
     node_mac: str
     node_ip: str
     network: str
+    lab_ips: tuple[str, ...] = ()  # every VM's node IP: the pod network routes to the others' pod ranges
 
 
 def seed_files(data: SeedData) -> dict[str, str]:
-    """Relative path -> content of the seed disk (host keys are added by ``build``)."""
+    """Relative path -> content of the seed disk (host keys are added by ``build``): the node network with a
+    route to each other VM's pod range, and this VM's CNI configuration (kubestrap/lab/podnet.py)."""
     prefix = ipaddress.IPv4Network(data.network).prefixlen
+    routes = podnet.routes(data.network, data.node_ip, list(data.lab_ips))
     return {
         "hostname": data.hostname + "\n",
         "authorized_keys": data.authorized_key.strip() + "\n",
         "network/10-kubestrap-uplink.network": guest.uplink_network(data.uplink_mac),
-        "network/20-kubestrap-node.network": guest.node_network(data.node_mac, f"{data.node_ip}/{prefix}"),
+        "network/20-kubestrap-node.network": guest.node_network(data.node_mac, f"{data.node_ip}/{prefix}", routes),
+        f"cni/{podnet.CONFLIST_NAME}": podnet.conflist(podnet.pod_range(data.network, data.node_ip)),
     }
 
 
@@ -44,6 +48,7 @@ def build(data: SeedData, vm_dir: Path) -> Path:
     content = vm_dir / "seed"
     shutil.rmtree(content, ignore_errors=True)
     (content / "network").mkdir(parents=True)
+    (content / "cni").mkdir()
     for rel, text in seed_files(data).items():
         (content / rel).write_text(text)
     host_key = vm_dir / "ssh_host_ed25519_key"

@@ -41,19 +41,28 @@ def _kubeadm() -> Path:
     return binary
 
 
-def test_the_list_is_what_real_kubeadm_asks_for_at_the_pin_without_kube_proxy():
+def test_the_list_is_what_real_kubeadm_asks_for_at_the_pin_kube_proxy_only_without_cilium():
     pin = VERSIONS["kubestrap_artifacts"]["kubeadm"]["version"]
     done = subprocess.run([str(_kubeadm()), "config", "images", "list", "--kubernetes-version", f"v{pin}"],
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     asked = set(done.stdout.split())
     listed = {image.reference.name_tag for image in images.cluster_images(VERSIONS, lock={})}
-    assert {r for r in asked if "/kube-proxy:" in r} == {f"registry.k8s.io/kube-proxy:v{pin}"}
-    assert listed == {r for r in asked if "/kube-proxy:" not in r}
+    assert f"registry.k8s.io/kube-proxy:v{pin}" in asked
+    assert listed == asked
     assert VERSIONS["kubestrap_cluster_images_from_kubeadm"] == pin
     by_key = {image.key: image for image in images.cluster_images(VERSIONS, lock={})}
     assert {k for k, i in by_key.items() if i.nodes == "control_plane"} == {
         "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"}  # fmt: skip
+    # what one node runs: kube-proxy only while Cilium (which replaces it) is off; the control-plane images only on
+    # a control plane
+    def node(control_plane: bool, cilium: bool) -> set[str]:
+        return {i.key for i in images.node_images(VERSIONS, control_plane, {"cilium": cilium, "metallb": True}, lock={})}
+
+    assert node(True, cilium=True) == set(by_key) - {"kube-proxy"}
+    assert node(True, cilium=False) == set(by_key)
+    assert node(False, cilium=True) == {"coredns", "pause"}
+    assert node(False, cilium=False) == {"coredns", "pause", "kube-proxy"}
     # the sandbox image is containerd's pin, upstream's digest included
     assert str(by_key["pause"].reference) == VERSIONS["kubestrap_images"]["pause"]
     assert list(images.problems(VERSIONS)) == []
@@ -72,6 +81,23 @@ def test_a_kubeadm_bump_moves_the_kubernetes_tags_and_check_asks_for_the_others(
     behind["kubestrap_cluster_images_from_kubeadm"] = "1.36.5"
     behind["kubestrap_cluster_images"]["kube-scheduler"]["image"] = "registry.k8s.io/kube-scheduler:v1.36.4"
     assert [key for key, _ in images.problems(behind)] == ["kubestrap_cluster_images.kube-scheduler.image"]
+    behind["kubestrap_cluster_images"]["kube-proxy"]["image"] = "registry.k8s.io/kube-proxy:v1.36.4"
+    assert [key for key, _ in images.problems(behind)] == ["kubestrap_cluster_images.kube-scheduler.image",
+                                                          "kubestrap_cluster_images.kube-proxy.image"]  # fmt: skip
+
+
+def test_check_refuses_a_kube_proxy_that_would_run_beside_cilium_and_an_unknown_add_on():
+    settings = json.loads(json.dumps(VERSIONS))
+    settings["addons_enabled"] = {"cilium": True, "metallb": False}
+    assert list(images.problems(settings)) == []
+    del settings["kubestrap_cluster_images"]["kube-proxy"]["without_addon"]
+    found = dict(images.problems(settings))
+    assert "must be cilium" in found["kubestrap_cluster_images.kube-proxy.without_addon"]
+    settings["kubestrap_cluster_images"]["extra"] = {"image": "example.org/x:1", "nodes": "all", "without_addon": "ciliun"}
+    found = dict(images.problems(settings))
+    assert "'ciliun' is no add-on of addons_enabled" in found["kubestrap_cluster_images.extra.without_addon"]
+    del settings["kubestrap_cluster_images"]["kube-proxy"]
+    assert "kubestrap_cluster_images.kube-proxy" in dict(images.problems(settings))
 
 
 def _archives() -> dict[str, upstream_images.Archive]:
@@ -176,13 +202,13 @@ def test_fetch_and_bundle_through_the_command_line(registry, tmp_path, monkeypat
     base = ["-i", str(inventory), "artifacts", "--cache-dir", str(cache), "--lock-file", str(lock)]
     assert artifacts_cli.main([*base, "fetch", "--base-url", ""]) == 0
     out = capsys.readouterr().out
-    assert "6 image archives verified (6 fetched); 6 digests recorded" in out
+    assert "7 image archives verified (7 fetched); 7 digests recorded" in out
     assert images.read_lock(lock) == {_local(n, running.host): d for n, d in pushed.items()}
     assert artifacts_cli.main([*base, "fetch", "--base-url", ""]) == 0
-    assert "6 image archives verified (0 fetched)" in capsys.readouterr().out
+    assert "7 image archives verified (0 fetched)" in capsys.readouterr().out
     bundle = tmp_path / "offline.tar.gz"
     assert artifacts_cli.main([*base, "bundle", str(bundle)]) == 0
-    assert "1 artifacts and 6 image archives" in capsys.readouterr().out
+    assert "1 artifacts and 7 image archives" in capsys.readouterr().out
     with tarfile.open(bundle) as tar:
         names = set(tar.getnames())
         for name_tag, digest in images.read_lock(lock).items():
@@ -194,7 +220,7 @@ def test_fetch_and_bundle_through_the_command_line(registry, tmp_path, monkeypat
     mirror_cache = tmp_path / "from-mirror"
     assert artifacts_cli.main([*base[:-4], "--cache-dir", str(mirror_cache), "--lock-file", str(lock), "fetch",
                                "--base-url", (tmp_path / "www").as_uri(), "--images-only"]) == 0  # fmt: skip
-    assert "6 image archives verified (6 fetched)" in capsys.readouterr().out
+    assert "7 image archives verified (7 fetched)" in capsys.readouterr().out
     # an image whose digest nobody recorded cannot go into a bundle
     lock.write_text(images.LOCK_HEADER + "kubestrap_images_lock: {}\n")
     assert artifacts_cli.main([*base, "bundle", str(tmp_path / "b2.tar.gz")]) == 1

@@ -99,7 +99,9 @@ def _preload_playbook(lab: dict, containerd: Containerd) -> Path:
             {"name": "Platform facts", "ansible.builtin.setup": {"gather_subset": ["!all", "!min", "platform"]}},
             {"name": "Preload", "ansible.builtin.include_role": {"name": "containerd", "tasks_from": "images"},
              "vars": {"containerd_prefix": str(prefix), "containerd_socket": str(containerd.address),
-                      "containerd_images_snapshotter": "native"}},
+                      "containerd_images_snapshotter": "native",
+                      # this playbook lives outside playbooks/, so group_vars/all (addons_enabled) is not read
+                      "containerd_images_addons": {"cilium": True}}},
         ],
     }]))  # fmt: skip
     return playbook
@@ -111,7 +113,8 @@ def _listed(containerd: Containerd) -> dict[str, str]:
 
 
 def test_stage_and_preload_into_real_containerd_then_nothing_changes(lab, tmp_path):
-    lock = lab["images"]["kubestrap_images_lock"]
+    # Cilium is on (the default): kube-proxy, which it replaces, travels nowhere
+    lock = {n: d for n, d in lab["images"]["kubestrap_images_lock"].items() if "/kube-proxy:" not in n}
     every = {n for n in lock}
     worker = {n for n in lock if n.rsplit("/", 1)[-1].split(":")[0] not in CONTROL_PLANE_ONLY}
     first = _playbook(lab, ROOT / "playbooks" / "artifacts.yml")
@@ -126,6 +129,12 @@ def test_stage_and_preload_into_real_containerd_then_nothing_changes(lab, tmp_pa
     assert again.returncode == 0, again.stdout[-5000:]
     assert _recap(again.stdout, "cp1")["changed"] == 0 and _recap(again.stdout, "w1")["changed"] == 0
     assert len(lab["server"].requests) == served  # verified cache: nothing downloaded again
+    # a cluster bringing its own CNI (Cilium off) runs kube-proxy: every node gets its image, and nothing else changes
+    (tmp_path / "byo-cni.yml").write_text(yaml.safe_dump({"addons_enabled": {"cilium": False}}))
+    byo = _playbook(lab, ROOT / "playbooks" / "artifacts.yml", "-e", f"@{tmp_path / 'byo-cni.yml'}", limit="w1")
+    assert byo.returncode == 0, byo.stdout[-5000:]
+    proxy = {n for n in lab["images"]["kubestrap_images_lock"] if "/kube-proxy:" in n}
+    assert len(proxy) == 1 and _staged(tmp_path / "w1") == worker | proxy
 
     (tmp_path / "ctd").mkdir()
     daemon = Containerd(tmp_path / "ctd")

@@ -41,6 +41,10 @@ CLI_TIMEOUT = 750 * (WORKER_COUNT + 1) ** 2
 # standing for a site's own mirror (tests/fixtures/node_apt_repo.py: Debian's full index costs each VM
 # minutes under TCG); "debian" the Debian archive the lab image was built from.
 APT_SOURCE = os.environ.get("KUBESTRAP_E2E_APT", "local")
+# What the VMs run: "upstream" the programs tests/upstream/build.py builds from their Go modules (a real cluster:
+# kubeadm, kubelet, the control plane as static pods from preloaded images, CoreDNS and kube-proxy on the lab's own
+# bridge CNI); "doubles" Debian's containerd and the contract doubles (tests/fixtures/artifact_mirror.py).
+REAL = artifact_mirror.programs() == "upstream"
 
 
 @dataclass
@@ -52,6 +56,17 @@ class Cluster:
     image_tar: Path  # the mirror's busybox OCI image, for `ctr images import` on a node
     overrides: dict[str, Any] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def kubelet_version(self) -> str:
+        """The kubelet version the nodes report: the mirror's kubelet (upstream: the version built)."""
+        return "v" + str(self.overrides["kubestrap_artifacts"]["kubelet"]["version"])
+
+    def kubectl(self, *argv: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        """Real kubectl on the controller with the fetched admin kubeconfig (through the lab's forwarded API port)."""
+        kubeconfig = Path(self.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf"
+        return subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), *argv], capture_output=True, text=True,
+                              timeout=timeout)  # fmt: skip
 
     def write_inventories(self) -> None:
         """(Re)write both inventories from the lab's current hosts.yml (a restarted VM may have new ports)."""
@@ -117,6 +132,17 @@ class Cluster:
         os.kill(int(vms[name]["pid"]), signal.SIGKILL)
 
 
+def kubectl_binary() -> str:
+    """The kubectl built from k8s.io/kubernetes (upstream) or the one the doubles' tests use."""
+    if REAL:
+        from k8s_real import upstream_dir
+
+        return str(upstream_dir("kubernetes") / "kubectl")
+    from k8s_double_cluster import find_kubectl
+
+    return find_kubectl()
+
+
 def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set[str]) -> Path:
     hosts = yaml.safe_load(lab_hosts.read_text())
     groups = hosts["all"]["children"]["k8s_cluster"]["children"]
@@ -160,6 +186,11 @@ def start_cluster(tmp_path_factory: Any) -> Any:
     else:
         addons = yaml.safe_load((ROOT / "group_vars/all/addons.yml").read_text())["addons_enabled"]
         overrides["addons_enabled"] = dict.fromkeys(addons, False)
+        if not REAL:
+            # the kubelet double runs no pod: no node turns Ready, no CoreDNS rolls out (the lab's inventory
+            # requires both, as its own CNI makes them happen on the real programs)
+            overrides["verify_require_node_ready"] = False
+            overrides["verify_require_workloads_ready"] = False
     env = dict(
         os.environ,
         KUBESTRAP_RUNS_DIR=str(work / "runs"),

@@ -3,8 +3,11 @@ join, removing a dead worker (reset --node --gone), full reset, an up after the 
 worker mid-run, and the up that converges once the worker is back. Tests run in file order and
 share one lab (tests/e2e/e2e_support.py). Assertions read the run journal's per-host counts.
 
-Real: OS preparation, containerd, artifact distribution, files, units, ordering, token flow.
-Contract doubles (tests/doubles/): kubeadm, kubelet and the API server they stand up.
+Real: OS preparation, containerd, artifact distribution, files, units, ordering, token flow. With
+KUBESTRAP_TEST_PROGRAMS=upstream (what CI runs) the cluster is real too: kubeadm, kubelet and the control plane built
+from their Go modules, images preloaded from the mirror, the lab's own bridge CNI (Cilium's images cannot be had
+here: its switch is off, so kube-proxy runs), CoreDNS; real kubectl checks the nodes Ready. With
+KUBESTRAP_TEST_PROGRAMS=doubles: the contract doubles (tests/doubles/) stand for kubeadm, kubelet and the API server.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import ADDONS, CP, NEW_NODE, ROOT, WORKERS, Cluster
-from k8s_double_cluster import find_kubectl
+from e2e_support import ADDONS, CP, NEW_NODE, REAL, ROOT, WORKERS, Cluster, kubectl_binary
 
 from kubestrap import phases, runner
 from kubestrap.journal import Journal
@@ -45,7 +47,7 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     _, status, _ = cluster.cli("status")
     nodes = {row["name"]: row for row in status["nodes"]}
     for name in CLUSTER_NODES:
-        assert nodes[name]["kubelet"] == "v1.36.4", nodes
+        assert nodes[name]["kubelet"] == cluster.kubelet_version, nodes
     # every add-on went through the helm double: one deployed release per pinned chart
     charts = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_charts"]
     releases = {r["name"]: r for r in status["addons"]}
@@ -61,10 +63,33 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
     # kubeconfig names that address and the API server certificate covers it (real kubectl verifies)
     server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
     assert server.startswith("https://127.0.0.1:"), server
-    listed = subprocess.run([find_kubectl(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "name"],
+    listed = subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "name"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert {f"node/{name}" for name in CLUSTER_NODES} <= set(listed.stdout.split()), listed.stdout
+    if REAL:
+        assert ready_nodes(cluster) >= set(CLUSTER_NODES)
+        pods = running_pods(cluster, "kube-system")
+        # kubeadm's control plane as static pods, CoreDNS on the lab's pod network, kube-proxy on every node
+        for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+            assert f"{component}-{CP}" in pods, pods
+        assert len([p for p in pods if p.startswith("coredns-")]) == 2, pods
+        assert len([p for p in pods if p.startswith("kube-proxy-")]) == len(CLUSTER_NODES), pods
+
+
+def ready_nodes(cluster: Cluster) -> set[str]:
+    """Nodes whose Ready condition is True, read with the real kubectl."""
+    done = cluster.kubectl("get", "nodes", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    return {item["metadata"]["name"] for item in json.loads(done.stdout)["items"]
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in item["status"]["conditions"])}  # fmt: skip
+
+
+def running_pods(cluster: Cluster, namespace: str) -> list[str]:
+    done = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    return [item["metadata"]["name"] for item in json.loads(done.stdout)["items"]
+            if item["status"].get("phase") == "Running"]  # fmt: skip
 
 
 def test_a_worker_runs_a_container_with_the_installed_runtime(cluster: Cluster):
@@ -164,7 +189,9 @@ def test_add_node_touches_only_the_new_node(cluster: Cluster):
     assert changed(summary).get(CP, 0) == 1
     join = next(p for p in summary["phases"] if p["name"] == "join")
     assert join["hosts"][CP]["changed"] == 1
-    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == cluster.kubelet_version
+    if REAL:  # a real join: the node registered with a bootstrap token and turned Ready (the verify phase waited)
+        assert NEW_NODE in ready_nodes(cluster)
 
 
 @pytest.mark.extended
@@ -210,11 +237,11 @@ def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cl
     assert "zzzzzz.zzzzzzzzzzzzzzzz" not in (journal.path / "events.jsonl").read_text()
     nodes = status_nodes(cluster)
     for name in CLUSTER_NODES:
-        assert nodes[name]["kubelet"] == "v1.36.4"
+        assert nodes[name]["kubelet"] == cluster.kubelet_version
     # with the real token the reset node converges again
     _, summary, _ = cluster.cli("add-node", NEW_NODE, inventory=cluster.full)
     assert summary["result"] == "ok"
-    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == cluster.kubelet_version
 
 
 @pytest.mark.extended
@@ -223,19 +250,19 @@ def test_dead_worker_is_removed_with_gone(cluster: Cluster):
     deletes its Node object without contacting it (refused while the machine still answers)."""
     code, summary, stderr = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full, check=False)
     assert code == 1 and f"{NEW_NODE} still answers on 127.0.0.1:" in summary["failure"], stderr[-3000:]
-    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == cluster.kubelet_version
     cluster.kill_vm(NEW_NODE)
     code, summary, stderr = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full, check=False)
     assert code == 1 and f"host {NEW_NODE} unreachable in phase reset" in summary["failure"], stderr[-3000:]
     assert f"reset -i {cluster.full} --node {NEW_NODE} --gone --yes" in summary["hint"]
-    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == "v1.36.4"  # the Node is still there
+    assert status_nodes(cluster, cluster.full)[NEW_NODE]["kubelet"] == cluster.kubelet_version  # the Node is still there
     _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--gone", "--yes", inventory=cluster.full)
     assert summary["result"] == "ok"
     assert set(summary["hosts"]) <= {CP, "localhost"}, summary["hosts"]
     nodes = status_nodes(cluster, cluster.full)
     assert nodes[NEW_NODE]["kubelet"] == "-", nodes  # no Node object any more
     for name in CLUSTER_NODES:
-        assert nodes[name]["kubelet"] == "v1.36.4", nodes
+        assert nodes[name]["kubelet"] == cluster.kubelet_version, nodes
     # the machine comes back (for the scenarios below): the lab restarts it on its disk
     cluster.lab("up", "--workers", str(len(WORKERS) + 1))
     cluster.write_inventories()
@@ -247,7 +274,7 @@ def test_full_reset_removes_the_cluster(cluster: Cluster):
     assert summary["result"] == "ok"
     assert not (Path(cluster.env["KUBESTRAP_SECRETS_DIR"]) / "lab" / "admin.conf").exists()
     nodes = status_nodes(cluster, cluster.full)
-    assert all(row["kubelet"] != "v1.36.4" for row in nodes.values()), nodes
+    assert all(row["kubelet"] != cluster.kubelet_version for row in nodes.values()), nodes
 
 
 @pytest.mark.extended
@@ -296,5 +323,5 @@ def test_up_after_reset_and_lost_worker_converges(cluster: Cluster):
     assert summary["result"] == "ok"
     nodes = status_nodes(cluster, cluster.full)
     for name in [*CLUSTER_NODES, NEW_NODE]:
-        assert nodes[name]["kubelet"] == "v1.36.4", nodes
+        assert nodes[name]["kubelet"] == cluster.kubelet_version, nodes
     (cluster.work / "nodes.json").write_text(json.dumps(nodes))

@@ -1,9 +1,18 @@
+import ipaddress
+import json
+import re
 from pathlib import Path
 
-from kubestrap.lab import seed, state, vm
+import pytest
+import yaml
+
+from kubestrap.lab import podnet, seed, state, vm
+from kubestrap.lab.errors import LabError
 from kubestrap.lab.image import Image
 from kubestrap.lab.procs import ProcRecord
 from kubestrap.lab.state import LabState, VMState
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_state_round_trip(tmp_path):
@@ -31,6 +40,28 @@ def test_seed_files_match_nics_by_mac_and_carry_identity():
     assert "MACAddress=52:54:aa:00:00:02" in node and "Address=10.77.0.12/24" in node
     assert "Gateway" not in node
     assert "MACAddress=52:54:aa:00:00:01" in files["network/10-kubestrap-uplink.network"]
+
+
+def test_seed_brings_the_lab_pod_network_a_range_per_node_and_routes_to_the_others():
+    lab_ips = ("10.77.0.10", "10.77.0.11", "10.77.0.12")
+    files = seed.seed_files(seed.SeedData("node1", "k", "52:54:aa:00:00:01", "52:54:aa:00:00:02", "10.77.0.12",
+                                          "10.77.0.0/24", lab_ips))  # fmt: skip
+    conf = json.loads(files[f"cni/{podnet.CONFLIST_NAME}"])
+    bridge = conf["plugins"][0]
+    assert conf["cniVersion"] == "1.0.0" and [p["type"] for p in conf["plugins"]] == ["bridge", "portmap"]
+    assert bridge["ipam"] == {"type": "host-local", "ranges": [[{"subnet": "10.244.12.0/24"}]],
+                              "routes": [{"dst": "0.0.0.0/0"}]}  # fmt: skip
+    node = files["network/20-kubestrap-node.network"]
+    routes = re.findall(r"\[Route\]\nDestination=(\S+)\nGateway=(\S+)\n", node)
+    assert routes == [("10.244.10.0/24", "10.77.0.10"), ("10.244.11.0/24", "10.77.0.11")]
+    # every range lies in the pod CIDR the lab's cluster runs with (kubestrap's default, which the lab says again)
+    default = yaml.safe_load((ROOT / "group_vars/all/cluster.yml").read_text())["cluster_pod_cidr"]
+    lab = yaml.safe_load((ROOT / "inventories/lab/group_vars/k8s_cluster.yml").read_text())["cluster_pod_cidr"]
+    assert podnet.POD_CIDR == default == lab
+    assert all(ipaddress.ip_network(podnet.pod_range("10.77.0.0/24", ip)).subnet_of(ipaddress.ip_network(lab))
+               for ip in lab_ips)  # fmt: skip
+    with pytest.raises(LabError, match="no /24 pod range"):
+        podnet.pod_range("10.77.0.0/16", "10.77.1.10")
 
 
 def cfg(accel="tcg", api_port=0):

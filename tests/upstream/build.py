@@ -67,7 +67,8 @@ class Program:
 PROGRAMS: dict[str, Program] = {p.name: p for p in (
     Program("kubernetes", "k8s.io/kubernetes",
             {name: f"k8s.io/kubernetes/cmd/{name}" for name in (
-                "kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler")},
+                "kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                "kube-proxy")},
             _kubernetes, pin="kubeadm"),
     Program("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "go.etcd.io/etcd/server/v3"}),
     Program("containerd", "github.com/containerd/containerd/v2",

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -56,7 +57,8 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 @dataclass(frozen=True)
 class Image:
-    """What goes into one image: a built binary at a path, and how the container starts."""
+    """What goes into one image: a built binary at a path, and how the container starts; optionally files of
+    Debian packages (the userspace a program execs, e.g. kube-proxy's iptables) and symlinks to them."""
 
     program: str  # build.PROGRAMS key
     binary: str
@@ -64,6 +66,8 @@ class Image:
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     user: str = ""  # empty: root, as kubeadm's static pods and CoreDNS Deployment run them
+    debs: tuple[str, ...] = ()  # Debian packages (of the machine's release) unpacked into the image
+    links: tuple[tuple[str, str], ...] = ()  # (path, target): what the packages' maintainer scripts would link
 
 
 def _kubernetes(name: str) -> Image:
@@ -71,6 +75,15 @@ def _kubernetes(name: str) -> Image:
     # entrypoint with its own command anyway
     return Image("kubernetes", name, f"usr/local/bin/{name}", entrypoint=(f"/usr/local/bin/{name}",))
 
+
+# iptables (nft backend) and what it needs at run time, by Debian package name (their Depends, libc6 included)
+IPTABLES_DEBS = ("iptables", "libip4tc2", "libip6tc2", "libxtables12", "libmnl0", "libnetfilter-conntrack3",
+                 "libnfnetlink0", "libnftnl11", "libc6", "netbase")  # fmt: skip
+IPTABLES_LINKS = tuple((f"usr/sbin/{name}", "xtables-nft-multi") for name in (
+    "iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"))
+# paths of a package not needed in an image (documentation, manuals, translations)
+DEB_SKIPPED = ("usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/lintian/", "usr/share/locale/",
+               "usr/lib/x86_64-linux-gnu/gconv/", "usr/share/i18n/")  # fmt: skip
 
 # image name (the last part of its repository) -> its spec
 IMAGES: dict[str, Image] = {
@@ -82,6 +95,11 @@ IMAGES: dict[str, Image] = {
     # no file capabilities, so it runs as root (kubeadm's Deployment drops every capability but NET_BIND_SERVICE)
     "coredns": Image("coredns", "coredns", "coredns", entrypoint=("/coredns",)),
     "pause": Image("pause", "pause", "pause", entrypoint=("/pause",), user="65535:65535"),
+    # kube-proxy (a cluster without Cilium) programs the node's packet filter by running iptables-restore; upstream's
+    # image carries iptables from Debian too. Only the nftables backend: Debian's default since bullseye (the
+    # alternatives links below are what iptables' postinst makes with update-alternatives).
+    "kube-proxy": Image("kubernetes", "kube-proxy", "usr/local/bin/kube-proxy", entrypoint=("/usr/local/bin/kube-proxy",),
+                        debs=IPTABLES_DEBS, links=IPTABLES_LINKS),
 }
 
 # tags kubeadm asks for that a built version stands in for (program -> tag -> built version); tests/README.md
@@ -170,24 +188,97 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % tarfile.BLOCKSIZE)
 
 
-def _layer(image: Image, binary: Path, size: int) -> Iterator[bytes]:
-    """The layer tar, in pieces: the binary's parent directories, /tmp, the binary; sorted by name."""
-    parts = image.path.split("/")
-    entries = {"/".join(parts[:i]) + "/": None for i in range(1, len(parts))}
-    entries["tmp/"] = None
-    entries[image.path] = binary
-    for name in sorted(entries):
-        if entries[name] is None:
-            yield _header(name, mode=0o1777 if name == "tmp/" else 0o755, kind=tarfile.DIRTYPE)
+@dataclass(frozen=True)
+class Entry:
+    """One member of the layer: a directory (name ends with /), a symlink (link) or a regular file (source)."""
+
+    name: str
+    mode: int
+    source: Path | None = None
+    link: str = ""
+
+
+def debian_root(packages: tuple[str, ...], cache: Path | None = None) -> Path:
+    """A directory holding *packages* unpacked (`apt-get download` + `dpkg-deb -x`, no maintainer scripts), cached
+    by the package files' names (name_version_arch), so a Debian update gives a new directory."""
+    debs = (cache or build.cache_root()) / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    files = {path.name.split("_", 1)[0]: path for path in debs.glob("*.deb")}
+    missing = [name for name in packages if name not in files]
+    if missing:
+        done = subprocess.run(["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise ImageError(f"apt-get download {' '.join(missing)} failed: {done.stderr.strip()} (run apt-get update?)")
+        files = {path.name.split("_", 1)[0]: path for path in debs.glob("*.deb")}
+    chosen = sorted(files[name].name for name in packages)
+    root = debs / ("root-" + hashlib.sha256("\n".join(chosen).encode()).hexdigest()[:12])
+    if not root.is_dir():
+        scratch = Path(tempfile.mkdtemp(prefix=".root-", dir=debs))
+        try:
+            for name in chosen:
+                subprocess.run(["dpkg-deb", "-x", str(debs / name), str(scratch)], check=True, capture_output=True)
+            scratch.rename(root)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return root
+
+
+def _entries(image: Image, binary: Path) -> list[Entry]:
+    """Every member of the image's layer, sorted by name: the binary and its parent directories, /tmp, the Debian
+    packages' files and the links."""
+    entries: dict[str, Entry] = {}
+
+    def parents(path: str) -> None:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            name = "/".join(parts[:i]) + "/"
+            entries.setdefault(name, Entry(name, 0o755))
+
+    if image.debs:
+        root = debian_root(image.debs)
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if (rel + "/").startswith(DEB_SKIPPED):
+                continue
+            if path.is_symlink():
+                entries[rel] = Entry(rel, 0o777, link=os.readlink(path))
+            elif path.is_dir():
+                entries[rel + "/"] = Entry(rel + "/", path.stat().st_mode & 0o7777)
+            else:
+                entries[rel] = Entry(rel, path.stat().st_mode & 0o7777, source=path)
+            parents(rel)
+    for path, target in image.links:
+        parents(path)
+        entries[path] = Entry(path, 0o777, link=target)
+    parents(image.path)
+    entries["tmp/"] = Entry("tmp/", 0o1777)
+    entries[image.path] = Entry(image.path, 0o755, source=binary)
+    return [entries[name] for name in sorted(entries)]
+
+
+def _layer(entries: list[Entry]) -> Iterator[bytes]:
+    """The layer tar, in pieces."""
+    for entry in entries:
+        if entry.name.endswith("/"):
+            yield _header(entry.name, mode=entry.mode, kind=tarfile.DIRTYPE)
             continue
-        yield _header(name, size=size, mode=0o755)
+        if entry.link:
+            info = tarfile.TarInfo(entry.name)
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, entry.link, 0o777, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            yield info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
+            continue
+        assert entry.source is not None
+        size = entry.source.stat().st_size
+        yield _header(entry.name, size=size, mode=entry.mode)
         read = 0
-        with binary.open("rb") as stream:
+        with entry.source.open("rb") as stream:
             while chunk := stream.read(CHUNK):
                 read += len(chunk)
                 yield chunk
         if read != size:
-            raise ImageError(f"{binary} changed while it was read")
+            raise ImageError(f"{entry.source} changed while it was read")
         yield _padding(size)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
 
@@ -199,9 +290,8 @@ def _json(value: object) -> bytes:
 def _blobs(image: Image, reference: str, binary: Path, version: str) -> tuple[dict[str, bytes], str, int, str]:
     """The small blobs and files of the archive (path -> bytes), the layer's digest and size, the manifest digest."""
     name, tag = parse_reference(reference)
-    size = binary.stat().st_size
     digest, layer_size = hashlib.sha256(), 0
-    for piece in _layer(image, binary, size):
+    for piece in _layer(_entries(image, binary)):
         digest.update(piece)
         layer_size += len(piece)
     layer = f"sha256:{digest.hexdigest()}"
@@ -256,7 +346,7 @@ def _write(out, image: Image, binary: Path, files: dict[str, bytes], layer: str,
         else:  # the layer, streamed from the binary
             out.write(_header(path, size=layer_size))
             digest, written = hashlib.sha256(), 0
-            for piece in _layer(image, binary, binary.stat().st_size):
+            for piece in _layer(_entries(image, binary)):
                 digest.update(piece)
                 written += len(piece)
                 out.write(piece)
@@ -280,7 +370,7 @@ def archive(reference: str, cache: Path | None = None, build_missing: bool = Fal
                          f"version nor a documented stand-in (build.NEAREST, images.STAND_INS)")  # fmt: skip
     key = hashlib.sha256(_json({
         "format": IMAGES_FORMAT, "reference": f"{name}:{tag}", "image": asdict(image), "version": version,
-        "binary": _sha256_file(binary),
+        "binary": _sha256_file(binary), "debs": debian_root(image.debs).name if image.debs else "",
     })).hexdigest()[:12]  # fmt: skip
     target = images_dir(cache) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', f'{name}:{tag}')}-{key}.tar"
     digest_file = target.with_suffix(".digest")

@@ -1,0 +1,53 @@
+"""The cluster images one node receives (the artifacts role stages them, the containerd role imports them),
+resolved by kubestrap/images.py, the one place that reads `kubestrap_cluster_images`: placeholders replaced by the
+pins, digests from the reference or the lock, `nodes` and `without_addon` applied. A top-level plugin directory
+(ansible.cfg: filter_plugins), so both roles read the same file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from kubestrap import images  # noqa: E402
+
+
+def node_images(
+    cluster_images: dict[str, Any],
+    arch: str,
+    *,
+    control_plane: bool,
+    artifacts: dict[str, Any],
+    pinned_images: dict[str, Any],
+    lock: dict[str, str],
+    addons: dict[str, Any],
+    staged_in: str = "",
+) -> list[dict[str, str]]:
+    """[{key, name (name:tag), digest ('' if none is known), path (images/<name:tag>/linux-<arch>.oci.tar)}]; with
+    *staged_in*, what the kubestrap_images module imports: [{name, digest, archive (STAGED_IN/path)}]."""
+    settings = {"kubestrap_cluster_images": cluster_images, "kubestrap_artifacts": artifacts,
+                "kubestrap_images": pinned_images}  # fmt: skip
+    try:
+        chosen = images.node_images(settings, bool(control_plane), addons or {}, lock=lock or {})
+    except images.ImageError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    result = []
+    for image in chosen:
+        item = {"key": image.key, "name": image.reference.name_tag, "digest": image.reference.digest,
+                "path": image.mirror_path(arch)}  # fmt: skip
+        if staged_in:
+            item = {"name": item["name"], "digest": item["digest"], "archive": f"{staged_in.rstrip('/')}/{item['path']}"}
+        result.append(item)
+    return result
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"kubestrap_node_images": node_images}
