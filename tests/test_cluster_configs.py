@@ -1,8 +1,10 @@
 """Validation of the rendered cluster-formation files: the kubeadm configurations (init and join) by REAL
 kubeadm v1.36.3 (`kubeadm config validate`, built from its Go module by tests/upstream/build.py), for the
-defaults and for a maximal set of settings, and a misspelt field or a wrong value refused by it; the files
-kubeadm does not read (encryption, audit, admission) and the KubeletConfiguration values kubeadm passes
-through unjudged against the strict models of tests/models; the CIS items one by one."""
+defaults and for a maximal set of settings, and a misspelt field or a wrong value refused by it; what REAL
+`kubeadm init --dry-run` writes from them (the static pods' flags and mounts, the kubelet's files, the
+kubeconfigs, the serving certificate); the files kubeadm does not read (encryption, audit, admission) and the
+KubeletConfiguration values kubeadm passes through unjudged against the strict models of
+tests/models/config_files.py; the CIS items one by one."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 import yaml
 from helpers import CORPUS, ROOT, render_configs
 from k8s_real import upstream_dir
-from models import kubeadm_v1beta4 as model
+from models import config_files as model
 
 INVENTORIES = {"homelab": ROOT / "inventories" / "homelab", "corpus-base": CORPUS / "base"}
 
@@ -169,6 +171,128 @@ def test_real_kubeadm_refuses_a_misspelt_field_or_a_wrong_value(rendered, kubead
     assert done.returncode != 0 and message in done.stderr, f"{case}: rc={done.returncode} {done.stdout}{done.stderr}"
 
 
+# --- what REAL kubeadm init writes from the rendered configuration -----------------------------------
+
+
+def _init_dry_run(kubeadm: str, config: Path, out: Path) -> Path:
+    """REAL `kubeadm init --dry-run` of a rendered configuration: every phase but preflight (it wants root and the
+    node's runtime), nothing applied to a cluster; kubeadm writes each file init would write on the node into
+    $KUBEADM_INIT_DRYRUN_DIR (*out*, flat: manifests, kubeconfigs, pki, the kubelet's files)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    home = out.parent / "home"
+    home.mkdir(exist_ok=True)
+    done = subprocess.run([kubeadm, "init", "--dry-run", "--config", str(config), "--skip-phases", "preflight"],
+                          capture_output=True, text=True, timeout=180,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(home), "KUBEADM_INIT_DRYRUN_DIR": str(out)})  # fmt: skip
+    assert done.returncode == 0, f"{config.name}: {done.stderr[-3000:]}"
+    assert (out / "kube-apiserver.yaml").is_file(), sorted(p.name for p in out.iterdir())
+    return out
+
+
+@pytest.fixture(scope="module")
+def init_dry_run(rendered, kubeadm, tmp_path_factory) -> tuple[dict, Path]:
+    name, files, dest = rendered
+    out = _init_dry_run(kubeadm, dest / "k8s-cp-kubeadm-config.yaml", tmp_path_factory.mktemp(f"dry-{name}") / "out")
+    return files, out
+
+
+@pytest.fixture(scope="module")
+def init_dry_run_max(rendered_max, kubeadm, tmp_path_factory) -> tuple[dict, Path]:
+    files, dest = rendered_max
+    return files, _init_dry_run(kubeadm, dest / "k8s-cp-kubeadm-config.yaml", tmp_path_factory.mktemp("dry-max") / "out")
+
+
+def _pod(out: Path, component: str) -> dict:
+    return yaml.safe_load((out / f"{component}.yaml").read_text())["spec"]
+
+
+def _flags(pod: dict) -> dict[str, str]:
+    command = pod["containers"][0]["command"]
+    return dict(arg[2:].split("=", 1) for arg in command[1:] if arg.startswith("--") and "=" in arg)
+
+
+def _mount_of(pod: dict, path: str) -> tuple[dict, dict]:
+    """The volume mount of *pod* holding *path* (the longest mount path above it) and its volume."""
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if (path + "/").startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mounts, f"{path} is under no volume mount of the pod"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return mount, volume
+
+
+def _assert_every_flag_in_the_static_pods(files: dict, out: Path) -> None:
+    cluster = _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")
+    for component, settings in (("kube-apiserver", cluster["apiServer"]), ("kube-controller-manager",
+                                cluster["controllerManager"]), ("kube-scheduler", cluster["scheduler"]),
+                                ("etcd", cluster["etcd"]["local"])):  # fmt: skip
+        flags = _flags(_pod(out, component))
+        wanted = _args(settings)
+        assert wanted, component
+        assert {k: flags.get(k) for k in wanted} == wanted, component
+
+
+def test_real_kubeadm_init_puts_every_rendered_flag_into_the_static_pods(init_dry_run):
+    _assert_every_flag_in_the_static_pods(*init_dry_run)
+
+
+def test_real_kubeadm_init_puts_every_flag_changed_into_the_static_pods(init_dry_run_max):
+    _assert_every_flag_in_the_static_pods(*init_dry_run_max)
+
+
+def _assert_apiserver_files_mounted(out: Path) -> dict[str, str]:
+    """kubestrap writes the encryption, audit and admission files on the node; the kube-apiserver runs in a static
+    pod, so each path its flags name must be inside a hostPath mount of the same host path (read-only; the
+    audit log's directory writable), or the API server does not start. Returns the pod's flags."""
+    pod = _pod(out, "kube-apiserver")
+    flags = _flags(pod)
+    for flag, writable in (("encryption-provider-config", False), ("audit-policy-file", False),
+                           ("admission-control-config-file", False), ("audit-log-path", True)):  # fmt: skip
+        mount, volume = _mount_of(pod, flags[flag])
+        assert volume["hostPath"]["path"] == mount["mountPath"], flag
+        assert bool(mount.get("readOnly")) is not writable, flag
+    return flags
+
+
+def test_the_files_the_apiserver_reads_are_mounted_into_its_pod(init_dry_run):
+    _assert_apiserver_files_mounted(init_dry_run[1])
+
+
+def test_a_moved_encryption_file_is_mounted_where_it_moved(init_dry_run_max):
+    flags = _assert_apiserver_files_mounted(init_dry_run_max[1])
+    assert flags["encryption-provider-config"] == MAXIMAL["kubeadm_init_encryption_config_path"]
+
+
+def test_real_kubeadm_init_writes_the_kubelet_files_from_the_rendered_configuration(init_dry_run):
+    files, out = init_dry_run
+    docs = files["k8s-cp-kubeadm-config.yaml"]
+    init, kubelet = _doc(docs, "InitConfiguration"), _doc(docs, "KubeletConfiguration")
+    name = init["nodeRegistration"]["name"]
+    node_ip = {a["name"]: a["value"] for a in init["nodeRegistration"]["kubeletExtraArgs"]}["node-ip"]
+    assert (out / "kubeadm-flags.env").read_text() == (
+        f'KUBELET_KUBEADM_ARGS="--hostname-override={name} --node-ip={node_ip}"\n'
+    )
+    written = yaml.safe_load((out / "config.yaml").read_text())  # /var/lib/kubelet/config.yaml
+    assert {k: written.get(k) for k in kubelet if k not in ("apiVersion", "kind")} == {
+        k: v for k, v in kubelet.items() if k not in ("apiVersion", "kind")
+    }
+
+
+def test_real_kubeadm_init_writes_kubeconfigs_and_a_serving_certificate_for_the_rendered_endpoint(init_dry_run_max):
+    from cryptography import x509
+
+    files, out = init_dry_run_max
+    cluster = _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")
+    for conf in ("admin.conf", "super-admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"):
+        assert oct((out / conf).stat().st_mode & 0o777) == "0o600", conf
+    admin = yaml.safe_load((out / "admin.conf").read_text())
+    assert admin["clusters"][0]["cluster"]["server"] == f"https://{cluster['controlPlaneEndpoint']}"
+    cert = x509.load_pem_x509_certificate((out / "apiserver.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = set(sans.get_values_for_type(x509.DNSName)) | {str(a) for a in sans.get_values_for_type(x509.IPAddress)}
+    first_service_ip = str(next(ipaddress.ip_network(cluster["networking"]["serviceSubnet"]).hosts()))
+    assert {*cluster["apiServer"]["certSANs"], first_service_ip} <= names, sorted(names)
+
+
 def test_every_rendered_file_kubeadm_does_not_read_passes_the_strict_model(rendered):
     """EncryptionConfiguration, the audit Policy and the AdmissionConfiguration are read by the kube-apiserver
     when it starts on the node (kubeadm only mounts their directories): kubeadm cannot judge them, so the model
@@ -178,6 +302,21 @@ def test_every_rendered_file_kubeadm_does_not_read_passes_the_strict_model(rende
     assert sorted(others) == ["k8s-cp-admission-config.yaml", "k8s-cp-audit-policy.yaml", "k8s-cp-encryption-config.yaml"]
     for name, docs in others.items():
         assert model.validate_documents(docs) == [], name
+
+
+def _modelled_documents(files: dict) -> dict[str, dict]:
+    """One rendered document of every kind the strict model judges, by kind."""
+    docs = [d for name, ds in files.items() for d in ds if d and "kubeadm-join" not in name]
+    docs.append(_pod_security(files))
+    return {d["kind"]: d for d in docs if (d.get("apiVersion"), d.get("kind")) in model.KINDS}
+
+
+def test_the_strict_model_refuses_a_misspelt_field_of_every_kind_it_judges(rendered):
+    _, files, _ = rendered
+    documents = _modelled_documents(files)
+    assert sorted(documents) == sorted(kind for _, kind in model.KINDS)
+    for kind, doc in documents.items():
+        assert model.validate_document({**doc, "specc": {}}) == [f'{kind}: unknown field "specc"'], kind
 
 
 def test_kubelet_configuration_values_pass_the_strict_model(rendered, kubeadm, tmp_path):

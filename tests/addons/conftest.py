@@ -65,7 +65,7 @@ MAXIMAL = {
 
 
 def ansible_env(tmp: Path, home: str) -> dict[str, str]:
-    """Environment of an ansible-playbook run against the doubles' control plane (tmp/ansible.cfg)."""
+    """Environment of an ansible-playbook run against the real control plane (`real_cluster`; tmp/ansible.cfg)."""
     return {
         **os.environ,
         "ANSIBLE_CONFIG": str(tmp / "ansible.cfg"),

@@ -99,8 +99,9 @@ def test_failed_rollout_names_release_namespace_and_workload(real_cluster, rollo
 
 def test_value_the_chart_schema_refuses_is_refused_by_helm(real_cluster, rollouts, tmp_path):
     """Upstream cilium's values.schema.json (carried by the fixture chart) allows unknown top-level keys, so a
-    misspelt key is NOT refused by helm (the double refused `kubeProxyReplacment`; real helm installs it); a
-    value of the wrong type is, by helm's schema validation, before anything reaches the cluster."""
+    misspelt key is NOT refused by helm (real helm installs `kubeProxyReplacment`: test_chart_values_upstream.py
+    catches such keys offline); a value of the wrong type is, by helm's schema validation, before anything
+    reaches the cluster."""
     out = run_play(real_cluster, tmp_path, "test-role-typo", {"kubeProxyReplacement": True, "operator": {"replicas": "two"}})
     assert out.returncode != 0, out.stdout[-4000:]
     message = " ".join(out.stdout.split())

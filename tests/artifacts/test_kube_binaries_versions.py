@@ -1,5 +1,9 @@
 """kube_binaries refuses to silently downgrade (run on this machine, local connection, private
-directories; the role fails before it writes anything, so nothing outside tmp_path is touched)."""
+directories; the role fails before it writes anything, so nothing outside tmp_path is touched).
+
+The staged kubeadm, kubelet and kubectl are never run here (the role stops at the version comparison of the
+INSTALLED binaries, before it installs or runs a staged one): one-line scripts that print the pinned version
+stand for them, as the installed ones stand for a node's older and newer programs."""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-DOUBLES = ROOT / "tests" / "doubles"
 
 
 def fake(path: Path, text: str) -> Path:
@@ -31,10 +34,8 @@ def test_a_newer_installed_kubelet_stops_the_run_with_what_to_do(tmp_path: Path)
             "url": f"https://dl.k8s.io/release/v{{version}}/bin/linux/{{arch}}/{name}",
             "sha256": {"amd64": "0" * 64},
         }
-    (staging / "kubeadm/1.36.4/amd64").mkdir(parents=True)
-    (staging / "kubeadm/1.36.4/amd64/kubeadm").write_bytes((DOUBLES / "kubeadm").read_bytes())
-    (staging / "kubelet/1.36.4/amd64").mkdir(parents=True)
-    (staging / "kubelet/1.36.4/amd64/kubelet").write_bytes((DOUBLES / "kubelet").read_bytes())
+    fake(staging / "kubeadm/1.36.4/amd64/kubeadm", "v1.36.4")
+    fake(staging / "kubelet/1.36.4/amd64/kubelet", "Kubernetes v1.36.4")
     fake(staging / "kubectl/1.36.4/amd64/kubectl", "Client Version: v1.36.4")
     newer = fake(bin_dir / "kubelet", "Kubernetes v1.37.0")
     older = fake(bin_dir / "kubeadm", "v1.35.2")
