@@ -171,6 +171,16 @@ def test_real_kubeadm_refuses_a_misspelt_field_or_a_wrong_value(rendered, kubead
     assert done.returncode != 0 and message in done.stderr, f"{case}: rc={done.returncode} {done.stdout}{done.stderr}"
 
 
+def test_real_kubeadm_refuses_a_join_configuration_without_discovery(rendered, kubeadm, tmp_path):
+    _, files, _ = rendered
+    (join,) = files["k8s-worker1-kubeadm-join.yaml"]
+    assert "discovery" in join
+    without = tmp_path / "join-without-discovery.yaml"
+    without.write_text(yaml.safe_dump({k: v for k, v in join.items() if k != "discovery"}))
+    done = _validate(kubeadm, without)
+    assert done.returncode != 0 and "bootstrapToken or file must be set" in done.stderr, done.stdout + done.stderr
+
+
 # --- what REAL kubeadm init writes from the rendered configuration -----------------------------------
 
 
