@@ -1,6 +1,7 @@
 """Strict structural checks of rendered custom resources against hand-written field models (models/*.yml).
-Chart values are checked against the upstream charts instead (upstream_values.py); the key models in
-models/charts/ remain only for the helm double (tests/doubles/helm), which reads them and uses check().
+Chart values are checked against the upstream charts instead (upstream_values.py). The chart key models in
+models/charts/ are read by no test: only the helm double (tests/doubles/helm, shipped by the test mirror's
+`doubles` flavour in tests/fixtures/artifact_mirror.py) reads them and uses check(); they go with it.
 
 A model node is either
 - a type expression string: alternatives joined by "|" among str, int, bool, float, null, map (any
