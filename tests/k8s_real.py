@@ -135,10 +135,12 @@ def write_client_kubeconfig(pki: Path, server: str, path: Path, common_name: str
 
 
 class ControlPlane:
-    """etcd + kube-apiserver (+ kube-controller-manager) under *base*; `kubeconfig` is the admin's."""
+    """etcd + kube-apiserver (+ kube-controller-manager) under *base*; `kubeconfig` is the admin's. *apiserver_args*
+    are added to kube-apiserver's command line (say the configuration files a node's API server reads)."""
 
-    def __init__(self, base: Path, controllers: bool = False) -> None:
+    def __init__(self, base: Path, controllers: bool = False, apiserver_args: tuple[str, ...] = ()) -> None:
         self.base = base
+        self.apiserver_args = tuple(apiserver_args)
         self.pki = base / "pki"
         self.port = free_port()
         self.etcd_port = free_port()
@@ -183,20 +185,10 @@ class ControlPlane:
             "--listen-peer-urls", f"http://127.0.0.1:{free_port()}", "--unsafe-no-fsync",
             "--log-level", "warn",
         ])  # fmt: skip
-        pki = self.pki
-        self._start("kube-apiserver", [
-            str(self.kubernetes / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC,Node",
-            "--allow-privileged=true", "--advertise-address=127.0.0.1",
-        ])  # fmt: skip
+        self._start("kube-apiserver", self.apiserver_argv(self.port, *self.apiserver_args))
         self.wait_ready()
         if self.controllers:
+            pki = self.pki
             self._start("kube-controller-manager", [
                 str(self.kubernetes / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1", "--secure-port=0",
@@ -205,6 +197,21 @@ class ControlPlane:
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}", f"--cluster-signing-key-file={pki / 'ca.key'}",
                 "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route,-persistentvolume-binder",
             ])  # fmt: skip
+
+    def apiserver_argv(self, port: int, *extra: str) -> list[str]:
+        """kube-apiserver's command line on this control plane's etcd and certificates, serving on *port*."""
+        pki = self.pki
+        return [
+            str(self.kubernetes / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC,Node",
+            "--allow-privileged=true", "--advertise-address=127.0.0.1", *extra,
+        ]  # fmt: skip
 
     def _write_kubeconfig(self) -> None:
         import yaml
@@ -266,8 +273,8 @@ class ControlPlane:
 
 
 @contextmanager
-def started(base: Path, controllers: bool = False) -> Iterator[ControlPlane]:
-    plane = ControlPlane(base, controllers)
+def started(base: Path, controllers: bool = False, apiserver_args: tuple[str, ...] = ()) -> Iterator[ControlPlane]:
+    plane = ControlPlane(base, controllers, apiserver_args)
     try:
         plane.start()
         yield plane

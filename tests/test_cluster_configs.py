@@ -2,9 +2,9 @@
 kubeadm v1.36.3 (`kubeadm config validate`, built from its Go module by tests/upstream/build.py), for the
 defaults and for a maximal set of settings, and a misspelt field or a wrong value refused by it; what REAL
 `kubeadm init --dry-run` writes from them (the static pods' flags and mounts, the kubelet's files, the
-kubeconfigs, the serving certificate); the files kubeadm does not read (encryption, audit, admission) and the
-KubeletConfiguration values kubeadm passes through unjudged against the strict models of
-tests/models/config_files.py; the CIS items one by one."""
+kubeconfigs, the serving certificate); the KubeletConfiguration values kubeadm passes through unjudged against
+the strict model of tests/models/kubelet_configuration.py; the CIS items one by one. The files kubeadm does not
+read (encryption, audit, admission) are run by the real kube-apiserver: tests/test_apiserver_config_files.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from helpers import CORPUS, ROOT, render_configs
 from k8s_real import upstream_dir
-from models import config_files as model
+from models import kubelet_configuration as model
 
 INVENTORIES = {"homelab": ROOT / "inventories" / "homelab", "corpus-base": CORPUS / "base"}
 
@@ -303,32 +303,6 @@ def test_real_kubeadm_init_writes_kubeconfigs_and_a_serving_certificate_for_the_
     assert {*cluster["apiServer"]["certSANs"], first_service_ip} <= names, sorted(names)
 
 
-def test_every_rendered_file_kubeadm_does_not_read_passes_the_strict_model(rendered):
-    """EncryptionConfiguration, the audit Policy and the AdmissionConfiguration are read by the kube-apiserver
-    when it starts on the node (kubeadm only mounts their directories): kubeadm cannot judge them, so the model
-    does."""
-    _, files, _ = rendered
-    others = {name: docs for name, docs in files.items() if "kubeadm" not in name}
-    assert sorted(others) == ["k8s-cp-admission-config.yaml", "k8s-cp-audit-policy.yaml", "k8s-cp-encryption-config.yaml"]
-    for name, docs in others.items():
-        assert model.validate_documents(docs) == [], name
-
-
-def _modelled_documents(files: dict) -> dict[str, dict]:
-    """One rendered document of every kind the strict model judges, by kind."""
-    docs = [d for name, ds in files.items() for d in ds if d and "kubeadm-join" not in name]
-    docs.append(_pod_security(files))
-    return {d["kind"]: d for d in docs if (d.get("apiVersion"), d.get("kind")) in model.KINDS}
-
-
-def test_the_strict_model_refuses_a_misspelt_field_of_every_kind_it_judges(rendered):
-    _, files, _ = rendered
-    documents = _modelled_documents(files)
-    assert sorted(documents) == sorted(kind for _, kind in model.KINDS)
-    for kind, doc in documents.items():
-        assert model.validate_document({**doc, "specc": {}}) == [f'{kind}: unknown field "specc"'], kind
-
-
 def test_kubelet_configuration_values_pass_the_strict_model(rendered, kubeadm, tmp_path):
     """kubeadm decodes the KubeletConfiguration strictly (names, types: the real-kubeadm tests above) but hands
     its values to the kubelet unjudged, and the kubelet is not started here: the model's value checks stay for
@@ -463,13 +437,6 @@ CIS_ITEMS = {
 def test_cis_item_in_rendered_config(rendered, item):
     _, files, _ = rendered
     assert CIS_ITEMS[item](_cis(files), files), f"CIS item not met by the rendered kubeadm config: {item}"
-
-
-def test_pod_security_configuration_passes_the_strict_model(rendered):
-    """The admission configuration is the kube-apiserver's (kubeadm does not read it): the model judges it."""
-    _, files, _ = rendered
-    assert model.validate_documents(files["k8s-cp-admission-config.yaml"]) == []
-    assert model.validate_document(_pod_security(files)) == []
 
 
 def test_pod_security_exemptions_cover_every_privileged_addon_namespace():

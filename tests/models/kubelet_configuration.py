@@ -1,16 +1,13 @@
-"""Strict field models of the rendered files REAL kubeadm does not judge (tests/test_cluster_configs.py):
+"""Strict field model of the KubeletConfiguration (kubelet.config.k8s.io/v1beta1) kubestrap renders into the kubeadm
+configuration: REAL kubeadm decodes it strictly (field names and types: `kubeadm config validate` in
+tests/test_cluster_configs.py) but hands its values to the kubelet unjudged, and no kubelet runs here (it needs
+root and the node's runtime). The model lists the fields kubestrap may set or kubeadm writes (all real fields of
+that type) and refuses the rest, so a typo cannot slip through, and judges the values the kubelet would (e.g.
+cgroupDriver).
 
-- the files the kube-apiserver reads when it starts on the node, which kubeadm only mounts: the
-  EncryptionConfiguration and the AdmissionConfiguration (apiserver.config.k8s.io/v1), the Pod Security
-  admission plugin's configuration embedded in it (pod-security.admission.config.k8s.io/v1) and the audit
-  Policy (audit.k8s.io/v1);
-- the values of the KubeletConfiguration (kubelet.config.k8s.io/v1beta1), which kubeadm decodes strictly
-  (field names and types: `kubeadm config validate` in the tests) but hands to the kubelet unjudged. The
-  model lists the fields kubestrap may set or kubeadm writes (all real fields of that type) and refuses the
-  rest, so a typo cannot slip through.
-
-Like Kubernetes' strict decoding, an unknown field, a wrong type or an unknown kind/apiVersion is an error.
-The kubeadm.k8s.io/v1beta4 kinds are not modelled here: real kubeadm judges them.
+The other rendered files are judged by the real programs: the kubeadm.k8s.io/v1beta4 kinds by real kubeadm, the
+files the kube-apiserver reads (encryption, audit, admission + Pod Security) by the real kube-apiserver
+(tests/test_apiserver_config_files.py).
 """
 
 from __future__ import annotations
@@ -63,42 +60,8 @@ KUBELET = {
     "healthzBindAddress": Str, "healthzPort": Int, "nodeStatusUpdateFrequency": Duration,
     "nodeStatusReportFrequency": Duration, "seccompDefault": Bool, "podPidsLimit": Int,
 }  # fmt: skip
-KEY = {"name": Str, "secret": Str}
-ENCRYPTION = {
-    "resources": ListOf({
-        "resources": ListOf(Str),
-        "providers": ListOf({
-            "identity": {}, "aescbc": {"keys": ListOf(KEY)}, "aesgcm": {"keys": ListOf(KEY)},
-            "secretbox": {"keys": ListOf(KEY)}, "kms": AnyValue,
-        }),
-    }),
-}  # fmt: skip
-AUDIT_LEVEL = Enum("None", "Metadata", "Request", "RequestResponse")
-AUDIT_POLICY = {
-    "omitStages": ListOf(Enum("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")),
-    "omitManagedFields": Bool,
-    "rules": ListOf({
-        "level": AUDIT_LEVEL, "users": ListOf(Str), "userGroups": ListOf(Str), "verbs": ListOf(Str),
-        "resources": ListOf({"group": Str, "resources": ListOf(Str), "resourceNames": ListOf(Str)}),
-        "namespaces": ListOf(Str), "nonResourceURLs": ListOf(Str), "omitStages": ListOf(Str),
-        "omitManagedFields": Bool,
-    }),
-}  # fmt: skip
-# --admission-control-config-file and the Pod Security admission plugin's configuration it may embed.
-ADMISSION = {"plugins": ListOf({"name": Str, "path": Str, "configuration": AnyValue})}
-PSA_LEVEL = Enum("privileged", "baseline", "restricted")
-POD_SECURITY = {
-    "defaults": {"enforce": PSA_LEVEL, "enforce-version": Str, "audit": PSA_LEVEL, "audit-version": Str,
-                 "warn": PSA_LEVEL, "warn-version": Str},
-    "exemptions": {"usernames": ListOf(Str), "runtimeClasses": ListOf(Str), "namespaces": ListOf(Str)},
-}  # fmt: skip
-
 KINDS: dict[tuple[str, str], dict[str, Any]] = {
     ("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"): KUBELET,
-    ("apiserver.config.k8s.io/v1", "EncryptionConfiguration"): ENCRYPTION,
-    ("audit.k8s.io/v1", "Policy"): AUDIT_POLICY,
-    ("apiserver.config.k8s.io/v1", "AdmissionConfiguration"): ADMISSION,
-    ("pod-security.admission.config.k8s.io/v1", "PodSecurityConfiguration"): POD_SECURITY,
 }
 
 
