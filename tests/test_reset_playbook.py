@@ -1,7 +1,8 @@
 """playbooks/reset.yml keeps kubeadm's documented order for removing a node: drain, reset the node
 (its kubelet stops), then delete the Node object. Deleting first let the still-running kubelet
 register the Node again, and the next `add-node` of that name was refused by kubeadm join (seen on
-the lab: 'a Node with name ... already exists'). The e2e's reset/add-node scenario runs it for real."""
+the lab: 'a Node with name ... already exists'). The e2e's reset/add-node scenario runs it for real; here
+`reset --node` drains and deletes with real kubectl on the REAL kube-apiserver (tests/k8s_real.py)."""
 
 from __future__ import annotations
 
@@ -283,3 +284,51 @@ def test_a_plain_reset_shows_nothing_alarming(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:]
     tasks = [line for line in done.stdout.splitlines() if line.startswith("TASK [")]
     assert tasks and not [t for t in tasks if "Refuse" in t or "still answers" in t], tasks
+
+
+# --- drain and delete against the REAL kube-apiserver ---------------------------------------------------------
+
+AUDIT_NODES = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    resources: [{group: "", resources: [nodes]}]
+  - level: None
+"""
+
+
+def test_reset_node_drains_then_deletes_only_its_node_on_the_real_api_server(tmp_path):
+    """`reset --node w1` with the playbook's own kubectl commands (REAL kubectl, REAL kube-apiserver of
+    tests/k8s_real.py; the first control plane over a local connection, its admin kubeconfig the control
+    plane's): w1 is cordoned by the drain before its Node object is deleted, and cp1's Node stays."""
+    import os
+
+    from k8s_real import started
+
+    policy = tmp_path / "audit-policy.yaml"
+    policy.write_text(AUDIT_NODES)
+    audit = tmp_path / "audit.log"
+    with started(tmp_path / "plane", apiserver_args=(f"--audit-policy-file={policy}", f"--audit-log-path={audit}")) as plane:
+        for name in ("cp1", "w1"):
+            plane.kubectl("create", "-f", "-", stdin=f"apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n")
+        node = FakeNode(tmp_path)
+        inv = _node_inventory(tmp_path, node)
+        hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+        control_plane = hosts["all"]["children"]["k8s_cluster"]["children"]["k8s_control_plane"]["hosts"]["cp1"]
+        control_plane.update({k: v for k, v in node.hostvars().items() if k.startswith("ansible_")},
+                             kubestrap_admin_kubeconfig=str(plane.kubeconfig))  # fmt: skip
+        (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+        kubectl_only = tmp_path / "kubectl-bin"  # the real kubectl on PATH, not the built kubeadm beside it
+        kubectl_only.mkdir()
+        (kubectl_only / "kubectl").symlink_to(plane.kubectl_bin)
+        done = _playbook(tmp_path, inv, "-e", "kubestrap_node_scope=w1", "--limit", "cp1,w1,localhost",
+                         env={"PATH": f"{kubectl_only}:{os.environ['PATH']}", "HOME": plane.home})  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert "TASK [Drain the nodes" in done.stdout and "changed: [cp1] => (item=w1)" in done.stdout, done.stdout[-3000:]
+        assert plane.kubectl("get", "nodes", "-o", "name").stdout == "node/cp1\n"
+        events = [json.loads(line) for line in audit.read_text().splitlines()]
+        on_w1 = [e["verb"] for e in events if e.get("objectRef", {}).get("name") == "w1" and e["verb"] in ("patch", "delete")
+                 and e["responseStatus"]["code"] < 300]  # fmt: skip
+        assert on_w1 == ["patch", "delete"], on_w1  # cordoned (spec.unschedulable) first, then deleted
+        assert not [e for e in events if e.get("objectRef", {}).get("name") == "cp1" and e["verb"] in ("patch", "delete")]
