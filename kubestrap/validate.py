@@ -332,6 +332,25 @@ class _Checker:
             if problem:
                 self.add(img_src, f"kubestrap_images.{name}", problem)
         self._cluster_images()
+        self._kubeadm_extras()
+
+    def _kubeadm_extras(self) -> None:
+        """kubeadm_init_extra_args and kubeadm_init_patches name components and targets kubeadm knows."""
+        for key, known in (("kubeadm_init_extra_args", KUBEADM_COMPONENTS), ("kubeadm_init_patches", KUBEADM_PATCH_TARGETS)):
+            value, source = self.setting(key)
+            if not isinstance(value, dict):
+                continue  # absent, or a wrong type the role's spec reports
+            for name, entry in value.items():
+                if name not in known:
+                    self.add(source, f"{key}.{name}", f"unknown: one of {', '.join(known)}")
+                elif not isinstance(entry, dict):
+                    self.add(source, f"{key}.{name}", f"must be a mapping, got {spec_check.describe(entry)}")
+                elif key == "kubeadm_init_extra_args":
+                    for flag, flag_value in entry.items():
+                        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", str(flag)) or isinstance(flag_value, (dict, list)):
+                            hint = "e.g. leader-elect-lease-duration: 60s"
+                            self.add(source, f"{key}.{name}.{flag}",
+                                     f"must be a flag name without leading dashes mapped to one value, {hint}")  # fmt: skip
 
     def _cluster_images(self) -> None:
         """The images list against the pins (kubestrap/images.py says what must agree)."""
@@ -346,6 +365,11 @@ class _Checker:
         for key, message in images_mod.problems(values):
             source = self.setting(key.split(".", 1)[0])[1] or self.setting("kubestrap_cluster_images")[1]
             self.add(source, key, message)
+
+
+# kubeadm's ClusterConfiguration components with extraArgs, and the targets of its patches
+KUBEADM_COMPONENTS = ("apiServer", "controllerManager", "scheduler", "etcd")
+KUBEADM_PATCH_TARGETS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubeletconfiguration")
 
 
 def _orphan(inv: Inventory, layer: inv_mod.VarLayer) -> bool:

@@ -51,6 +51,15 @@ MAXIMAL = {
     "kubeadm_init_bootstrap_token_ttl": "1h30m",
     "kubeadm_init_control_plane_timeout": "15m0s", "kubeadm_init_api_call_timeout": "5m0s",
     "kubeadm_join_cri_socket": "unix:///var/run/containerd/containerd.sock",
+    "kubeadm_join_discovery_timeout": "12m0s", "kubeadm_join_tls_bootstrap_timeout": "13m0s",
+    # a flag of kubestrap's replaced, one added; patches of two static pods and the kubelet configuration
+    "kubeadm_init_extra_args": {"controllerManager": {"leader-elect-lease-duration": "120s", "profiling": "false"},
+                                "etcd": {"heartbeat-interval": "250"}},
+    "kubeadm_init_patches": {
+        "kube-apiserver": {"spec": {"containers": [{"name": "kube-apiserver",
+                                                    "livenessProbe": {"failureThreshold": 60, "timeoutSeconds": 30}}]}},
+        "etcd": {"spec": {"containers": [{"name": "etcd", "livenessProbe": {"failureThreshold": 61}}]}},
+        "kubeletconfiguration": {"maxPods": 50}},
 }  # fmt: skip
 
 
@@ -58,7 +67,8 @@ MAXIMAL = {
 def rendered_max(tmp_path_factory):
     dest = tmp_path_factory.mktemp("maximal")
     extra = dest.parent / "maximal-settings.json"
-    extra.write_text(json.dumps(MAXIMAL))
+    # the patches are written where kubeadm init (--dry-run below) reads them
+    extra.write_text(json.dumps({**MAXIMAL, "kubeadm_init_config_dir": str(dest.parent / "maximal-kubestrap")}))
     return render(INVENTORIES["homelab"], dest, "-e", f"@{extra}"), dest
 
 
@@ -247,6 +257,20 @@ def test_real_kubeadm_init_puts_every_rendered_flag_into_the_static_pods(init_dr
 
 def test_real_kubeadm_init_puts_every_flag_changed_into_the_static_pods(init_dry_run_max):
     _assert_every_flag_in_the_static_pods(*init_dry_run_max)
+    files, out = init_dry_run_max
+    # kubeadm_init_extra_args: one flag of kubestrap's replaced (not given twice), one added
+    manager = _pod(out, "kube-controller-manager")["containers"][0]["command"]
+    assert [a for a in manager if a.startswith("--profiling")] == ["--profiling=false"]
+    assert "--leader-elect-lease-duration=120s" in manager
+    assert "--heartbeat-interval=250" in _pod(out, "etcd")["containers"][0]["command"]
+    # kubeadm_init_patches: real kubeadm applied each strategic merge patch, the rest of the probe kept
+    init = _doc(files["k8s-cp-kubeadm-config.yaml"], "InitConfiguration")
+    assert init["patches"] == {"directory": str(Path(init["patches"]["directory"]))}
+    probe = _pod(out, "kube-apiserver")["containers"][0]["livenessProbe"]
+    assert (probe["failureThreshold"], probe["timeoutSeconds"]) == (60, 30) and probe["httpGet"]["path"] == "/livez"
+    assert _pod(out, "etcd")["containers"][0]["livenessProbe"]["failureThreshold"] == 61
+    assert _pod(out, "kube-scheduler")["containers"][0]["livenessProbe"]["failureThreshold"] == 8  # kubeadm's own
+    assert yaml.safe_load((out / "config.yaml").read_text())["maxPods"] == 50
 
 
 def _assert_apiserver_files_mounted(out: Path) -> dict[str, str]:
