@@ -51,7 +51,7 @@ MAXIMAL = {
     "kubeadm_init_bootstrap_token_ttl": "1h30m",
     "kubeadm_init_control_plane_timeout": "15m0s", "kubeadm_init_api_call_timeout": "5m0s",
     "kubeadm_join_cri_socket": "unix:///var/run/containerd/containerd.sock",
-    "kubeadm_join_discovery_timeout": "12m0s", "kubeadm_join_tls_bootstrap_timeout": "13m0s",
+    "kubeadm_init_key_algorithm": "ECDSA-P256", "kubeadm_join_discovery_timeout": "12m0s", "kubeadm_join_tls_bootstrap_timeout": "13m0s",
     # a flag of kubestrap's replaced, one added; patches of two static pods and the kubelet configuration
     "kubeadm_init_extra_args": {"controllerManager": {"leader-elect-lease-duration": "120s", "profiling": "false"},
                                 "etcd": {"heartbeat-interval": "250"}},
@@ -270,6 +270,12 @@ def test_real_kubeadm_init_puts_every_flag_changed_into_the_static_pods(init_dry
     assert (probe["failureThreshold"], probe["timeoutSeconds"]) == (60, 30) and probe["httpGet"]["path"] == "/livez"
     assert _pod(out, "etcd")["containers"][0]["livenessProbe"]["failureThreshold"] == 61
     assert _pod(out, "kube-scheduler")["containers"][0]["livenessProbe"]["failureThreshold"] == 8  # kubeadm's own
+    # kubeadm_init_key_algorithm: the certificates kubeadm made carry ECDSA P-256 keys
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = x509.load_pem_x509_certificate((out / "apiserver.crt").read_bytes()).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
     assert yaml.safe_load((out / "config.yaml").read_text())["maxPods"] == 50
 
 
