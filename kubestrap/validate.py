@@ -105,6 +105,11 @@ class _Checker:
     def _check_name_and_type(self, source: Path, key: str, value: Any, name: str | None = None) -> None:
         name = name or key
         spec = self.specs.get(name)
+        if spec is None and name in schema.RENAMED:
+            new = schema.RENAMED[name]
+            self.add(source, key, f"renamed to {new!r} (one name per setting); write {new} instead"
+                                  + (f", in {self._cluster_vars_hint()}" if new in self.cluster_names else ""))
+            return
         if spec is None:
             hint = difflib.get_close_matches(name, list(self.specs), n=1, cutoff=0.75)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else (
