@@ -62,8 +62,7 @@ def _list_hosts(playbooks: tuple[str, ...], inventory: str, extravars: str) -> l
            "ANSIBLE_HOST_PATTERN_MISMATCH": "ignore", "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
     command = [str(ANSIBLE_PLAYBOOK), "--list-hosts", "-i", inventory, "-e", extravars, *playbooks]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=paths.REPO_ROOT,
-                              timeout=300, check=False)  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"cannot list the hosts of the phases with {ANSIBLE_PLAYBOOK}: {exc}") from None
     books = parse_list_hosts(done.stdout)
@@ -80,6 +79,6 @@ def phase_hosts(phases: list[Phase], inv: Inventory, extravars: dict[str, Any]) 
     if not phases:
         return {}
     playbooks = tuple(str(phase.playbook) for phase in phases)
-    books = _list_hosts(playbooks, str(inv.path), json.dumps(extravars, sort_keys=True, default=str))
+    books = _list_hosts(playbooks, str(inv.path.absolute()), json.dumps(extravars, sort_keys=True, default=str))
     order = list(inv.hosts)
     return {phase.name: _in_order(plays, order) for phase, plays in zip(phases, books, strict=True)}

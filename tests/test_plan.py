@@ -75,3 +75,10 @@ def test_a_playbook_ansible_cannot_read_is_one_error_line_not_a_traceback(tmp_pa
 def test_no_ansible_internals_in_kubestrap():
     sources = [p for p in (ROOT / "kubestrap").rglob("*.py")]
     assert [str(p) for p in sources if "from ansible." in p.read_text() or "import ansible." in p.read_text()] == []
+
+
+def test_a_relative_inventory_path_is_the_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _inventory(tmp_path / "inv", ["w1"])
+    monkeypatch.chdir(tmp_path)
+    inv = inventory.load(Path("inv"))
+    assert plan.phase_hosts(phases.of("status"), inv, {}) == {"status": ["cp"]}
