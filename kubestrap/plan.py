@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ CONTROLLER = "localhost"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"  # the one installed beside this Python
 
 _HOSTS_HEADER = re.compile(r"^\s+hosts \(\d+\):$")
+# The last answer, for the same loaded inventory only: a command asks twice (host keys, then the run), and
+# each command loads its inventory once, so a new command (or an edited inventory, reloaded) asks Ansible again.
+_LAST: dict[tuple[tuple[str, ...], str, str], tuple[weakref.ref[Inventory], dict[str, list[str]]]] = {}
 
 
 def parse_list_hosts(output: str) -> list[list[list[str]]]:
@@ -79,6 +83,13 @@ def phase_hosts(phases: list[Phase], inv: Inventory, extravars: dict[str, Any]) 
     if not phases:
         return {}
     playbooks = tuple(str(phase.playbook) for phase in phases)
-    books = _list_hosts(playbooks, str(inv.path.absolute()), json.dumps(extravars, sort_keys=True, default=str))
+    key = (playbooks, str(inv.path.absolute()), json.dumps(extravars, sort_keys=True, default=str))
+    last = _LAST.get(key)
+    if last is not None and last[0]() is inv:  # the same command asking again (host keys, then the run)
+        return {name: list(hosts) for name, hosts in last[1].items()}
+    books = _list_hosts(*key)
     order = list(inv.hosts)
-    return {phase.name: _in_order(plays, order) for phase, plays in zip(phases, books, strict=True)}
+    result = {phase.name: _in_order(plays, order) for phase, plays in zip(phases, books, strict=True)}
+    _LAST.clear()
+    _LAST[key] = (weakref.ref(inv), result)
+    return {name: list(hosts) for name, hosts in result.items()}

@@ -82,3 +82,15 @@ def test_a_relative_inventory_path_is_the_callers(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     inv = inventory.load(Path("inv"))
     assert plan.phase_hosts(phases.of("status"), inv, {}) == {"status": ["cp"]}
+
+
+def test_ansible_is_asked_once_per_loaded_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    calls = []
+    real = plan._list_hosts
+    monkeypatch.setattr(plan, "_list_hosts", lambda *args: calls.append(args) or real(*args))
+    inv = _inventory(tmp_path / "inv", ["w1"])
+    first = plan.phase_hosts(phases.of("status"), inv, {})
+    first["status"].append("changed by the caller")
+    assert plan.phase_hosts(phases.of("status"), inv, {}) == {"status": ["cp"]} and len(calls) == 1
+    again = _inventory(tmp_path / "inv", ["w1", "w2"])  # the inventory edited and loaded again: asked again
+    assert plan.phase_hosts(phases.of("up"), again, {})["preflight"] == ["cp", "w1", "w2"] and len(calls) == 2
