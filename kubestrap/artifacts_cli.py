@@ -11,14 +11,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from kubestrap import artifacts, images
-
-if TYPE_CHECKING:
-    from kubestrap.inventory import Inventory
+from kubestrap import artifacts, images, inventory
 
 _OVERRIDABLE = ("kubestrap_artifacts", "kubestrap_artifacts_base_url", "kubestrap_architectures",
                "kubestrap_cluster_images", "kubestrap_images", "kubestrap_images_lock")  # fmt: skip
@@ -84,12 +81,10 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 
 def _inventory_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings of the inventory (group_vars of k8s_cluster) that change what is fetched."""
+    """Settings of the inventory that change what is fetched (see overrides_of)."""
     location = getattr(args, "inventory", None)
     if not location:
         return {}
-    from kubestrap import inventory  # the inventory loader is optional for this command
-
     try:
         inv = inventory.load(Path(location))
     except Exception as exc:  # the loader's own errors already name file and line
@@ -97,11 +92,9 @@ def _inventory_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides_of(inv)
 
 
-def overrides_of(inv: Inventory) -> dict[str, Any]:
+def overrides_of(inv: inventory.Inventory) -> dict[str, Any]:
     """The values of _OVERRIDABLE the inventory sets AND that win over the documented defaults, in
     Ansible's order (kubestrap.inventory.effective: the one precedence function)."""
-    from kubestrap import inventory
-
     settings = inventory.effective(inv.layers)
     return {key: value for key, (value, layer) in settings.items()
             if key in _OVERRIDABLE and layer.scope != "defaults"}  # fmt: skip
