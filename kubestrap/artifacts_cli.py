@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from kubestrap import artifacts, images
+from kubestrap import artifacts, images, inventory
 
 _OVERRIDABLE = ("kubestrap_artifacts", "kubestrap_artifacts_base_url", "kubestrap_architectures",
                "kubestrap_cluster_images", "kubestrap_images", "kubestrap_images_lock")  # fmt: skip
@@ -81,23 +81,23 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 
 def _inventory_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings of the inventory (group_vars of k8s_cluster) that change what is fetched."""
+    """Settings of the inventory that change what is fetched (see overrides_of)."""
     location = getattr(args, "inventory", None)
     if not location:
         return {}
-    from kubestrap import inventory  # the inventory loader is optional for this command
-
     try:
         inv = inventory.load(Path(location))
     except Exception as exc:  # the loader's own errors already name file and line
         raise artifacts.ArtifactError(f"cannot read the inventory {location}: {exc}") from None
-    overrides: dict[str, Any] = {}
-    rank = {("inventory-file", "all"): 0, ("inventory-file", inventory.CLUSTER_GROUP): 1}
-    rank |= {("group_vars", "all"): 2, ("group_vars", inventory.CLUSTER_GROUP): 3}
-    layers = [layer for layer in inv.layers if (layer.scope, layer.target) in rank]
-    for layer in sorted(layers, key=lambda item: rank[(item.scope, item.target)]):  # later wins
-        overrides.update({key: layer.values[key] for key in _OVERRIDABLE if key in layer.values})
-    return overrides
+    return overrides_of(inv)
+
+
+def overrides_of(inv: inventory.Inventory) -> dict[str, Any]:
+    """The values of _OVERRIDABLE the inventory sets AND that win over the documented defaults, in
+    Ansible's order (kubestrap.inventory.effective: the one precedence function)."""
+    settings = inventory.effective(inv.layers)
+    return {key: value for key, (value, layer) in settings.items()
+            if key in _OVERRIDABLE and layer.scope != "defaults"}  # fmt: skip
 
 
 def _versions(args: argparse.Namespace) -> artifacts.Versions:

@@ -129,7 +129,7 @@ def _execute(command: str, resume: str, selected: list[phases.Phase], inv: inv_m
         raise UserError(str(exc)) from None
     with held:
         try:
-            hosts = plan.phase_hosts(selected, inv.path, extravars)
+            hosts = plan.phase_hosts(selected, inv, extravars)
             narrow = None
             if command in ("up", "add-node"):
                 _print_plan(console, selected, hosts, inv)  # what will run where, before any host is touched
@@ -232,7 +232,7 @@ def _host_keys(command: str, selected: list[phases.Phase], inv: inv_mod.Inventor
     command may make first contact (check --hosts, up, add-node unless strict), else refuse them."""
     if not hostkeys.targets(inv, inv.hosts):
         return  # no host reached over SSH with checking on (the lab, local connections)
-    touched = {h for names in plan.phase_hosts(selected, inv.path, extravars).values() for h in names}
+    touched = {h for names in plan.phase_hosts(selected, inv, extravars).values() for h in names}
     reason: str | None = None
     if command in ("up", "add-node"):
         if args.no_new_host_keys:
@@ -282,7 +282,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         declared, extravars = phases.of("up"), {}
     selected = _phase_selection(declared, args)
-    hosts = plan.phase_hosts(selected, inv.path, extravars)
+    hosts = plan.phase_hosts(selected, inv, extravars)
     if args.hosts:
         return _plan_work(args, inv, declared, selected, hosts, extravars)
     if args.json:

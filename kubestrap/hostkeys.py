@@ -29,6 +29,8 @@ from kubestrap import paths
 
 STRICT_ENV = "KUBESTRAP_NO_NEW_HOST_KEYS"
 SCAN_SECONDS = 5
+# The key types asked for, explicitly (whatever this ssh-keyscan's default is): the ones sshd offers by default
+SCAN_TYPES = "rsa,ecdsa,ed25519"
 _SSH_CONNECTIONS = {None, "ssh", "smart", "ansible.builtin.ssh"}
 _CHECKING_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
 _HEADER = ("# SSH host keys of the hosts of cluster {cluster}, recorded by kubestrap on first contact.\n"
@@ -142,7 +144,7 @@ def _tool(name: str) -> str:
 def scan(found: list[Target]) -> dict[Target, list[Key]]:
     """Ask every target for its host keys at once (ssh-keyscan, read-only)."""
     keyscan = _tool("ssh-keyscan")
-    procs = {t: subprocess.Popen([keyscan, "-T", str(SCAN_SECONDS), "-p", str(t.port), t.address],
+    procs = {t: subprocess.Popen([keyscan, "-T", str(SCAN_SECONDS), "-t", SCAN_TYPES, "-p", str(t.port), t.address],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
              for t in found}
     keys: dict[Target, list[Key]] = {}
@@ -268,7 +270,7 @@ def _unknown(verdict: Verdict, own: Path, reason: str, check_command: str) -> st
     t = verdict.target
     return (f"the SSH host key of {t.host} ({t.known_name}) is not known and {reason}: run `{check_command}` first "
             f"to see its fingerprint and record it (or, after checking the fingerprint, add it yourself: "
-            f"`ssh-keyscan -p {t.port} {shlex.quote(t.address)} >> {shlex.quote(paths.display(own))}`)")
+            f"`ssh-keyscan -t {SCAN_TYPES} -p {t.port} {shlex.quote(t.address)} >> {shlex.quote(paths.display(own))}`)")
 
 
 # --- what Ansible is told ---------------------------------------------------------------------------

@@ -97,17 +97,47 @@ class Inventory:
         return merged
 
     def cluster_settings(self) -> dict[str, tuple[Any, Path]]:
-        """Effective cluster-level values: documented defaults overridden by the inventory's
-        group_vars for k8s_cluster (the place that wins over playbook-level group_vars/all)."""
-        result: dict[str, tuple[Any, Path]] = {}
-        for layer in self.layers:
-            if layer.scope == "defaults" or (layer.scope == "group_vars" and layer.target == CLUSTER_GROUP):
-                for key, value in layer.values.items():
-                    result[key] = (value, layer.source)
-        return result
+        """Effective cluster-level values (what every node of k8s_cluster sees) and the file each
+        comes from, in Ansible's order (see precedence())."""
+        return {key: (value, layer.source) for key, (value, layer) in effective(self.layers).items()}
 
     def value(self, key: str, default: Any = None) -> Any:
         return self.cluster_settings().get(key, (default, None))[0]
+
+
+# Ansible's order of the group-level variables (its default VARIABLE_PRECEDENCE: all_inventory,
+# groups_inventory, all_plugins_inventory, all_plugins_play, groups_plugins_inventory): later wins.
+# Inventory-file `vars:` of any group lose to the inventory's group_vars/all, which loses to the
+# playbook-level group_vars/all (our documented defaults), which loses to the inventory's group_vars/<group>.
+_STAGE = {("inventory-file", "all"): 0, ("inventory-file", "group"): 1, ("group_vars", "all"): 2,
+          ("defaults", "all"): 3, ("group_vars", "group"): 4}  # fmt: skip
+DEFAULTS_RANK = (_STAGE[("defaults", "all")], 0)  # the documented defaults' place in that order
+
+
+def precedence(layer: VarLayer, groups: tuple[str, ...] = (CLUSTER_GROUP,)) -> tuple[int, int] | None:
+    """Where Ansible ranks *layer* for a host in *groups* (outermost first; `all` implied); None when
+    the layer does not apply to such a host (host vars, other groups). The one precedence model of
+    kubestrap: cluster settings, validation's placement check and the artifacts command use it."""
+    if layer.scope == "defaults":
+        return DEFAULTS_RANK
+    if layer.scope not in ("inventory-file", "group_vars"):
+        return None
+    if layer.target == "all":
+        return _STAGE[(layer.scope, "all")], 0
+    if layer.target in groups:
+        return _STAGE[(layer.scope, "group")], 1 + groups.index(layer.target)
+    return None
+
+
+def effective(layers: list[VarLayer], groups: tuple[str, ...] = (CLUSTER_GROUP,)) -> dict[str, tuple[Any, VarLayer]]:
+    """Every group-level variable a host in *groups* sees, with the layer its value comes from."""
+    ranked = [(rank, index, layer) for index, layer in enumerate(layers)
+              if (rank := precedence(layer, groups)) is not None]
+    result: dict[str, tuple[Any, VarLayer]] = {}
+    for _, _, layer in sorted(ranked, key=lambda item: (item[0], item[1])):  # in a rank, file order
+        for key, value in layer.values.items():
+            result[str(key)] = (value, layer)
+    return result
 
 
 def _show(path: Path) -> str:

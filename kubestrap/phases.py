@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kubestrap import paths, yamlfile
 
@@ -32,26 +31,6 @@ class Phase:
     playbook: Path
     description: str
     tags: tuple[str, ...] = ()
-
-    def host_patterns(self, extravars: dict[str, Any]) -> list[str]:
-        """The `hosts:` pattern of each play in the phase playbook, templated with *extravars*.
-
-        Ansible's own templar renders it, so every filter a playbook may use (`bool`, ...) works here too.
-        """
-        from ansible.parsing.dataloader import DataLoader
-        from ansible.template import Templar, trust_as_template
-
-        plays = yamlfile.load(self.playbook) or []
-        templar = Templar(loader=DataLoader(), variables=extravars)
-        patterns = []
-        for play in plays:
-            hosts = play.get("hosts")
-            if hosts is None:
-                continue
-            if isinstance(hosts, list):
-                hosts = ":".join(hosts)
-            patterns.append(str(templar.template(trust_as_template(str(hosts)))))
-        return patterns
 
 
 def load(declaration: Path, command: str | None = None) -> list[Phase]:

@@ -32,6 +32,14 @@ ANSIBLE_VARIABLES = frozenset(
 # Per-host variables of this project.
 HOST_VARIABLES = frozenset({"node_ip"})
 
+# Settings that once had a second name (issue #20: one name per setting). The old name is refused,
+# naming the one to write instead; nothing reads the old names any more.
+RENAMED = {
+    "metallb_pool_addresses": "metallb_address_pool",
+    "istio_gateway_replica_count": "istio_gateway_replicas",
+    "monitoring_loki_retention_hours": "loki_retention_hours",
+}
+
 SETTINGS_ROLE = "settings"
 SETTINGS_SPEC = f"roles/{SETTINGS_ROLE}/meta/argument_specs.yml"
 

@@ -93,18 +93,26 @@ class _Checker:
         return paths.display(self.inv.hosts_file.parent / "group_vars" / f"{CLUSTER_GROUP}.yml")
 
     def _check_placement(self, layer: inv_mod.VarLayer, key: str) -> None:
-        if layer.scope == "group_vars" and layer.target == CLUSTER_GROUP:
-            return
-        if layer.scope in ("inventory-file",) or (layer.scope == "group_vars" and layer.target == "all"):
+        """A cluster-level setting belongs where it reaches every node and wins over its documented
+        default (every cluster-level setting has one in group_vars/all/): inventory.precedence decides."""
+        rank = inv_mod.precedence(layer)
+        if rank is None:
+            why = f"cluster-level setting set for {layer.target!r} only; set it in {self._cluster_vars_hint()}"
+        elif rank < inv_mod.DEFAULTS_RANK:
             why = ("ignored by Ansible: the playbook-level group_vars/all/ defaults take precedence over "
                    f"this place; set it in {self._cluster_vars_hint()}")
         else:
-            why = f"cluster-level setting set for {layer.target!r} only; set it in {self._cluster_vars_hint()}"
+            return
         self.add(layer.source, key, why)
 
     def _check_name_and_type(self, source: Path, key: str, value: Any, name: str | None = None) -> None:
         name = name or key
         spec = self.specs.get(name)
+        if spec is None and name in schema.RENAMED:
+            new = schema.RENAMED[name]
+            self.add(source, key, f"renamed to {new!r} (one name per setting); write {new} instead"
+                                  + (f", in {self._cluster_vars_hint()}" if new in self.cluster_names else ""))
+            return
         if spec is None:
             hint = difflib.get_close_matches(name, list(self.specs), n=1, cutoff=0.75)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else (

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # Ansible's programs: the ones installed beside this Python (the virtualenv's), whatever PATH says
@@ -20,6 +21,8 @@ ANSIBLE_PLAYBOOK = str(ANSIBLE_BIN / "ansible-playbook")
 ROLE_PATHS = {"ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FILTER_PLUGINS": str(ROOT / "filter_plugins")}
 CORPUS = Path(__file__).resolve().parent / "inventories"
 DEFAULTS = ROOT / "group_vars" / "all"
+# kubestrap_arch_map (group_vars/all/cluster.yml), for plays that run a role outside playbooks/ (no group_vars/all)
+ARCH_MAP = yaml.safe_load((DEFAULTS / "cluster.yml").read_text())["kubestrap_arch_map"]
 T = TypeVar("T")
 
 # Directives a corpus file may hold instead of its content (see tests/README.md):
@@ -126,8 +129,6 @@ def render_configs(dest: Path, *extra: str, inventory: Path | None = None,
     """The files tests/playbooks/<playbook> renders with the roles' own templates (kubeadm, encryption, audit,
     ...) into *dest* for every host of *inventory* (default: the homelab example), extra -e arguments passed on;
     returns file name -> its YAML documents."""
-    import yaml
-
     dest.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", str(inventory or ROOT / "inventories" / "homelab"),

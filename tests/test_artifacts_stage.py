@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from helpers import ARCH_MAP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def _setup(tmp_path: Path) -> tuple[Path, Path]:
         "name": "Stage", "hosts": "k8s_cluster", "gather_facts": False,
         "vars": {"kubestrap_artifacts": pins, "artifacts_node_items": ["containerd", "kubeadm"],
                  "artifacts_control_plane_items": ["kubectl"], "artifacts_first_control_plane_items": [],
-                 "artifacts_controller_cache_dir": str(tmp_path / "cache")},
+                 "artifacts_controller_cache_dir": str(tmp_path / "cache"), "kubestrap_arch_map": ARCH_MAP},
         "roles": [{"role": "artifacts"}],
     }]))
     return book, tmp_path / "hosts.yml"

@@ -15,7 +15,7 @@ import localrun
 import pytest
 from helpers import ROOT
 
-from kubestrap import cli, exits, phases, plan, validate
+from kubestrap import cli, exits, inventory, phases, plan, validate
 
 
 def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -81,7 +81,7 @@ def test_plan_json_matches_the_declared_phases():
 
 
 def test_add_node_plan_touches_only_the_new_node():
-    hosts = plan.phase_hosts(phases.of("add-node"), ROOT / "inventories" / "homelab",
+    hosts = plan.phase_hosts(phases.of("add-node"), inventory.load(ROOT / "inventories" / "homelab"),
                              {"kubestrap_node_scope": "k8s-worker3"})
     for phase, names in hosts.items():
         others = set(names) - {"k8s-worker3", "localhost"}
@@ -93,18 +93,18 @@ def test_add_node_plan_touches_only_the_new_node():
 
 def test_every_command_plan_resolves_with_ansibles_filters():
     # the hosts: patterns are templated like Ansible does it (reset --gone uses `| bool`)
-    inventory = ROOT / "inventories" / "homelab"
+    homelab = inventory.load(ROOT / "inventories" / "homelab")
     reset = phases.of("reset")
-    gone = plan.phase_hosts(reset, inventory, {"kubestrap_node_scope": "k8s-worker3", "kubestrap_reset_gone": True})
+    gone = plan.phase_hosts(reset, homelab, {"kubestrap_node_scope": "k8s-worker3", "kubestrap_reset_gone": True})
     assert set(gone["reset"]) == {"k8s-cp", "localhost"}
-    one = plan.phase_hosts(reset, inventory, {"kubestrap_node_scope": "k8s-worker3"})
+    one = plan.phase_hosts(reset, homelab, {"kubestrap_node_scope": "k8s-worker3"})
     assert set(one["reset"]) == {"k8s-cp", "k8s-worker3"}  # the controller side is cleaned on a full reset only
-    full = plan.phase_hosts(reset, inventory, {})
+    full = plan.phase_hosts(reset, homelab, {})
     assert set(full["reset"]) == {"k8s-cp", "k8s-worker1", "k8s-worker2", "k8s-worker3", "localhost"}
     status = phases.of("status")
-    assert plan.phase_hosts(status, inventory, {})["status"] == ["k8s-cp"]
+    assert plan.phase_hosts(status, homelab, {})["status"] == ["k8s-cp"]
     for phase_list in (phases.of("up"), phases.of("add-node")):
-        assert all(plan.phase_hosts(phase_list, inventory, {}).values())
+        assert all(plan.phase_hosts(phase_list, homelab, {}).values())
 
 
 def test_unknown_phase_is_refused_with_the_list():

@@ -19,16 +19,22 @@ from kubestrap import hostkeys
 from kubestrap import inventory as inv_mod
 
 FAKE_KEYSCAN = """#!/bin/sh
-# stands for ssh-keyscan: prints the public key files in $FAKE_KEYS/<address>/ for the host asked about
+# stands for ssh-keyscan: prints the public key files in $FAKE_KEYS/<address>/ for the host asked about,
+# only those of the types -t asks for (rsa, ecdsa, ed25519; all without -t); its command line goes to $FAKE_KEYSCAN_LOG
+[ -n "$FAKE_KEYSCAN_LOG" ] && echo "$*" >> "$FAKE_KEYSCAN_LOG"
 port=22
+types=rsa,ecdsa,ed25519
 while [ $# -gt 1 ]; do
-  case "$1" in -p) port=$2; shift 2 ;; -T) shift 2 ;; *) shift ;; esac
+  case "$1" in -p) port=$2; shift 2 ;; -T) shift 2 ;; -t) types=$2; shift 2 ;; *) shift ;; esac
 done
 addr=$1
 echo "# $addr:$port SSH-2.0-OpenSSH_9.2p1" >&2
 [ -d "$FAKE_KEYS/$addr" ] || exit 1
 name=$addr; [ "$port" = 22 ] || name="[$addr]:$port"
-for f in "$FAKE_KEYS/$addr"/*.pub; do awk -v n="$name" '{print n, $1, $2}' "$f"; done
+for f in "$FAKE_KEYS/$addr"/*.pub; do
+  case "$(cut -d' ' -f1 "$f")" in ssh-rsa) t=rsa ;; ecdsa-*) t=ecdsa ;; ssh-ed25519) t=ed25519 ;; *) t=other ;; esac
+  case ",$types," in *",$t,"*) awk -v n="$name" '{print n, $1, $2}' "$f" ;; esac
+done
 """
 
 FAKE_SSH = """#!/bin/sh
@@ -67,12 +73,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _serve(world: Path, address: str, pub: Path) -> None:
+def _serve(world: Path, address: str, *pubs: Path) -> None:
     folder = world / "served" / address
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.pub"):
         old.unlink()
-    (folder / pub.name).write_text(pub.read_text())
+    for pub in pubs:
+        (folder / pub.name).write_text(pub.read_text())
 
 
 def _inventory(path: Path, extra_cp: str = "", extra_group: str = "") -> Path:
@@ -146,6 +153,22 @@ def test_first_contact_records_the_keys_and_prints_their_fingerprints(world: Pat
     assert own.read_text() == text
 
 
+def test_keyscan_asks_for_rsa_ecdsa_and_ed25519_explicitly_and_records_each(world: Path, monkeypatch):
+    monkeypatch.setenv("FAKE_KEYSCAN_LOG", str(world / "keyscan.log"))
+    keys = {kind: _key(world, f"cp-{kind}", kind) for kind in ("rsa", "ecdsa", "ed25519")}
+    _serve(world, "127.0.0.1", *keys.values())
+    _serve(world, "127.0.0.2", _key(world, "w1"))
+    own = world / "secrets" / "keys" / "ssh" / "known_hosts"
+    lines = _contact(_inventory(world / "inv"))
+    assert len(lines) == 2
+    calls = (world / "keyscan.log").read_text().splitlines()
+    assert sorted(calls) == [f"-T {hostkeys.SCAN_SECONDS} -t rsa,ecdsa,ed25519 -p 9 127.0.0.{i}" for i in (1, 2)]
+    recorded = subprocess.run(["ssh-keygen", "-F", "[127.0.0.1]:9", "-f", str(own)], capture_output=True, text=True).stdout
+    for kind, pub in keys.items():
+        assert pub.read_text().split()[1] in recorded, kind
+        assert _fingerprint(pub) in lines[0], kind
+
+
 def test_a_changed_key_is_refused_naming_host_file_and_how_to_remove_it(world: Path):
     _serve(world, "127.0.0.1", _key(world, "cp"))
     _serve(world, "127.0.0.2", _key(world, "w1"))
@@ -188,7 +211,8 @@ def test_strict_mode_refuses_unknown_keys_and_says_to_run_check_hosts(world: Pat
     lines = str(caught.value).splitlines()
     assert len(lines) == 2
     assert "k8s-cp ([127.0.0.1]:9) is not known and new keys are not accepted (--no-new-host-keys)" in lines[0]
-    assert "run `bootstrap.py check -i inv --hosts` first" in lines[0] and "ssh-keyscan -p 9 127.0.0.1 >> " in lines[0]
+    assert "run `bootstrap.py check -i inv --hosts` first" in lines[0]
+    assert "ssh-keyscan -t rsa,ecdsa,ed25519 -p 9 127.0.0.1 >> " in lines[0]
     assert not (world / "secrets" / "keys").exists()
     assert hostkeys.strict_from_env({hostkeys.STRICT_ENV: "1"}) and not hostkeys.strict_from_env({})
 

@@ -343,7 +343,7 @@ def test_strict_mode_refuses_the_first_contact_with_a_real_sshd(sshd: Sshd, tmp_
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"the SSH host key of {NODE} ([127.0.0.1]:{sshd.port}) is not known and new keys are "
                                "not accepted (--no-new-host-keys): run `bootstrap.py check -i "), lines[0]
-    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> " in lines[0]
+    assert f"ssh-keyscan -t rsa,ecdsa,ed25519 -p {sshd.port} 127.0.0.1 >> " in lines[0]
     assert not _known_hosts(tmp_path).exists() and not (tmp_path / "marker").exists()
     assert not (tmp_path / "runs").exists() and not _ssh_calls(tmp_path, sshd.port)
 

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import yaml
-from helpers import ANSIBLE_PLAYBOOK, ROOT, fake_systemctl
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT, fake_systemctl
 
 VERSIONS = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_artifacts"]
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -46,6 +46,7 @@ def run(tmp: Path, host: str, current: list[str] | None = None) -> dict:
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
         "kube_binaries_artifacts": VERSIONS,
+        "kubestrap_arch_map": ARCH_MAP,
         "kube_binaries_staging_dir": str(tmp / "staging"),
         "kube_binaries_bin_dir": str(tmp / host / "bin"),
         "kube_binaries_current": current or [],

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ROOT
+from helpers import ARCH_MAP, ROOT
 
 DEFAULTS = yaml.safe_load((ROOT / "roles/preflight/defaults/main.yml").read_text())
 
@@ -32,7 +32,7 @@ def _node(tmp: Path, name: str, present: list[str], allow: bool = False) -> dict
         target.write_text("")
     return {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "127.0.0.1",
-        "preflight_allow_foreign_runtime": allow,
+        "preflight_allow_foreign_runtime": allow, "kubestrap_arch_map": ARCH_MAP,
         "preflight_runtimes": {name: [_rooted(root, p) for p in paths] for name, paths in DEFAULTS["preflight_runtimes"].items()},
         "preflight_kubestrap_runtime_markers": [_rooted(root, p) for p in DEFAULTS["preflight_kubestrap_runtime_markers"]],
     }  # fmt: skip

@@ -52,3 +52,17 @@ def test_every_cluster_setting_has_its_documented_value_in_group_vars_all():
     settings = set(_options(ROOT / "roles" / schema.SETTINGS_ROLE))
     documented = {key for path in DEFAULTS.glob("*.yml") for key in (yaml.safe_load(path.read_text()) or {})}
     assert settings == documented
+
+
+def test_one_architecture_map():
+    """kubestrap_arch_map (group_vars/all/cluster.yml) is the one map of machine names to release names: every
+    role's *_arch_map defaults to it, and no role or plugin writes the map again."""
+    maps = {(role.name, name): value for role in ROLES for name, value in _defaults(role).items()
+            if name.endswith("_arch_map")}  # fmt: skip
+    assert {role for role, _ in maps} == {"artifacts", "containerd", "kube_binaries", "preflight"}
+    assert set(maps.values()) == {"{{ kubestrap_arch_map }}"}
+    documented = yaml.safe_load((DEFAULTS / "cluster.yml").read_text())["kubestrap_arch_map"]
+    assert documented == {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+    copies = [str(p) for p in (ROOT / "roles").rglob("*") if p.is_file() and p.suffix in (".py", ".yml", ".j2")
+              and re.search(r"[\"']?aarch64[\"']?\s*:\s*[\"']?arm64", p.read_text())]  # fmt: skip
+    assert copies == []

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers import CORPUS, ROOT, build_case, build_defaults
 
-from kubestrap import inventory, schema, spec_check, validate, yamlfile
+from kubestrap import inventory, paths, schema, spec_check, validate, yamlfile
 
 CASES = sorted(p for p in (CORPUS / "broken").iterdir() if p.is_dir())
 # Cases that change the documented defaults need the loader pointed at their copy; the CLI has no
@@ -108,6 +108,28 @@ def _inventory_with(tmp_path: Path, cluster_vars: str) -> Path:
     with (inv / "group_vars" / "k8s_cluster.yml").open("a") as handle:
         handle.write(cluster_vars)
     return inv
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(schema.RENAMED.items()))
+def test_a_renamed_setting_is_refused_naming_file_key_and_new_name(tmp_path: Path, old: str, new: str):
+    inv = _inventory_with(tmp_path, f"{old}: 3\n")
+    lines = list(validate.check_path(inv))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{paths.display(inv / 'group_vars' / 'k8s_cluster.yml')}: {old}: renamed to {new!r}")
+
+
+def test_every_setting_has_one_name():
+    """The new names are declared settings with one documented value; the old ones are read or defined nowhere."""
+    specs = schema.known_settings()
+    documented = _documented_defaults()
+    pattern = re.compile(r"\b(" + "|".join(schema.RENAMED) + r")\b")
+    places = [*(ROOT / "roles").rglob("*"), *(ROOT / "playbooks").rglob("*"), *(ROOT / "inventories").rglob("*"),
+              *(ROOT / "group_vars").rglob("*"), ROOT / "README.md"]
+    for new in schema.RENAMED.values():
+        assert specs[new].cluster_level and new in documented, new
+    assert schema.RENAMED.keys().isdisjoint(specs)
+    used = [str(p) for p in places if p.is_file() and pattern.search(p.read_text(errors="replace"))]
+    assert used == []
 
 
 @pytest.mark.parametrize("ref", [

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ARCH_MAP
 
 from tests.fixtures import image_registry
 from tests.test_upstream_images import Containerd  # a missing build FAILS there, naming the build command
@@ -49,6 +50,7 @@ def lab(http_server, tmp_path):
         "artifacts_controller_cache_dir": str(tmp_path / "cache"),
         # the preload playbook lives outside playbooks/, where the repository's group_vars/all are not read
         "kubestrap_cluster_images": VERSIONS["kubestrap_cluster_images"],
+        "kubestrap_arch_map": ARCH_MAP,
         **images,
     }
     (tmp_path / "override.yml").write_text(yaml.safe_dump(override))

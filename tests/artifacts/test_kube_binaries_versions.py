@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from helpers import ARCH_MAP
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +64,7 @@ def test_a_newer_installed_kubelet_stops_the_run_with_what_to_do(tmp_path: Path)
                             "ansible_connection": "local",
                             "ansible_python_interpreter": sys.executable,
                             "kube_binaries_artifacts": artifacts,
+                            "kubestrap_arch_map": ARCH_MAP,
                             "kube_binaries_staging_dir": str(staging),
                             "kube_binaries_bin_dir": str(bin_dir),
                         }

@@ -35,7 +35,6 @@ from ansible.plugins.action import ActionBase
 CGROUP2 = "/sys/fs/cgroup/cgroup.controllers"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 MACHINE_ID = "/etc/machine-id"  # what kubelet reports; a cloned /var/lib/dbus/machine-id must not hide duplicates
-ARCH_NAMES = {"x86_64": "amd64", "aarch64": "arm64"}
 IDENTITY = ("machine_id", "product_uuid", "mac")
 
 
@@ -81,7 +80,8 @@ def judge(probe: dict[str, Any], settings: dict[str, Any], sudo: dict[str, Any],
     present = probe.get("present") or []
     hardware = probe.get("hardware") or {}
     distribution = str(facts.get("ansible_distribution", "?"))
-    arch = ARCH_NAMES.get(str(facts.get("ansible_architecture", "")), str(facts.get("ansible_architecture", "?")))
+    machine = str(facts.get("ansible_architecture", "?"))
+    arch = str((settings["arch_map"] or {}).get(machine, machine))  # kubestrap_arch_map: one map for every role
     kernel = str(facts.get("ansible_kernel", ""))
     node_ip = str(settings["node_ip"])
     iface = owner_of(probe.get("interfaces") or {}, node_ip)
@@ -130,7 +130,7 @@ def judge(probe: dict[str, Any], settings: dict[str, Any], sudo: dict[str, Any],
             "foreign_runtimes": runtimes}
 
 
-SETTINGS = ("node_ip", "min_cpus", "min_memory_mb", "supported_os", "architectures", "min_kernel", "max_clock_skew",
+SETTINGS = ("node_ip", "min_cpus", "min_memory_mb", "supported_os", "architectures", "arch_map", "min_kernel", "max_clock_skew",
             "ports", "runtimes", "runtime_markers", "allow_foreign_runtime")  # fmt: skip
 
 
