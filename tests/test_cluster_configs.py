@@ -51,7 +51,8 @@ MAXIMAL = {
     "kubeadm_init_bootstrap_token_ttl": "1h30m",
     "kubeadm_init_control_plane_timeout": "15m0s", "kubeadm_init_api_call_timeout": "5m0s",
     "kubeadm_join_cri_socket": "unix:///var/run/containerd/containerd.sock",
-    "kubeadm_init_key_algorithm": "ECDSA-P256", "kubeadm_join_discovery_timeout": "12m0s", "kubeadm_join_tls_bootstrap_timeout": "13m0s",
+    "kubeadm_init_key_algorithm": "ECDSA-P256",
+    "kubeadm_join_discovery_timeout": "12m0s", "kubeadm_join_tls_bootstrap_timeout": "13m0s",
     # a flag of kubestrap's replaced, one added; patches of two static pods and the kubelet configuration
     "kubeadm_init_extra_args": {"controllerManager": {"leader-elect-lease-duration": "120s", "profiling": "false"},
                                 "etcd": {"heartbeat-interval": "250"}},
