@@ -343,7 +343,20 @@ class _Checker:
         self._kubeadm_extras()
 
     def _kubeadm_extras(self) -> None:
-        """kubeadm_init_extra_args and kubeadm_init_patches name components and targets kubeadm knows."""
+        """kubeadm_init_extra_args and kubeadm_init_patches name components and targets kubeadm knows; the cipher
+        suites let the API server start (HTTP/2 needs an AES-128-GCM suite) and suit the certificates' key type."""
+        suites, suites_src = self.setting("kubeadm_init_tls_cipher_suites")
+        algorithm = str(self.setting("kubeadm_init_key_algorithm")[0] or "RSA-2048")
+        if isinstance(suites, list) and suites:
+            kind = "ECDSA" if algorithm.startswith("ECDSA") else "RSA"
+            if not {f"TLS_ECDHE_{k}_WITH_AES_128_GCM_SHA256" for k in ("RSA", "ECDSA")} & set(suites):
+                self.add(suites_src, "kubeadm_init_tls_cipher_suites",
+                         "needs TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 or TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256: the "
+                         "API server's HTTP/2 refuses to start without one")  # fmt: skip
+            elif not any(f"_ECDHE_{kind}_" in str(suite) for suite in suites):
+                self.add(suites_src, "kubeadm_init_tls_cipher_suites",
+                         f"has no TLS_ECDHE_{kind}_ suite for the {algorithm} certificates (kubeadm_init_key_algorithm): "
+                         "TLS 1.2 clients could not connect")  # fmt: skip
         for key, known in (("kubeadm_init_extra_args", KUBEADM_COMPONENTS), ("kubeadm_init_patches", KUBEADM_PATCH_TARGETS)):
             value, source = self.setting(key)
             if not isinstance(value, dict):

@@ -45,7 +45,7 @@ MAXIMAL = {
     "kubeadm_init_audit_log_maxsize_mb": 250, "kubeadm_init_profiling": True,
     "kubeadm_init_controller_manager_bind_address": "0.0.0.0", "kubeadm_init_scheduler_bind_address": "0.0.0.0",
     "kubeadm_init_etcd_metrics_url": "http://127.0.0.1:2381,http://192.168.1.10:2381",
-    "kubeadm_init_tls_cipher_suites": ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"],
+    "kubeadm_init_tls_cipher_suites": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
     "kubeadm_init_kubelet_protect_kernel_defaults": False, "kubeadm_init_kubelet_server_tls_bootstrap": False,
     "kubeadm_init_kubelet_seccomp_default": False, "kubeadm_init_kubelet_pod_pids_limit": 32768,
     "kubeadm_init_bootstrap_token_ttl": "1h30m",
