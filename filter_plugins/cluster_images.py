@@ -7,6 +7,7 @@ pins, digests from the reference or the lock, `nodes` and `without_addon` applie
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,13 @@ def node_images(
 ) -> list[dict[str, str]]:
     """[{key, name (name:tag), digest ('' if none is known), path (images/<name:tag>/linux-<arch>.oci.tar)}]; with
     *staged_in*, what the kubestrap_images module imports: [{name, digest, archive (STAGED_IN/path)}]."""
+    def mapping(value: Any) -> dict[str, Any]:  # `-e name={}` on a command line is a string: nothing set
+        return dict(value) if isinstance(value, Mapping) else {}
+
     settings = {"kubestrap_cluster_images": cluster_images, "kubestrap_artifacts": artifacts,
-                "kubestrap_images": pinned_images}  # fmt: skip
+                "kubestrap_images": mapping(pinned_images)}  # fmt: skip
     try:
-        chosen = images.node_images(settings, bool(control_plane), addons or {}, lock=lock or {})
+        chosen = images.node_images(settings, bool(control_plane), mapping(addons), lock=mapping(lock))
     except images.ImageError as exc:
         raise AnsibleFilterError(str(exc)) from None
     result = []

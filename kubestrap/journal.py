@@ -195,5 +195,10 @@ def _private_tree(root: Path) -> None:
 
 
 def _chmod(path: str, mode: int) -> None:
-    if os.stat(path).st_mode & 0o777 != mode:
-        os.chmod(path, mode)
+    """Set *mode* unless the file has it; a file gone meanwhile needs none (ansible-runner renames its partial event
+    files while the tree is walked: seen as a false "cannot write" at a Ctrl-C under load)."""
+    try:
+        if os.stat(path).st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        pass

@@ -223,3 +223,24 @@ def test_facts_are_gathered_once_for_all_phases_and_runs(tmp_path: Path, monkeyp
         assert all(o.ok for o in outcomes)
         gathered += [o.tracker.hosts["localhost"].ok for o in outcomes]
     assert gathered == [1, 0, 0, 0]  # the setup task ran in the first phase of the first run only
+
+
+def test_a_file_that_vanishes_while_the_phase_is_made_private_is_no_write_failure(tmp_path: Path, monkeypatch):
+    """ansible-runner renames its partial event files while finish_phase walks the phase's tree (a Ctrl-C under load
+    showed it): a file gone between the walk and its chmod is no storage problem of the run."""
+    journal = Journal("up", Redactor(), base=tmp_path / "runs")
+    phase = journal.phase_dir(1, "sleepy")
+    events = phase / "artifacts" / "x" / "job_events"
+    events.mkdir(parents=True)
+    (events / "1-partial.json.tmp").write_text("{}")
+    real_stat = os.stat
+
+    def vanishing_stat(path, *args, **kwargs):
+        if str(path).endswith("-partial.json.tmp"):
+            os.unlink(path)  # renamed away by ansible-runner right after the walk listed it
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", vanishing_stat)
+    journal.finish_phase(phase)
+    assert journal.problem is None
+    assert stat.S_IMODE(real_stat(events).st_mode) == 0o700

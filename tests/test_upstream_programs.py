@@ -32,6 +32,7 @@ VERSION_COMMANDS: dict[str, tuple[list[str], str]] = {
     "kube-apiserver": (["--version"], "Kubernetes {v}"),
     "kube-controller-manager": (["--version"], "Kubernetes {v}"),
     "kube-scheduler": (["--version"], "Kubernetes {v}"),
+    "kube-proxy": (["--version"], "Kubernetes {v}"),
     "etcd": (["--version"], "etcd Version: {n}"),
     "containerd": (["--version"], "containerd github.com/containerd/containerd/v2 {v}"),
     "ctr": (["--version"], "ctr github.com/containerd/containerd/v2 {v}"),
