@@ -1,7 +1,5 @@
 """Strict structural checks of rendered custom resources against hand-written field models (models/*.yml).
-Chart values are checked against the upstream charts instead (upstream_values.py). The chart key models in
-models/charts/ are read by no test: only the helm double (tests/doubles/helm, shipped by the test mirror's
-`doubles` flavour in tests/fixtures/artifact_mirror.py) reads them and uses check(); they go with it.
+Chart values are checked against the upstream charts instead (upstream_values.py).
 
 A model node is either
 - a type expression string: alternatives joined by "|" among str, int, bool, float, null, map (any
@@ -15,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 MODELS = Path(__file__).resolve().parent / "models"
 
@@ -79,8 +79,6 @@ def check(value: Any, model: Any, path: str = "") -> list[str]:
 
 
 def load_yaml(path: Path) -> Any:
-    import yaml  # here, not at the top: the helm double imports check() on nodes without PyYAML
-
     return yaml.safe_load(path.read_text())
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import yaml
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 MIRROR_ROOT = Path(os.environ.get("KUBESTRAP_TEST_MIRROR_DIR")
                    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubestrap" / "test-mirror")
 OVERRIDE = yaml.safe_load((MIRROR_ROOT / "versions-override.yml").read_text())
 PINS = OVERRIDE["kubestrap_artifacts"]
 STAGING = "/var/cache/kubestrap/artifacts"
-PAUSE = yaml.safe_load((PROJECT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_images"]["pause"]
+# the sandbox image the converge configured: the mirror's pause (built here, so its digest is not upstream's pin)
+PAUSE = OVERRIDE["kubestrap_images"]["pause"]
 
 
 def test_staged_artifacts_for_the_first_control_plane(host):
@@ -30,7 +30,8 @@ def test_containerd_runs_the_pinned_version(host):
     assert service.is_enabled
     with host.sudo():
         out = host.check_output("/usr/local/bin/ctr version")
-    assert f"Version:  {PINS['containerd']['version']}" in out or f"Version: {PINS['containerd']['version']}" in out
+    # the running server, stamped like an upstream release ("v" + the version)
+    assert f"Version:  v{PINS['containerd']['version']}" in out.partition("Server:")[2], out
 
 
 def test_unit_and_configs(host):
@@ -77,9 +78,37 @@ def test_kubectl_is_real_and_pinned(host):
     assert f"Client Version: v{PINS['kubectl']['version']}" in out
 
 
-def test_kubeadm_and_kubelet_doubles(host):
-    assert host.check_output("/usr/local/bin/kubeadm version -o short") == f"v{PINS['kubeadm']['version']}"
-    assert host.check_output("/usr/local/bin/kubelet --version") == f"Kubernetes v{PINS['kubelet']['version']}"
+def test_kubeadm_and_kubelet_are_the_real_programs_the_mirror_serves(host):
+    """The installed kubeadm and kubelet are the mirror's files byte for byte (the real programs built from
+    k8s.io/kubernetes by tests/upstream/build.py: an ELF executable, not a script) and report the version the
+    mirror serves them at (the pin, or build.NEAREST where the module proxy lacks it), stamped like a release."""
+    for name in ("kubeadm", "kubelet"):
+        path = f"/usr/local/bin/{name}"
+        with host.sudo():
+            digest = host.check_output(f"sha256sum {path}").split()[0]
+            magic = host.check_output(f"head -c 4 {path} | od -An -c").split()
+        assert digest == PINS[name]["sha256"]["amd64"], name
+        assert magic == ["177", "E", "L", "F"], (name, magic)
+    version = f"v{PINS['kubeadm']['version']}"
+    assert PINS["kubelet"]["version"] == PINS["kubeadm"]["version"]
+    assert host.check_output("/usr/local/bin/kubeadm version -o short") == version
+    stamped = json.loads(host.check_output("/usr/local/bin/kubeadm version -o json"))["clientVersion"]
+    assert stamped["gitVersion"] == version and stamped["gitTreeState"] == "clean", stamped
+    assert stamped["platform"] == "linux/amd64", stamped
+    assert host.check_output("/usr/local/bin/kubelet --version") == f"Kubernetes {version}"
+
+
+def test_control_plane_images_preloaded_at_their_digests(host):
+    """With a mirror the containerd role imports the cluster's images (the mirror's, built from the same modules)
+    into containerd's k8s.io namespace, where the CRI finds them, each at the digest of the mirror's lock."""
+    lock = OVERRIDE["kubestrap_images_lock"]
+    wanted = [ref for ref in lock if ref.rsplit("/", 1)[-1].split(":")[0] in ("kube-apiserver", "etcd", "pause")]
+    assert len(wanted) == 3, lock
+    with host.sudo():
+        out = host.check_output("/usr/local/bin/ctr -n k8s.io images ls")
+    listed = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:] if len(line.split()) >= 3}
+    for ref in wanted:
+        assert listed.get(ref) == lock[ref], (ref, listed)
 
 
 def test_kubelet_enabled_but_not_started(host):
