@@ -67,6 +67,13 @@ def test_up_converges_on_fresh_vms(cluster: Cluster):
         assert f"{component}-{CP}" in pods, pods
     assert len([p for p in pods if p.startswith("coredns-")]) == 2, pods
     assert len([p for p in pods if p.startswith("kube-proxy-")]) == len(CLUSTER_NODES), pods
+    # air-gapped images: every image the cluster runs came from the mirror's preloaded archives; containerd's CRI
+    # never pulled (it logs each PullImage request; none reached a registry, which the VMs could not reach anyway)
+    for name in CLUSTER_NODES:
+        log = cluster.ssh(name, "journalctl", "-u", "containerd", "--no-pager", "-o", "cat")
+        assert log.returncode == 0, log.stderr
+        assert "PullImage" not in log.stdout, f"{name} pulled: " + "; ".join(
+            line for line in log.stdout.splitlines() if "PullImage" in line)[:2000]
 
 
 def ready_nodes(cluster: Cluster) -> set[str]:
