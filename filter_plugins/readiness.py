@@ -72,6 +72,18 @@ def unready_workloads(items: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def node_rows(items: list[dict[str, Any]]) -> list[list[str]]:
+    """[name, kubelet version, Ready condition status] of each Node object (the status table and `up`'s summary)."""
+    return [
+        [
+            str(node.get("metadata", {}).get("name", "")),
+            str(node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")),
+            _ready_condition(node),
+        ]
+        for node in items
+    ]
+
+
 def namespace_readiness(items: list[dict[str, Any]]) -> dict[str, str]:
     """Per namespace, "R/T ready": rolled-out workloads out of all Deployments/DaemonSets/StatefulSets."""
     totals: dict[str, list[int]] = {}
@@ -106,4 +118,5 @@ class FilterModule:
             "kubestrap_unready_workloads": unready_workloads,
             "kubestrap_ip_in_pool": ip_in_pool,
             "kubestrap_namespace_readiness": namespace_readiness,
+            "kubestrap_node_rows": node_rows,
         }

@@ -330,8 +330,30 @@ def cmd_up(args: argparse.Namespace) -> int:
     selected = _phase_selection(phases.of("up"), args)
     _host_keys("up", selected, inv, args, {})
     code, result = _execute("up", _again(args, "up"), selected, inv, args, {})
+    verified = result.stats("kubestrap_verify") if result else {}
+    if code == EXIT_OK and verified and not args.json:
+        _print_cluster(inv, verified)
     _emit_json(args, _run_json(result))
     return code
+
+
+def _print_cluster(inv: inv_mod.Inventory, verified: dict[str, Any]) -> None:
+    """After an `up` that verified the cluster: its nodes as verify saw them, and how to reach it."""
+    console = Console(highlight=False, soft_wrap=True)
+    _print_nodes(console, inv, _status_rows(inv, {"nodes": verified.get("nodes") or [], "bootstrapped": True}))
+    cluster = str(inv.value("cluster_name"))
+    kubeconfig = paths.effective_secrets_dir(cluster, inv.value("kubestrap_secrets_dir")) / "admin.conf"
+    console.print(f"kubeconfig: {escape(paths.display(kubeconfig))} (0600): "
+                  f"kubectl --kubeconfig {escape(paths.display(kubeconfig))} get nodes")
+
+
+def _print_nodes(console: Console, inv: inv_mod.Inventory, nodes: list[dict[str, str]]) -> None:
+    table = Table(title=escape(f"cluster {inv.value('cluster_name')}"), title_justify="left")
+    for col in ("node", "role", "node IP", "kubelet", "ready"):
+        table.add_column(col)
+    for row in nodes:
+        table.add_row(*(Text(row[k]) for k in ("name", "role", "node_ip", "kubelet", "ready")))
+    print_table(console, table)
 
 
 def _require_node(inv: inv_mod.Inventory, name: str, again: str) -> None:
@@ -374,12 +396,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     nodes = _status_rows(inv, status)
     addons = _status_addons(status)
     if not args.json:
-        table = Table(title=escape(f"cluster {inv.value('cluster_name')}"), title_justify="left")
-        for col in ("node", "role", "node IP", "kubelet", "ready"):
-            table.add_column(col)
-        for row in nodes:
-            table.add_row(*(Text(row[k]) for k in ("name", "role", "node_ip", "kubelet", "ready")))
-        print_table(Console(highlight=False), table)
+        _print_nodes(Console(highlight=False), inv, nodes)
         if addons:
             table = Table(title="add-ons (helm releases)", title_justify="left")
             for col in ("release", "namespace", "chart", "status", "workloads in namespace"):

@@ -176,14 +176,19 @@ def _list_dir(directory: Path) -> list[Path]:
 
 
 def _vars_files(directory: Path, name: str) -> list[Path]:
-    """group_vars/<name>(.yml|.yaml|.json) and every vars file under group_vars/<name>/, as Ansible
-    finds them."""
-    files = [directory / f"{name}{ext}" for ext in ("", *_VARS_ENDINGS)]
-    found = [f for f in files if _present(f) and f.is_file()]
-    folder = directory / name
-    if folder.is_dir():
-        found += _folder_vars_files(folder)
-    return found
+    """What Ansible reads for *name*: the first of group_vars/<name> (a folder: every vars file in it, or a file),
+    <name>.yml, <name>.yaml, <name>.json, and only that one. A second one would be silently ignored by Ansible:
+    refused, naming both."""
+    candidates = [p for p in (directory / f"{name}{ext}" for ext in ("", *_VARS_ENDINGS)) if _present(p)]
+    if len(candidates) > 1:
+        ignored = ", ".join(paths.display(p) for p in candidates[1:])
+        raise InventoryError(
+            f"{ignored}: Ansible ignores this because {paths.display(candidates[0])} exists (it reads only the first "
+            f"of {name}/, {name}.yml, {name}.yaml, {name}.json): merge the two into one"
+        )
+    if not candidates:
+        return []
+    return _folder_vars_files(candidates[0]) if candidates[0].is_dir() else [candidates[0]]
 
 
 def _folder_vars_files(folder: Path) -> list[Path]:

@@ -1,5 +1,5 @@
 """A real Kubernetes control plane for pytest: etcd + kube-apiserver (+ kube-controller-manager on request)
-built from their Go modules (tests/upstream/build.py), run as processes on 127.0.0.1, in the style of
+built from their Go modules (kubestrap/lab/sources/build.py), run as processes on 127.0.0.1, in the style of
 controller-runtime's envtest.
 
 Throw-away certificates (a CA, the API server's serving certificate for 127.0.0.1/localhost, an admin
@@ -35,12 +35,8 @@ READY_SECONDS = 90
 
 
 def upstream_dir(program: str) -> Path:
-    """The binary directory of *program*, built (or found in the cache) by tests/upstream/build.py."""
-    sys.path.insert(0, str(HERE / "upstream"))
-    try:
-        import build
-    finally:
-        sys.path.pop(0)
+    """The binary directory of *program*, built (or found in the cache) by kubestrap/lab/sources/build.py."""
+    from kubestrap.lab.sources import build
     target, _seconds, _cached = build.build(build.PROGRAMS[program], log=lambda message: print(message, file=sys.stderr))
     return target
 

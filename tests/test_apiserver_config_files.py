@@ -1,7 +1,7 @@
 """The files kubestrap renders for the kube-apiserver, which kubeadm only mounts into its static pod (the
 EncryptionConfiguration, the audit Policy, the AdmissionConfiguration with the Pod Security admission
 configuration), read and run by the REAL kube-apiserver v1.36.3 (tests/k8s_real.py, built from its Go module by
-tests/upstream/build.py). It is started with every flag the rendered ClusterConfiguration gives it
+kubestrap/lab/sources/build.py). It is started with every flag the rendered ClusterConfiguration gives it
 (apiServer.extraArgs; the node's paths of the rendered files mapped to the rendered files here), default settings
 and with the other encryption provider, and must:
 

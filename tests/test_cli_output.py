@@ -111,3 +111,30 @@ def test_lab_status_table_into_a_pipe_shows_the_ports_whole(capsys):
     out = capsys.readouterr().out
     assert "127.0.0.1:40022" in out and "127.0.0.1:46443" in out and "kubestrap-lab-control-plane-1" in out
     assert "…" not in out
+
+
+def test_up_ends_with_the_nodes_verify_saw_and_the_kubeconfig_path(tmp_path, capsys, monkeypatch):
+    """A verified `up` prints the nodes table (from the verify phase's report) and where the admin kubeconfig is."""
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "k8s_cluster.yml").write_text("cluster_name: demo\n")
+    (tmp_path / "hosts.yml").write_text("""all:
+  children:
+    k8s_cluster:
+      children:
+        k8s_control_plane:
+          hosts:
+            cp: {ansible_host: 10.0.0.1, node_ip: 10.0.0.1}
+        k8s_workers:
+          hosts:
+            w1: {ansible_host: 10.0.0.2, node_ip: 10.0.0.2}
+""")
+    monkeypatch.setenv("KUBESTRAP_SECRETS_DIR", str(tmp_path / "secrets"))
+    inv = inv_mod.load(tmp_path)
+    cli._print_cluster(inv, {"nodes": [["cp", "v1.36.3", "True"], ["w1", "v1.36.3", "False"]]})
+    out = capsys.readouterr().out
+    assert "cluster demo" in out
+    assert [[cell.strip() for cell in line.split("│")[1:6]] for line in out.splitlines() if "v1.36.3" in line] == [
+        ["cp", "control-plane", "10.0.0.1", "v1.36.3", "Ready"],
+        ["w1", "worker", "10.0.0.2", "v1.36.3", "NotReady"],
+    ]
+    assert f"kubeconfig: {tmp_path / 'secrets' / 'demo' / 'admin.conf'} (0600)" in out

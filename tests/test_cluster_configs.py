@@ -1,5 +1,5 @@
 """Validation of the rendered cluster-formation files: the kubeadm configurations (init and join) by REAL
-kubeadm v1.36.3 (`kubeadm config validate`, built from its Go module by tests/upstream/build.py), for the
+kubeadm v1.36.3 (`kubeadm config validate`, built from its Go module by kubestrap/lab/sources/build.py), for the
 defaults and for a maximal set of settings, and a misspelt field or a wrong value refused by it; what REAL
 `kubeadm init --dry-run` writes from them (the static pods' flags and mounts, the kubelet's files, the
 kubeconfigs, the serving certificate); the KubeletConfiguration values kubeadm passes through unjudged against

@@ -102,4 +102,11 @@ def test_only_the_tools_host_gets_the_tools_and_workers_get_no_kubectl(tmp_path:
     defaults = yaml.safe_load((ROOT / "roles/kube_binaries/defaults/main.yml").read_text())
     assert "groups['k8s_control_plane']" in defaults["kube_binaries_tools_host"]
     staged = yaml.safe_load((ROOT / "roles/artifacts/defaults/main.yml").read_text())["artifacts_first_control_plane_items"]
-    assert set(defaults["kube_binaries_tools"]) <= set(staged)
+    # the tools installed are among the artifacts staged, with Cilium on (helm, cilium CLI) and off (helm only)
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    for cilium, tools in ((True, {"helm", "cilium_cli"}), (False, {"helm"})):
+        templar = Templar(loader=DataLoader(), variables={"addons_enabled": {"cilium": cilium}})
+        assert set(templar.template(trust_as_template(defaults["kube_binaries_tools"]))) == tools
+        assert set(templar.template(trust_as_template(staged))) == tools

@@ -2,7 +2,7 @@
 is deleted right after init, each per-run join token when the join phase ends (also after a failed join),
 and every task that handles a token hides its output (no_log), so `-v` and the run journal never show one.
 
-The deletions run the roles' own task files with REAL kubeadm (v1.36.3, tests/upstream/build.py) against the REAL
+The deletions run the roles' own task files with REAL kubeadm (v1.36.3, kubestrap/lab/sources/build.py) against the REAL
 kube-apiserver of tests/k8s_real.py: the tasks call `kubeadm` from PATH, which is the built one, and kubeadm's token
 commands read the admin kubeconfig from $KUBECONFIG when no --kubeconfig is given (the node's default,
 /etc/kubernetes/admin.conf, is not there on this machine).

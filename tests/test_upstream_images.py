@@ -1,10 +1,10 @@
-"""The control-plane image archives of tests/upstream/images.py (OCI layouts made from the programs
-tests/upstream/build.py built): their names and tags are what the REAL kubeadm v1.36.3 lists for the kubeadm
+"""The control-plane image archives of kubestrap/lab/sources/images.py (OCI layouts made from the programs
+kubestrap/lab/sources/build.py built): their names and tags are what the REAL kubeadm v1.36.3 lists for the kubeadm
 configuration the product renders (plus containerd's pinned sandbox image, as the containerd role renders it), a
 rebuild gives the same bytes, the digests inside are right, and the REAL containerd imports and unpacks them and
 runs the programs in them by name (kubeadm's static pods call `kube-apiserver ...`, `etcd ...`).
 
-Nothing is built here: a missing build FAILS, naming the tests/upstream/build.py command."""
+Nothing is built here: a missing build FAILS, naming the kubestrap/lab/sources/build.py command."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 import tomllib
@@ -25,12 +24,7 @@ import pytest
 import yaml
 from helpers import ROOT, render_configs
 
-sys.path.insert(0, str(ROOT / "tests" / "upstream"))
-try:
-    import build
-    import images
-finally:
-    sys.path.pop(0)
+from kubestrap.lab.sources import build, images
 
 # the images the issue asks for, by their last path part (kubeadm also lists kube-proxy: see below)
 MADE = {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "coredns", "pause"}
@@ -41,7 +35,7 @@ def _built(program: str) -> Path:
     missing = [name for name in build.PROGRAMS[program].binaries if not (target / name).is_file()]
     if missing:
         pytest.fail(f"{program} is not built ({', '.join(missing)} missing in {target}): "
-                    f"run tests/upstream/build.py {program}")  # fmt: skip
+                    f"run kubestrap/lab/sources/build.py {program}")  # fmt: skip
     return target
 
 
@@ -279,7 +273,7 @@ def test_real_containerd_imports_unpacks_and_runs_every_image(archives, containe
             "kube-scheduler": (["kube-scheduler", "--version"], "Kubernetes {v}"),
             "etcd": (["etcd", "--version"], "etcd Version: {n}"),
             "coredns": (["/coredns", "-version"], "CoreDNS-{n}"),
-            "pause": (["/pause", "--version"], "kubestrap-pause {v}")}  # fmt: skip
+            "pause": (["/pause", "-v"], "pause.c v" + build.pause_tag() + "-{v}")}  # fmt: skip
     for reference, made in archives.items():
         argv, line = runs[_base(reference)]
         expected = line.format(v=made.built_version, n=made.built_version.lstrip("v"))

@@ -1,26 +1,21 @@
-"""The upstream programs tests/upstream/build.py builds: each binary's own version command prints the version
+"""The upstream programs kubestrap/lab/sources/build.py builds: each binary's own version command prints the version
 build.py built, and that version is the product's pin (group_vars/all/versions.yml) or, where the Go module
-proxy does not serve the pin, the documented nearest (build.NEAREST). Our pause program exits on SIGTERM.
+proxy does not serve the pin, the documented nearest (build.NEAREST). Upstream's pause (C, built with gcc) exits on SIGTERM.
 
 The builds are looked up in the cache, never started here (a cold build takes minutes to tens of minutes): a
-missing build FAILS, naming the command that builds it (scripts/test runs tests/upstream/build.py first)."""
+missing build FAILS, naming the command that builds it (scripts/test runs kubestrap/lab/sources/build.py first)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "upstream"))
-try:
-    import build
-finally:
-    sys.path.pop(0)
+from kubestrap.lab.sources import build
 
 # binary -> (arguments that print its version, the line that must be printed; {v} is the version build.py built,
 # e.g. v1.9.1, {n} the same without the v). Lines are compared with runs of whitespace collapsed; a line may
@@ -46,7 +41,7 @@ VERSION_COMMANDS: dict[str, tuple[list[str], str]] = {
     "portmap": ([], "CNI portmap plugin {v}"),
     "helm": (["version", "--template", "{{.Version}}"], "{v}"),
     "coredns": (["-version"], "CoreDNS-{n}"),
-    "pause": (["--version"], "kubestrap-pause {v}"),
+    "pause": (["-v"], "pause.c v" + build.pause_tag() + "-{v}"),
 }
 
 BINARIES = [(program.name, binary) for program in build.PROGRAMS.values() for binary in program.binaries]
@@ -59,7 +54,7 @@ def built_dir(name: str) -> Path:
     missing = [binary for binary in program.binaries if not (target / binary).is_file()]
     if missing:
         pytest.fail(f"{name} is not built ({', '.join(missing)} missing in {target}): "
-                    f"run tests/upstream/build.py {name}")  # fmt: skip
+                    f"run kubestrap/lab/sources/build.py {name}")  # fmt: skip
     return target
 
 

@@ -231,3 +231,14 @@ def test_cli_check_on_hostile_files_prints_one_line_without_traceback(name: str,
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and (case / "EXPECT").read_text().strip() in lines[0], proc.stderr
+
+
+def test_vars_file_shadowed_by_a_vars_folder_is_refused(tmp_path: Path):
+    """Ansible reads the first of group_vars/<group>/, <group>.yml, <group>.yaml, <group>.json and ignores the rest
+    (DataLoader.find_vars_files): a settings file beside a folder of the same group would silently not apply."""
+    inv = build_case(CORPUS / "base", tmp_path / "inv")
+    (inv / "group_vars" / "k8s_cluster").mkdir()
+    (inv / "group_vars" / "k8s_cluster" / "more.yml").write_text("cluster_name: other\n")
+    lines = list(validate.check_path(inv))
+    shadowed = paths.display(inv / "group_vars" / "k8s_cluster.yml")
+    assert any(line.startswith(f"{shadowed}: Ansible ignores this because") for line in lines), lines

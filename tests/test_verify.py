@@ -29,6 +29,13 @@ def node(name: str, ready: str | None) -> dict:
     return {"metadata": {"name": name}, "status": {"conditions": conditions}}
 
 
+def test_node_rows_for_the_status_table_and_ups_summary():
+    """kubestrap_node_rows (status.yml and verify's report): name, kubelet, Ready status; Unknown without one."""
+    items = [node("cp", "True"), node("w1", None)]
+    items[0]["status"]["nodeInfo"] = {"kubeletVersion": "v1.36.3"}
+    assert checks.node_rows(items) == [["cp", "v1.36.3", "True"], ["w1", "", "Unknown"]]
+
+
 def test_nodes_missing_or_not_ready_are_named():
     items = [node("cp", "True"), node("w1", "False"), node("w2", None)]
     assert checks.unready_nodes(items, ["cp", "w1", "w2", "w3"]) == [

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from kubestrap.lab import alloc, lab, paths
+from kubestrap.lab import alloc, artifacts_source, lab, paths
 from kubestrap.lab.errors import LabError
 from kubestrap.lab.spec import DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, LabSpec, default_vms, load_spec_file, vms_from_json
 from kubestrap.tables import print_table
@@ -46,6 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up_p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for SSH (default: 900)")
     up_p.add_argument("--spec", help="JSON file listing the VMs (used by molecule); replaces --workers")
     up_p.add_argument("--no-inventory", action="store_true", help="do not write an Ansible inventory")
+    up_p.add_argument(
+        "--artifacts",
+        choices=artifacts_source.CHOICES,
+        default="auto",
+        help="where the cluster's artifacts come from: the internet, or the local mirror of programs built from their "
+        "Go modules (written to the inventory's group_vars/k8s_cluster/local-mirror.yml); auto (default): the local "
+        "mirror when a release host does not answer",
+    )
     up_p.add_argument("--json", action="store_true", help="print the lab status as JSON")
     up_p.set_defaults(func=cmd_up)
 
@@ -91,7 +99,10 @@ def _spec(args: argparse.Namespace) -> LabSpec:
 
 def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    result = lab.up(_spec(args), _log)
+    spec = _spec(args)
+    if spec.inventory is not None:
+        artifacts_source.apply(args.artifacts, spec.inventory, _log)
+    result = lab.up(spec, _log)
     info = lab.status(_state_dir(args), probe_ssh=False)
     for row in info["vms"]:
         row["ssh"] = row["name"] in result.ssh_seconds

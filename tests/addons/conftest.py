@@ -143,7 +143,7 @@ def charts() -> dict:
 
 class RealCluster:
     """The add-on tests' cluster: the REAL kube-apiserver (tests/k8s_real.py), REAL helm built from its Go module
-    (tests/upstream/build.py helm) and the fixture charts (tests/fixtures/charts.py) served as a Helm chart
+    (kubestrap/lab/sources/build.py helm) and the fixture charts (tests/fixtures/charts.py) served as a Helm chart
     repository over HTTP on 127.0.0.1 (`charts_url`, what kubestrap_charts_repo_base_url points at)."""
 
     def __init__(self, plane, helm: Path, charts_url: str) -> None:

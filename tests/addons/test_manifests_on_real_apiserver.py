@@ -1,5 +1,5 @@
 """Every manifest and custom resource the add-on roles render, sent to a REAL kube-apiserver (built from its Go
-module, tests/upstream/) with the upstream CRDs of the pinned charts installed (../shared/reference/crds/):
+module, kubestrap/lab/sources/) with the upstream CRDs of the pinned charts installed (../shared/reference/crds/):
 server-side validation with strict field checks (`kubectl apply --dry-run=server --validate=strict`), so an
 unknown or misspelt field, a wrong type or an enum value a CRD does not allow is refused by upstream's own
 schema, not by our reading of it."""

@@ -194,3 +194,15 @@ def test_a_mirror_install_refuses_images_without_digest_before_any_node_change(f
     assert "have no digest" in result.stdout and "registry.k8s.io/kube-apiserver:v" in result.stdout
     assert "bootstrap.py artifacts fetch" in result.stdout
     assert files(fake_mirror["staging"]) == [] and files(fake_mirror["cache"]) == []
+
+
+def test_bring_your_own_cni_gets_no_cilium_cli(fake_mirror):
+    """With Cilium off (a cluster bringing its own CNI) the first control plane gets helm only: the Cilium CLI is
+    neither downloaded nor staged (the VM lab's offline mirror does not build it)."""
+    cilium = pinned()["cilium_cli"]
+    done = run_playbook(fake_mirror, "-e", '{"addons_enabled": {"cilium": false}}')
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert not [r for r in fake_mirror["server"].requests if url_path(cilium) in str(r)]
+    staged = files(fake_mirror["staging"])
+    assert not [f for f in staged if f.startswith("cilium_cli/")], staged
+    assert [f for f in staged if f.startswith("helm/")], staged

@@ -3,15 +3,14 @@ that disagrees with the pins, and `bootstrap.py artifacts fetch` pulling them fr
 docker-registry on 127.0.0.1, tests/fixtures/image_registry.py; plain and behind anonymous bearer tokens) with the
 product's own client, recording their digests, refusing a moved tag, and `artifacts bundle` carrying them.
 
-The images pushed are the ones tests/upstream/images.py makes from the built programs (nothing is built here: a
-missing build FAILS naming the tests/upstream/build.py command)."""
+The images pushed are the ones kubestrap/lab/sources/images.py makes from the built programs (nothing is built here: a
+missing build FAILS naming the kubestrap/lab/sources/build.py command)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -21,23 +20,19 @@ import pytest
 import yaml
 
 from kubestrap import artifacts, artifacts_cli, images
+from kubestrap.lab.sources import build
+from kubestrap.lab.sources import images as upstream_images
 from tests.fixtures import image_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())
-sys.path.insert(0, str(ROOT / "tests" / "upstream"))
-try:
-    import build
-    import images as upstream_images
-finally:
-    sys.path.pop(0)
 
 
 def _kubeadm() -> Path:
     program = build.PROGRAMS["kubernetes"]
     binary = build.target_dir(program, build.module_version(program), build.go_version()) / "kubeadm"
     if not binary.is_file():
-        pytest.fail(f"kubeadm is not built ({binary} missing): run tests/upstream/build.py kubernetes")
+        pytest.fail(f"kubeadm is not built ({binary} missing): run kubestrap/lab/sources/build.py kubernetes")
     return binary
 
 

@@ -1,5 +1,5 @@
 """Air-gapped image preload end to end on this machine (no VM): the REAL `artifacts` phase playbook fetches the
-cluster's OCI image archives from a local HTTP mirror (the archives tests/upstream/images.py makes from the built
+cluster's OCI image archives from a local HTTP mirror (the archives kubestrap/lab/sources/images.py makes from the built
 programs, laid out by tests/fixtures/image_registry.mirror_images) into the controller cache, verified against
 their digests, and stages them on a control-plane node (every image) and a worker (coredns and pause only); then
 the containerd role's preload (roles/containerd/tasks/images.yml, the kubestrap_images module) imports them into

@@ -1,10 +1,11 @@
 """End-to-end support: a lab of one control plane, N workers and one more worker that add-node
 joins later, the local artifact mirror, and inventories for the cluster with and without that node.
 
-The VMs run the real programs the mirror serves (tests/fixtures/artifact_mirror.py: kubeadm, kubelet, the control
-plane as static pods from preloaded images, containerd, runc, CNI plugins, all built from their Go modules by
-tests/upstream/build.py), CoreDNS and kube-proxy on the lab's own bridge CNI. Every add-on is off: their images
-cannot be had here (KUBESTRAP_E2E_ADDONS=on is refused, see ADDONS below).
+The VMs run what `lab up` gives a machine without the release hosts: the lab's local artifact mirror
+(kubestrap/lab/mirror.py: kubeadm, kubelet, the control plane as static pods from preloaded images, containerd,
+runc, CNI plugins, all built from their Go modules by kubestrap/lab/sources/build.py) with the settings `lab up`
+writes for it (Cilium and every add-on off: their images cannot be had here; KUBESTRAP_E2E_ADDONS=on is refused,
+see ADDONS below), CoreDNS and kube-proxy on the lab's own bridge CNI.
 
 N is KUBESTRAP_E2E_WORKERS (default 1); 3 gives the reference layout (1 control plane + 3 workers,
 plus the 5th VM for add-node). CI runs N=1, no extended scenarios, to fit its 60-minute budget on two
@@ -124,9 +125,12 @@ class Cluster:
         return proc.returncode, summary, proc.stderr
 
     def lab(self, *args: str) -> dict[str, Any]:
+        # the local mirror, as `lab up` chooses it on a machine without the release hosts (asked, not probed)
+        choice = ["--artifacts", "local"] if args[:1] == ("up",) else []
         proc = subprocess.run(
-            [sys.executable, "-m", "kubestrap.lab", *args, "--name", LAB], capture_output=True, text=True, cwd=ROOT, timeout=1800
-        )
+            [sys.executable, "-m", "kubestrap.lab", *args, *choice, "--name", LAB],
+            capture_output=True, text=True, cwd=ROOT, timeout=1800,
+        )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-4000:]
         return json.loads(proc.stdout) if "--json" in args else {}
 
@@ -136,7 +140,7 @@ class Cluster:
 
 
 def kubectl_binary() -> str:
-    """The kubectl built from k8s.io/kubernetes (tests/upstream/build.py), the version the mirror serves."""
+    """The kubectl built from k8s.io/kubernetes (kubestrap/lab/sources/build.py), the version the mirror serves."""
     from k8s_real import upstream_dir
 
     return str(upstream_dir("kubernetes") / "kubectl")
@@ -150,7 +154,7 @@ def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set
             group["hosts"].pop(name, None)
     (path / "group_vars").mkdir(parents=True, exist_ok=True)
     (path / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
-    settings = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "k8s_cluster.yml").read_text())
+    settings = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "k8s_cluster" / "lab.yml").read_text())
     settings.update(overrides)
     (path / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
     return path
@@ -179,18 +183,18 @@ def start_cluster(tmp_path_factory: Any) -> Any:
             "charts). Unset KUBESTRAP_E2E_ADDONS (or set it to off)."
         )
     work = tmp_path_factory.mktemp("e2e")
-    mirror, _url, override_file, _ = artifact_mirror.serve()
-    overrides = yaml.safe_load(override_file.read_text())
-    addons = yaml.safe_load((ROOT / "group_vars/all/addons.yml").read_text())["addons_enabled"]
-    overrides["addons_enabled"] = dict.fromkeys(addons, False)
+    made = artifact_mirror.build(log=lambda message: print(f"e2e: {message}", file=sys.stderr))
     env = dict(
         os.environ,
         KUBESTRAP_RUNS_DIR=str(work / "runs"),
         KUBESTRAP_SECRETS_DIR=str(work / "secrets"),
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     )
-    c = Cluster(work, work / "main", work / "full", env, mirror.directory / "images" / "busybox-oci.tar", overrides)
+    c = Cluster(work, work / "main", work / "full", env, made.image_tar)
     c.lab("up", "--workers", str(WORKER_COUNT + 1))
+    # the settings `lab up --artifacts local` wrote beside the lab's inventory, as a user's `up` reads them
+    c.overrides = yaml.safe_load((ROOT / ".lab" / LAB / "group_vars" / "k8s_cluster" / "local-mirror.yml").read_text())
+    assert c.overrides["kubestrap_artifacts_base_url"] == made.mirror.base_url
     c.write_inventories()
     with contextlib.ExitStack() as stack:
         if APT_SOURCE == "local":
@@ -198,4 +202,3 @@ def start_cluster(tmp_path_factory: Any) -> Any:
         yield c
     (work / "e2e-log.json").write_text(json.dumps(c.log, indent=2))
     c.lab("down")
-    artifact_mirror.stop()

@@ -4,7 +4,7 @@ worker mid-run, and the up that converges once the worker is back. Tests run in 
 share one lab (tests/e2e/e2e_support.py). Assertions read the run journal's per-host counts.
 
 Everything is real: OS preparation, containerd, artifact distribution, files, units, ordering, token flow, and
-the cluster: kubeadm, kubelet and the control plane built from their Go modules (tests/upstream/build.py, served by
+the cluster: kubeadm, kubelet and the control plane built from their Go modules (kubestrap/lab/sources/build.py, served by
 the test artifact mirror), images preloaded from the mirror, the lab's own bridge CNI (Cilium's images cannot be had
 here: its switch is off, so kube-proxy runs), CoreDNS; real kubectl checks the nodes Ready. Add-ons are off (their
 charts and images cannot be had here; tests/addons/test_addons_phase.py covers the add-on phase).

@@ -56,7 +56,7 @@ def test_seed_brings_the_lab_pod_network_a_range_per_node_and_routes_to_the_othe
     assert routes == [("10.244.10.0/24", "10.77.0.10"), ("10.244.11.0/24", "10.77.0.11")]
     # every range lies in the pod CIDR the lab's cluster runs with (kubestrap's default, which the lab says again)
     default = yaml.safe_load((ROOT / "group_vars/all/cluster.yml").read_text())["cluster_pod_cidr"]
-    lab = yaml.safe_load((ROOT / "inventories/lab/group_vars/k8s_cluster.yml").read_text())["cluster_pod_cidr"]
+    lab = yaml.safe_load((ROOT / "inventories/lab/group_vars/k8s_cluster/lab.yml").read_text())["cluster_pod_cidr"]
     assert podnet.POD_CIDR == default == lab
     assert all(ipaddress.ip_network(podnet.pod_range("10.77.0.0/24", ip)).subnet_of(ipaddress.ip_network(lab))
                for ip in lab_ips)  # fmt: skip

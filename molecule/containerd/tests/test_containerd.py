@@ -2,13 +2,13 @@
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import yaml
 
-MIRROR_ROOT = Path(os.environ.get("KUBESTRAP_TEST_MIRROR_DIR")
-                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kubestrap" / "test-mirror")
-OVERRIDE = yaml.safe_load((MIRROR_ROOT / "versions-override.yml").read_text())
+# the settings converge.yml wrote for the lab's local mirror (kubestrap/lab/mirror.py), as `lab up` does
+OVERRIDE = yaml.safe_load((Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "local-mirror.yml").read_text())
 PINS = OVERRIDE["kubestrap_artifacts"]
 STAGING = "/var/cache/kubestrap/artifacts"
 # the sandbox image the converge configured: the mirror's pause (built here, so its digest is not upstream's pin)
@@ -16,7 +16,9 @@ PAUSE = OVERRIDE["kubestrap_images"]["pause"]
 
 
 def test_staged_artifacts_for_the_first_control_plane(host):
-    for name in ["containerd", "runc", "cni_plugins", "crictl", "kubeadm", "kubelet", "kubectl", "helm", "cilium_cli"]:
+    # Cilium is off with the local mirror: no Cilium CLI is staged
+    assert not host.file(f"{STAGING}/cilium_cli").exists
+    for name in ["containerd", "runc", "cni_plugins", "crictl", "kubeadm", "kubelet", "kubectl", "helm"]:
         staged = host.file(f"{STAGING}/{name}/{PINS[name]['version']}/amd64")
         assert staged.is_directory, name
         with host.sudo():
@@ -58,8 +60,10 @@ def test_runtime_binaries(host):
 
 
 def test_ctr_runs_a_container_from_a_locally_imported_image(host):
-    served = json.loads((MIRROR_ROOT / "server.json").read_text())["www"]
-    image_tar = Path(served).parent / "images" / "busybox-oci.tar"
+    sys.path.insert(0, os.environ["MOLECULE_PROJECT_DIRECTORY"])
+    from tests.fixtures.artifact_mirror import busybox_image  # the test image (Debian's busybox-static)
+
+    image_tar = busybox_image()
     result = host.ansible("copy", f"src={image_tar} dest=/root/busybox-oci.tar mode=0600", become=True, check=False)
     assert not result.get("failed"), result
     with host.sudo():
@@ -80,7 +84,7 @@ def test_kubectl_is_real_and_pinned(host):
 
 def test_kubeadm_and_kubelet_are_the_real_programs_the_mirror_serves(host):
     """The installed kubeadm and kubelet are the mirror's files byte for byte (the real programs built from
-    k8s.io/kubernetes by tests/upstream/build.py: an ELF executable, not a script) and report the version the
+    k8s.io/kubernetes by kubestrap/lab/sources/build.py: an ELF executable, not a script) and report the version the
     mirror serves them at (the pin, or build.NEAREST where the module proxy lacks it), stamped like a release."""
     for name in ("kubeadm", "kubelet"):
         path = f"/usr/local/bin/{name}"

@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Build the upstream programs the tests run for real, from their Go modules, into a cache outside the clone.
+"""Build the pinned upstream programs from their Go modules, into a cache outside the clone.
 
-Each program has a wrapper module here (tests/upstream/<dir>/go.mod + go.sum, committed) that requires the
-upstream module at one version and lists its main packages as `tool`s; `go build` builds them with the
-upstream release's version stamping. Nothing built is committed: binaries go to
+Where the release hosts (dl.k8s.io, GitHub) cannot be reached but the Go module proxy can, this is how the VM lab
+gets the real programs (kubestrap/lab/mirror.py packages them into a local artifact mirror) and how the tests run
+them. Each program has a wrapper module here (kubestrap/lab/sources/<dir>/go.mod + go.sum, committed) that
+requires the upstream module at one version and lists its main packages as `tool`s; `go build` builds them with
+the upstream release's version stamping. The pause program is upstream's C source (build/pause/linux/pause.c of
+the k8s.io/kubernetes module), compiled statically with gcc as its Makefile does. Nothing built is committed:
+binaries go to
 ``$KUBESTRAP_UPSTREAM_CACHE`` (default ``~/.cache/kubestrap/upstream``) under
 ``<program>/<version>-<key>/``, where the key hashes the wrapper's go.mod and go.sum, the flags and the Go
 version, so a fresh clone on the same machine (how CI runs) reuses the build, and a bump builds anew.
 
-    tests/upstream/build.py [PROGRAM...]        build what is missing; print one line per program
-    tests/upstream/build.py --json [PROGRAM...] the same as JSON: program -> {version, dir, seconds, cached}
-    tests/upstream/build.py --dir PROGRAM       print the program's binary directory (building it if needed)
+    python -m kubestrap.lab.sources.build [PROGRAM...]        build what is missing; one line per program
+    python -m kubestrap.lab.sources.build --json [PROGRAM...] the same as JSON: program -> {version, dir, ...}
+    python -m kubestrap.lab.sources.build --dir PROGRAM       print the program's binary directory
 
 The versions built are the product's pins (group_vars/all/versions.yml) or, where the Go module proxy does
 not serve a pin, the nearest version it does serve: NEAREST below, explained in tests/README.md.
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = HERE.parents[2]
 FLAGS_FORMAT = 1  # bump when the way programs are built changes without their go.mod changing
 
 
@@ -58,10 +62,12 @@ class Program:
     pin: str | None = None  # key of kubestrap_artifacts in versions.yml whose version this is
     cgo: bool = False
     tags: tuple[str, ...] = ()
+    wrapper: str = ""  # the wrapper module's directory, when not the program's name
+    c_source: bool = False  # binaries maps to C files of the module (compiled with gcc), not Go packages
 
     @property
     def dir(self) -> Path:
-        return HERE / self.name
+        return HERE / (self.wrapper or self.name)
 
 
 PROGRAMS: dict[str, Program] = {p.name: p for p in (
@@ -97,9 +103,11 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
     # `git describe --dirty --always`: without a checkout, the module version stands for it.
     Program("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"},
             lambda v: [f"-X github.com/coredns/coredns/coremain.GitCommit={v}"], tags=("grpcnotrace",)),
-    Program("pause", "", {"pause": "kubestrap.test/upstream/pause"},
-            lambda v: [f"-X main.version={v}"]),
+    # upstream's pause: the C program of the k8s.io/kubernetes module (build/pause), version-stamped like its Makefile
+    # (-DVERSION=v<TAG>-<revision>; the module version stands for the git revision)
+    Program("pause", "k8s.io/kubernetes", {"pause": "build/pause/linux/pause.c"}, wrapper="kubernetes", c_source=True),
 )}  # fmt: skip
+PAUSE_MAKEFILE = "build/pause/Makefile"  # in the k8s.io/kubernetes module: `TAG ?= <pause version>`
 
 # Pins the module proxy does not serve: pin key -> (pinned, built instead, why). tests/README.md says more.
 NEAREST: dict[str, tuple[str, str, str]] = {
@@ -121,9 +129,7 @@ def cache_root() -> Path:
 
 
 def module_version(program: Program) -> str:
-    """The version the wrapper's go.mod requires (the pause program: the version of this build step)."""
-    if not program.module:
-        return f"v0.{FLAGS_FORMAT}.0"
+    """The version the wrapper's go.mod requires."""
     text = (program.dir / "go.mod").read_text()
     found = re.search(rf"^\s*(?:require\s+)?{re.escape(program.module)}\s+(v\S+)", text, re.MULTILINE)
     if not found:
@@ -138,8 +144,36 @@ def go_version() -> str:
         raise BuildError(f"cannot run go ({exc}); install Go 1.26 or newer") from None
 
 
+def module_dir(program: Program) -> Path:
+    """The module's source directory in Go's module cache (downloaded through the module proxy if missing)."""
+    version = module_version(program)
+    done = subprocess.run(["go", "mod", "download", "-json", f"{program.module}@{version}"], cwd=program.dir,
+                          capture_output=True, text=True, env={**os.environ, "GOFLAGS": "-mod=readonly"})  # fmt: skip
+    if done.returncode != 0:
+        raise BuildError(f"go mod download {program.module}@{version} failed:\n{(done.stdout + done.stderr)[-2000:]}")
+    return Path(json.loads(done.stdout)["Dir"])
+
+
+def pause_tag() -> str:
+    """The pause version of the k8s.io/kubernetes module the pause program is built from (its Makefile's TAG)."""
+    makefile = module_dir(PROGRAMS["pause"]) / PAUSE_MAKEFILE
+    found = re.search(r"^TAG\s*\??=\s*(\S+)", makefile.read_text(), re.MULTILINE)
+    if not found:
+        raise BuildError(f"{makefile} sets no TAG")
+    return found.group(1)
+
+
+def _c_compiler() -> str:
+    try:
+        return subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BuildError(f"cannot run gcc ({exc}); install Debian's gcc and libc6-dev") from None
+
+
 def build_key(program: Program, version: str, go: str) -> str:
     digest = hashlib.sha256()
+    if program.c_source:
+        digest.update(b"gcc\0" + _c_compiler().encode())
     for name in ("go.mod", "go.sum", "main.go"):
         path = program.dir / name
         if path.exists():
@@ -165,6 +199,11 @@ def build(program: Program, log: Callable[[str], None] = print) -> tuple[Path, f
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix=f".{program.name}-", dir=target.parent))
     try:
+        if program.c_source:
+            _compile_c(program, version, scratch, log)
+            shutil.rmtree(target, ignore_errors=True)
+            scratch.rename(target)
+            return target, time.monotonic() - started, False
         env = {**os.environ, "CGO_ENABLED": "1" if program.cgo else "0", "GOFLAGS": "-mod=readonly"}
         ldflags = " ".join(["-s", "-w", *program.ldflags(version)])
         for name, package in program.binaries.items():
@@ -180,6 +219,19 @@ def build(program: Program, log: Callable[[str], None] = print) -> tuple[Path, f
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target, time.monotonic() - started, False
+
+
+def _compile_c(program: Program, version: str, out: Path, log: Callable[[str], None]) -> None:
+    """gcc -Os -Wall -Werror -static, as upstream's Makefile builds pause (the module version for its revision)."""
+    source_dir = module_dir(program)
+    stamp = f"v{pause_tag()}-{version}"
+    for name, source in program.binaries.items():
+        log(f"building {program.name} {stamp}: {name} (gcc, {source} of {program.module})")
+        argv = ["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={stamp}", "-o", str(out / name),
+                str(source_dir / source)]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"gcc {source} ({program.name} {stamp}) failed:\n{done.stderr[-4000:]}")
 
 
 def versions_pins() -> dict[str, str]:

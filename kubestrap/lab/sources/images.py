@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""OCI image archives of the control-plane images, made from the programs tests/upstream/build.py built (no Docker,
+"""OCI image archives of the cluster's images, made from the programs kubestrap/lab/sources/build.py built (no Docker,
 no registry): kube-apiserver, kube-controller-manager, kube-scheduler, etcd, coredns and pause.
 
 Each archive is an OCI image layout in a tar (oci-layout, index.json, blobs/sha256/...) that also carries a
@@ -11,14 +11,15 @@ uid/gid 0, canonical JSON): a rebuild gives the same bytes and digests. Archives
 ``<build cache>/images/<reference>-<key>.tar``, the key hashing the reference, the image's spec and the binary's
 sha256. Standard library only.
 
-    tests/upstream/images.py REF...                      write (or find) the archive of each image reference
-    tests/upstream/images.py --kubeadm-config FILE       the same for what the built kubeadm lists for FILE
+    python -m kubestrap.lab.sources.images REF...                 write (or find) the archive of each reference
+    python -m kubestrap.lab.sources.images --kubeadm-config FILE  the same for what the built kubeadm lists for FILE
                                                          (`kubeadm config images list --config FILE`)
 
 Each line printed: REFERENCE ARCHIVE MANIFEST-DIGEST BUILT-VERSION. A reference names the image by its last path
 part (a mirror's `imageRepository` works); its tag must be what the build stands for: the built version, or the
 documented nearest (build.NEAREST: Kubernetes v1.36.4 is v1.36.3; STAND_INS: coredns v1.14.2 is v1.14.3); etcd's
-tag is `<version>-<revision>`; pause is our own program and takes the tag it is asked for. A digest in a reference
+tag is `<version>-<revision>`; pause (upstream's pause.c of the kubernetes module) carries a tag of its pause release
+(3.10.2 carries 3.10 and 3.10.x: the same program for the sandbox). A digest in a reference
 (`name:tag@sha256:...`, the containerd sandbox pin) is dropped: these images' digests are not upstream's.
 """
 
@@ -34,17 +35,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import typing
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-try:
-    import build
-finally:
-    sys.path.pop(0)
+from kubestrap.lab.sources import build
 
-IMAGES_FORMAT = 1  # bump when the archives' layout or content changes for the same binaries
+IMAGES_FORMAT = 2  # bump when the archives' layout or content changes for the same binaries
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EPOCH = "1970-01-01T00:00:00Z"
 CHUNK = 1 << 20
@@ -79,8 +77,10 @@ def _kubernetes(name: str) -> Image:
 # iptables (nft backend) and what it needs at run time, by Debian package name (their Depends, libc6 included)
 IPTABLES_DEBS = ("iptables", "libip4tc2", "libip6tc2", "libxtables12", "libmnl0", "libnetfilter-conntrack3",
                  "libnfnetlink0", "libnftnl11", "libc6", "netbase")  # fmt: skip
-IPTABLES_LINKS = tuple((f"usr/sbin/{name}", "xtables-nft-multi") for name in (
-    "iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"))
+IPTABLES_LINKS = tuple(
+    (f"usr/sbin/{name}", "xtables-nft-multi")
+    for name in ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
+)
 # paths of a package not needed in an image (documentation, manuals, translations)
 DEB_SKIPPED = ("usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/lintian/", "usr/share/locale/",
                "usr/lib/x86_64-linux-gnu/gconv/", "usr/share/i18n/")  # fmt: skip
@@ -98,8 +98,14 @@ IMAGES: dict[str, Image] = {
     # kube-proxy (a cluster without Cilium) programs the node's packet filter by running iptables-restore; upstream's
     # image carries iptables from Debian too. Only the nftables backend: Debian's default since bullseye (the
     # alternatives links below are what iptables' postinst makes with update-alternatives).
-    "kube-proxy": Image("kubernetes", "kube-proxy", "usr/local/bin/kube-proxy", entrypoint=("/usr/local/bin/kube-proxy",),
-                        debs=IPTABLES_DEBS, links=IPTABLES_LINKS),
+    "kube-proxy": Image(
+        "kubernetes",
+        "kube-proxy",
+        "usr/local/bin/kube-proxy",
+        entrypoint=("/usr/local/bin/kube-proxy",),
+        debs=IPTABLES_DEBS,
+        links=IPTABLES_LINKS,
+    ),
 }
 
 # tags kubeadm asks for that a built version stands in for (program -> tag -> built version); tests/README.md
@@ -143,7 +149,8 @@ def image_for(name: str) -> Image:
 def _stands_for(image: Image, tag: str, built: str) -> bool:
     """Whether the build *built* (e.g. v1.36.3) may carry *tag*."""
     if image.program == "pause":
-        return True
+        release = build.pause_tag().split(".")[:2]
+        return tag.split(".")[:2] == release
     if image.program == "etcd":
         return re.fullmatch(rf"{re.escape(built.lstrip('v'))}-\d+", tag) is not None
     if tag == built:
@@ -164,7 +171,9 @@ def binary_of(image: Image, build_missing: bool = False) -> tuple[Path, str]:
         target = build.target_dir(program, version, build.go_version())
     binary = target / image.binary
     if not binary.is_file():
-        raise ImageError(f"{image.program} is not built ({binary} missing): run tests/upstream/build.py {image.program}")
+        raise ImageError(
+            f"{image.program} is not built ({binary} missing): run python -m kubestrap.lab.sources.build {image.program}"
+        )
     return binary, version
 
 
@@ -298,7 +307,7 @@ def _blobs(image: Image, reference: str, binary: Path, version: str) -> tuple[di
     settings: dict[str, object] = {"Env": [PATH_ENV], "WorkingDir": "/", "Labels": {
         "org.opencontainers.image.title": image.binary,
         "org.opencontainers.image.version": version,
-        "org.opencontainers.image.description": f"{image.binary} {version} built by kubestrap tests/upstream/build.py",
+        "org.opencontainers.image.description": f"{image.binary} {version} built by kubestrap/lab/sources/build.py",
     }}  # fmt: skip
     if image.entrypoint:
         settings["Entrypoint"] = list(image.entrypoint)
@@ -309,7 +318,8 @@ def _blobs(image: Image, reference: str, binary: Path, version: str) -> tuple[di
     config = _json({
         "architecture": "amd64", "os": "linux", "created": EPOCH, "config": settings,
         "rootfs": {"type": "layers", "diff_ids": [layer]},
-        "history": [{"created": EPOCH, "created_by": f"tests/upstream/images.py: /{image.path} ({image.binary} {version})"}],
+        "history": [{"created": EPOCH,
+                     "created_by": f"kubestrap/lab/sources/images.py: /{image.path} ({image.binary} {version})"}],
     })  # fmt: skip
     config_digest = f"sha256:{hashlib.sha256(config).hexdigest()}"
     manifest = _json({
@@ -335,7 +345,7 @@ def _blob_path(digest: str) -> str:
     return "blobs/sha256/" + digest.removeprefix("sha256:")
 
 
-def _write(out, image: Image, binary: Path, files: dict[str, bytes], layer: str, layer_size: int) -> None:
+def _write(out: typing.BinaryIO, image: Image, binary: Path, files: dict[str, bytes], layer: str, layer_size: int) -> None:
     entries: dict[str, bytes | None] = {"blobs/": None, "blobs/sha256/": None, **files, _blob_path(layer): None}
     for path in sorted(entries):
         data = entries[path]
@@ -409,7 +419,9 @@ def kubeadm_list(config: Path, build_missing: bool = False) -> list[str]:
     else:
         target = build.target_dir(kubernetes, build.module_version(kubernetes), build.go_version())
     if not (target / "kubeadm").is_file():
-        raise ImageError(f"kubeadm is not built ({target / 'kubeadm'} missing): run tests/upstream/build.py kubernetes")
+        raise ImageError(
+            f"kubeadm is not built ({target / 'kubeadm'} missing): run python -m kubestrap.lab.sources.build kubernetes"
+        )
     done = subprocess.run([str(target / "kubeadm"), "config", "images", "list", "--config", str(config)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     if done.returncode != 0:
