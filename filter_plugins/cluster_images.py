@@ -18,6 +18,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from kubestrap import images  # noqa: E402
+from kubestrap.artifacts import mirror_url, under  # noqa: E402
 
 
 def node_images(
@@ -30,9 +31,14 @@ def node_images(
     lock: dict[str, str],
     addons: dict[str, Any],
     staged_in: str = "",
+    base_url: str = "",
+    cache_dir: str = "",
+    staging_dir: str = "",
 ) -> list[dict[str, str]]:
-    """[{key, name (name:tag), digest ('' if none is known), path (images/<name:tag>/linux-<arch>.oci.tar)}]; with
-    *staged_in*, what the kubestrap_images module imports: [{name, digest, archive (STAGED_IN/path)}]."""
+    """[{key, name (name:tag), digest ('' if none is known), path (images/<name:tag>/linux-<arch>.oci.tar)}], plus
+    `url` (on the mirror *base_url*), `cache` (under *cache_dir*, the controller's) and `dest` (under *staging_dir*,
+    the node's) when those are given; with *staged_in*, what the kubestrap_images module imports:
+    [{name, digest, archive (STAGED_IN/path)}]."""
     def mapping(value: Any) -> dict[str, Any]:  # `-e name={}` on a command line is a string: nothing set
         return dict(value) if isinstance(value, Mapping) else {}
 
@@ -46,8 +52,13 @@ def node_images(
     for image in chosen:
         item = {"key": image.key, "name": image.reference.name_tag, "digest": image.reference.digest,
                 "path": image.mirror_path(arch)}  # fmt: skip
+        for key, value in (("url", mirror_url(item["path"], base_url) if base_url else ""),
+                           ("cache", under(cache_dir, item["path"]) if cache_dir else ""),
+                           ("dest", under(staging_dir, item["path"]) if staging_dir else "")):  # fmt: skip
+            if value:
+                item[key] = value
         if staged_in:
-            item = {"name": item["name"], "digest": item["digest"], "archive": f"{staged_in.rstrip('/')}/{item['path']}"}
+            item = {"name": item["name"], "digest": item["digest"], "archive": under(staged_in, item["path"])}
         result.append(item)
     return result
 

@@ -10,11 +10,16 @@ Everything comes from `group_vars/all/versions.yml`:
     kubestrap_artifacts_base_url: ""      # mirror; URL becomes <base>/<url without its scheme>
     kubestrap_architectures: [amd64]
 
-Verified files live in `<cache>/<name>/<version>/<arch>/<filename>` (default cache:
-`.cache/artifacts` in the repository). A download streams into a temporary file next to its
-target while hashing; only a file whose sha256 matches is renamed into place, so the cache never
-holds a half-written or unverified file. `bundle()` writes the cache as a tarball in the mirror
-layout (`<host>/<path>` of each upstream URL), which an air-gapped site serves as the base URL.
+Verified files live in `<cache>/<name>/<version>/<arch>/<filename>` (default cache: `.cache/artifacts` in the
+repository), and a node stages them as `<staging dir>/<the same path>`: the one definition of that layout is
+`Artifact.path`. `download_map()` is every artifact of one architecture with its URL (mirror applied), sha256,
+file name, layout path, controller cache path and node path; the roles read it through the
+`kubestrap_artifact_map` filter (filter_plugins/artifact_map.py) instead of joining paths themselves.
+`fetch_file()` is the one downloader, of `kubestrap artifacts fetch` and of the artifacts role (its action
+kubestrap_artifacts_fetch) alike: a download streams into a temporary file next to its target while hashing;
+only a file whose sha256 matches is renamed into place, so the cache never holds a half-written or unverified
+file. `bundle()` writes the cache as a tarball in the mirror layout (`<host>/<path>` of each upstream URL), which
+an air-gapped site serves as the base URL.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "artifacts"
 _CHUNK = 1024 * 1024
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_URL_SUFFIX = re.compile(r"[?#].*$", re.S)
 
 Opener = Callable[[str, float], BinaryIO]
 
@@ -53,6 +59,19 @@ class ArtifactError(Exception):
 
 class ChecksumMismatch(ArtifactError):
     """A downloaded file does not have the pinned sha256 (nothing was kept)."""
+
+    def __init__(self, message: str, expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class DownloadFailed(ArtifactError):
+    """A download did not complete; *reason* says why in a few words (HTTP status, network error)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -72,10 +91,16 @@ class Artifact:
         return mirror_url(self.upstream_url(arch), base_url)
 
     def filename(self, arch: str) -> str:
-        name = self.upstream_url(arch).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        """The last path segment of the upstream URL (query and fragment dropped)."""
+        name = _URL_SUFFIX.sub("", self.upstream_url(arch)).rstrip("/").rsplit("/", 1)[-1]
         if not name:
             raise ArtifactError(f"kubestrap_artifacts.{self.name}.url has no file name at its end")
         return name
+
+    def path(self, arch: str) -> str:
+        """`<name>/<version>/<arch>/<file>`: where the file lives under the controller cache and under a node's
+        staging directory. The one place this layout is written."""
+        return f"{self.name}/{self.version}/{arch}/{self.filename(arch)}"
 
     def mirror_path(self, arch: str) -> str:
         """Path of this artifact inside a mirror (and inside a bundle)."""
@@ -91,7 +116,23 @@ class Artifact:
         return value
 
     def cache_path(self, cache_dir: Path, arch: str) -> Path:
-        return cache_dir / self.name / self.version / arch / self.filename(arch)
+        return cache_dir / self.path(arch)
+
+    def download(self, arch: str, base_url: str = "", cache_dir: str = "", staging_dir: str = "") -> dict[str, str]:
+        """This artifact's entry of `download_map()`."""
+        path = self.path(arch)
+        return {
+            "name": self.name,
+            "version": self.version,
+            "arch": arch,
+            "file": self.filename(arch),
+            "path": path,
+            "url": self.url(arch, base_url),
+            "upstream_url": self.upstream_url(arch),
+            "sha256": self.sha256.get(arch, ""),
+            "cache": under(cache_dir, path),
+            "dest": under(staging_dir, path),
+        }
 
 
 @dataclass(frozen=True)
@@ -129,6 +170,29 @@ def display(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def under(directory: str, path: str) -> str:
+    """*path* (relative) inside *directory* as a string, or *path* itself when *directory* is empty."""
+    if not directory:
+        return path
+    return directory.rstrip("/") + "/" + path
+
+
+def download_map(
+    versions: Versions,
+    arch: str,
+    names: Iterable[str] | None = None,
+    *,
+    cache_dir: str = "",
+    staging_dir: str = "",
+) -> dict[str, dict[str, str]]:
+    """Every (or each named) artifact for *arch*: name -> {name, version, arch, file, path (the layout
+    `<name>/<version>/<arch>/<file>`), url (the mirror's when `versions.base_url` is set), upstream_url, sha256
+    (this architecture's pin, '' when there is none), cache (*cache_dir*/path), dest (*staging_dir*/path)}."""
+    return {
+        artifact.name: artifact.download(arch, versions.base_url, cache_dir, staging_dir) for artifact in versions.select(names)
+    }
 
 
 def mirror_url(url: str, base_url: str) -> str:
@@ -214,15 +278,42 @@ def fetch(
     opener: Opener = _urlopen,
 ) -> FetchResult:
     """Make sure the verified file of *artifact* for *arch* is in the cache; download it if needed."""
-    expected = artifact.checksum(arch)
     target = artifact.cache_path(cache_dir, arch)
+    downloaded = fetch_file(
+        artifact.url(arch, base_url),
+        target,
+        artifact.checksum(arch),
+        what=_describe(artifact, arch),
+        pin=f"kubestrap_artifacts.{artifact.name}.sha256.{arch}",
+        base_url=base_url,
+        timeout=timeout,
+        opener=opener,
+    )
+    return FetchResult(artifact, arch, target, downloaded=downloaded)
+
+
+def fetch_file(
+    url: str,
+    target: Path,
+    expected: str,
+    *,
+    what: str,
+    pin: str,
+    base_url: str = "",
+    timeout: float = 60.0,
+    opener: Opener = _urlopen,
+) -> bool:
+    """Make sure *target* holds the file of sha256 *expected*, downloading it from *url* if needed; True when it
+    was downloaded now. *what* names the artifact in messages, *pin* the setting holding *expected*.
+
+    The download streams into a temporary file next to *target* while hashing; only a file whose sha256
+    matches is renamed into place (mode 0644), so *target* never holds a half-written or unverified file."""
     if target.is_file():
         if sha256_file(target) == expected:
-            return FetchResult(artifact, arch, target, downloaded=False)
+            return False
         # A stale or damaged file never counts as cached: drop it and download again.
         target.unlink()
 
-    url = artifact.url(arch, base_url)
     created = _make_dirs(target.parent)
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     temp = Path(temp_name)
@@ -235,22 +326,20 @@ def fetch(
                         digest.update(chunk)
                         out.write(chunk)
             except urllib.error.HTTPError as exc:
-                raise ArtifactError(
-                    f"cannot download {_describe(artifact, arch)} from {url}: HTTP {exc.code} {exc.reason}; "
-                    + _where_hint(base_url)
-                ) from None
+                reason = f"HTTP {exc.code} {exc.reason}"
+                raise DownloadFailed(f"cannot download {what} from {url}: {reason}; " + _where_hint(base_url), reason) from None
             except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise ArtifactError(
-                    f"cannot download {_describe(artifact, arch)} from {url}: {reason}; " + _where_hint(base_url)
-                ) from None
+                reason = str(getattr(exc, "reason", None) or exc)
+                raise DownloadFailed(f"cannot download {what} from {url}: {reason}; " + _where_hint(base_url), reason) from None
         actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumMismatch(
-                f"checksum mismatch for {artifact.filename(arch)} ({_describe(artifact, arch)}) "
+                f"checksum mismatch for {target.name} ({what}) "
                 f"downloaded from {url}: expected sha256 {expected}, got {actual}. Nothing was kept. "
-                f"If the pin is wrong, fix kubestrap_artifacts.{artifact.name}.sha256.{arch} in "
-                f"{display(VERSIONS_FILE)}; otherwise the download or mirror is corrupt or tampered with."
+                f"If the pin is wrong, fix {pin} in "
+                f"{display(VERSIONS_FILE)}; otherwise the download or mirror is corrupt or tampered with.",
+                expected,
+                actual,
             )
         temp.chmod(0o644)
         temp.replace(target)
@@ -258,7 +347,7 @@ def fetch(
         temp.unlink(missing_ok=True)
         _remove_empty(created)
         raise
-    return FetchResult(artifact, arch, target, downloaded=True)
+    return True
 
 
 def _where_hint(base_url: str) -> str:
@@ -498,16 +587,20 @@ __all__ = [
     "Artifact",
     "ArtifactError",
     "ChecksumMismatch",
+    "DownloadFailed",
     "FetchResult",
     "ImageResult",
     "Versions",
     "bundle",
     "clean_partials",
+    "download_map",
     "fetch",
     "fetch_all",
+    "fetch_file",
     "fetch_images",
     "load_versions",
     "mirror_url",
     "parse_versions",
     "sha256_file",
+    "under",
 ]

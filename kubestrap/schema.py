@@ -38,6 +38,9 @@ RENAMED = {
     "metallb_pool_addresses": "metallb_address_pool",
     "istio_gateway_replica_count": "istio_gateway_replicas",
     "monitoring_loki_retention_hours": "loki_retention_hours",
+    "istio_peer_authentication_mode": "istio_mtls_mode",
+    "argocd_app_of_apps_repo_url": "argocd_app_of_apps_repo",
+    "longhorn_replicas": "longhorn_replica_count",
 }
 
 SETTINGS_ROLE = "settings"

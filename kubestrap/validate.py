@@ -246,11 +246,11 @@ class _Checker:
         return ip
 
     def scalars(self) -> None:
-        for key in ("argocd_app_of_apps_repo", "argocd_app_of_apps_repo_url"):
-            repo, source = self.setting(key)
-            if isinstance(repo, str) and repo and not spec_check.is_template(repo) and not _HTTPS_URL.match(repo):
-                self.add(source, key, f"must be an https:// Git URL (Argo CD is documented to read the repository "
-                                      f"over HTTPS), or empty for no app-of-apps; got {repo!r}")
+        repo, source = self.setting("argocd_app_of_apps_repo")
+        if isinstance(repo, str) and repo and not spec_check.is_template(repo) and not _HTTPS_URL.match(repo):
+            self.add(source, "argocd_app_of_apps_repo", f"must be an https:// Git URL (Argo CD is documented to read "
+                                                        f"the repository over HTTPS), or empty for no app-of-apps; "
+                                                        f"got {repo!r}")
         name, source = self.setting("cluster_name")
         if isinstance(name, str) and not _DNS_LABEL.match(name):
             self.add(source, "cluster_name", f"must be a lowercase DNS label, got {name!r}")

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import yaml
-from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT, fake_systemctl
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROLE_PATHS, ROOT, fake_systemctl
 
 VERSIONS = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_artifacts"]
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
@@ -55,7 +55,7 @@ def run(tmp: Path, host: str, current: list[str] | None = None) -> dict:
     (tmp / "extra.json").write_text(json.dumps(extra))
     # kubelet's handler asks systemctl whether kubelet runs: a stand-in answers (inactive)
     fake_bin = fake_systemctl(tmp / "fake-bin")
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LIBRARY=str(ROOT / "playbooks" / "library"),
+    env = dict(os.environ, **ROLE_PATHS, ANSIBLE_LIBRARY=str(ROOT / "playbooks" / "library"),
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", PATH=f"{fake_bin}:{os.environ['PATH']}",
                KUBESTRAP_TEST_SYSTEMD_STATE=str(tmp / "systemd.json"))  # fmt: skip
     proc = subprocess.run(
