@@ -206,3 +206,19 @@ def test_bring_your_own_cni_gets_no_cilium_cli(fake_mirror):
     staged = files(fake_mirror["staging"])
     assert not [f for f in staged if f.startswith("cilium_cli/")], staged
     assert [f for f in staged if f.startswith("helm/")], staged
+
+
+def test_a_mirror_on_the_controllers_disk_works_as_a_file_url(fake_mirror):
+    """kubestrap_artifacts_base_url may be a file:// URL (the VM lab's local mirror is a directory): the same files
+    are fetched, verified and staged, nothing over HTTP."""
+    override = yaml.safe_load(fake_mirror["override"].read_text())
+    override["kubestrap_artifacts_base_url"] = fake_mirror["server"].root.as_uri()
+    fake_mirror["override"].write_text(yaml.safe_dump(override))
+    done = run_playbook(fake_mirror)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert fake_mirror["server"].requests == []
+    expected = []
+    for name in sorted(NODE_ITEMS + CP_ITEMS):
+        entry = fake_mirror["artifacts"][name]
+        expected.append(f"{name}/{entry['version']}/amd64/{url_path(entry).rsplit('/', 1)[1]}")
+    assert files(fake_mirror["staging"]) == sorted(expected)
