@@ -119,7 +119,7 @@ def _render(tmp_path: Path, host: str, hostvars: dict) -> dict:
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
     extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "kubestrap_artifacts": PINS,
              "kubestrap_arch_map": ARCH_MAP, "ansible_facts": {"architecture": "x86_64"}, "kubestrap_images": {},
-             "kube_binaries_current": [], **hostvars}  # fmt: skip
+             "kube_binaries_current": [], "kubestrap_node_staging_dir": STAGING, **hostvars}  # fmt: skip
     (tmp_path / "extra.json").write_text(json.dumps(extra))
     env = {**os.environ, **ROLE_PATHS, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_NOCOWS": "1",
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}  # fmt: skip
