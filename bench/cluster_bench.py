@@ -145,6 +145,15 @@ def from_runs(runs: Path) -> dict:
                 results[key]["slowest_tasks"] = slowest_tasks(summary["_events"])
     if "add_node" in results:
         results["add_node"]["number_of_hosts_touched"] = len(results["add_node"]["hosts_touched"])
+    # every later run (the extended scenarios: a second add-node, reset --node, a bad join, --gone, a full reset,
+    # the up that lost a worker, the up that converges after it), in order
+    picked = {id(s) for s in (*ups[:3], *adds[:1])}
+    results["later_runs"] = [
+        {"run": s["_events"].parent.name, "command": s.get("command"), "result": s.get("result"),
+         "seconds": s.get("seconds"), "failure": (s.get("failure") or "")[:300] or None,
+         "hosts_touched": _figures(s).get("hosts_touched")}
+        for s in summaries if id(s) not in picked
+    ]  # fmt: skip
     fresh = (results.get("up_fresh") or {}).get("seconds")
     if fresh:
         results["ratios"] = {
