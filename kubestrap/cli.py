@@ -24,6 +24,7 @@ from rich.text import Text
 
 from kubestrap import (
     artifacts_cli,
+    backups,
     collections_check,
     exits,
     hostkeys,
@@ -405,8 +406,38 @@ def cmd_status(args: argparse.Namespace) -> int:
                 table.add_row(*(Text(str(rel.get(k, ""))) for k in ("name", "namespace", "chart", "status")),
                               Text(str(rel.get("workloads", "-"))))
             print_table(Console(highlight=False), table)
-    _emit_json(args, _run_json(result, nodes=nodes, addons=addons))
+    certs = _cert_rows(inv, result.stats("kubestrap_certs") if result else {})
+    if certs and not args.json:
+        _print_certs(Console(highlight=False), certs)
+    _emit_json(args, _run_json(result, nodes=nodes, addons=addons, certificates=certs))
     return code
+
+
+def _cert_rows(inv: inv_mod.Inventory, reported: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per control-plane node: the certificate soonest to expire, its days left, and every kubeadm-managed
+    certificate with fewer than certs_expiry_warn_days left (the playbook's filter decided: `under`)."""
+    rows = []
+    for name in inv.control_plane:
+        expiry = reported.get(name)
+        if not isinstance(expiry, dict):
+            continue
+        soonest = expiry.get("soonest") or {}
+        rows.append({"node": name, "soonest": soonest.get("name", "-"), "expires": soonest.get("expires", "-"),
+                     "days": soonest.get("days"), "warn": list(expiry.get("under") or []),
+                     "missing": list(expiry.get("missing") or [])})
+    return rows
+
+
+def _print_certs(console: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table(title="control-plane certificates (kubeadm certs check-expiration)", title_justify="left")
+    for col in ("node", "expires first", "on", "days left", "warning"):
+        table.add_column(col)
+    for row in rows:
+        warning = (f"renew soon: {', '.join(row['warn'])} (bootstrap.py certs renew)" if row["warn"] else "ok")
+        table.add_row(Text(row["node"]), Text(str(row["soonest"])), Text(str(row["expires"])),
+                      Text(str(row["days"] if row["days"] is not None else "-")),
+                      Text(warning, style="red" if row["warn"] else ""))
+    print_table(console, table)
 
 
 def _status_addons(status: dict[str, Any]) -> list[dict[str, str]]:
@@ -457,6 +488,74 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if hint:
         _console().print(hint, markup=False)
     _emit_json(args, _run_json(result, **({"hint": hint} if hint else {})))
+    return code
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    inv = _inventory(args, "backup")
+    extravars: dict[str, Any] = {}
+    if args.dest is not None:
+        dest = args.dest.expanduser().resolve()
+        if dest.exists() and not dest.is_dir():
+            raise UserError(f"--dest {paths.display(dest)} is not a directory: name a directory for the archives")
+        extravars["etcd_backup_dir"] = str(dest)
+    selected = phases.of("backup")
+    words = ["--dest", shlex.quote(str(args.dest))] if args.dest is not None else []
+    _host_keys("backup", selected, inv, args, extravars)
+    code, result = _execute("backup", _again(args, "backup", *words), selected, inv, args, extravars)
+    made = result.stats("kubestrap_backup") if result else {}
+    if code == EXIT_OK and made and not args.json:
+        _console().print(f"backup: {paths.display(Path(str(made.get('archive'))))} (0600; etcd revision "
+                         f"{made.get('revision')}, {made.get('keys')} keys, {made.get('size')} bytes; "
+                         f"{made.get('removed')} older archive(s) removed by etcd_backup_keep)", markup=False)
+    _emit_json(args, _run_json(result, backup=made))
+    return code
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    inv = _inventory(args, "restore")
+    if len(inv.control_plane) > 1:
+        raise UserError(f"{paths.display(inv.hosts_file)} has {len(inv.control_plane)} control-plane nodes: restore "
+                        "handles one (restoring etcd of several members at once is not supported yet); nothing was touched")
+    snapshot = args.snapshot.expanduser().resolve()
+    try:
+        backups.check(snapshot)
+    except backups.BadSnapshot as exc:
+        raise UserError(str(exc)) from None
+    cluster = str(inv.value("cluster_name"))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError("restore needs confirmation: run it in a terminal or pass --yes")
+        sys.stderr.write(f"Restore cluster {cluster} from {paths.display(snapshot)}? The control plane stops, and "
+                         "everything written since the snapshot is lost. Type the cluster name "
+                         f"{cluster} to go on: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip() != cluster:
+            _console().print("restore cancelled; nothing was touched", markup=False)
+            return EXIT_OK
+    extravars = {"etcd_restore_snapshot": str(snapshot)}
+    selected = phases.of("restore")
+    _host_keys("restore", selected, inv, args, extravars)
+    code, result = _execute("restore", _again(args, "restore", shlex.quote(str(snapshot)), "--yes"), selected, inv,
+                            args, extravars)
+    done = result.stats("kubestrap_restore") if result else {}
+    if code == EXIT_OK and done and not args.json:
+        _console().print(f"restored etcd revision {done.get('revision')} ({done.get('keys')} keys) on {done.get('node')}; "
+                         f"the API server answers and lists {done.get('nodes')} node(s); the old data directory is "
+                         f"kept there as {done.get('old_data_dir')}", markup=False)
+    _emit_json(args, _run_json(result, restore=done))
+    return code
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    inv = _inventory(args, "certs renew")
+    selected = phases.of("certs-renew")
+    _host_keys("certs", selected, inv, args, {})
+    code, result = _execute("certs-renew", _again(args, "certs", "renew"), selected, inv, args, {})
+    certs = _cert_rows(inv, result.stats("kubestrap_certs") if result else {})
+    if certs and not args.json:
+        _print_certs(Console(highlight=False), certs)
+    _emit_json(args, _run_json(result, certificates=certs))
     return code
 
 
@@ -543,6 +642,24 @@ def _reset_options(parser: argparse.ArgumentParser) -> None:
                         help="with --node: the worker is dead; delete its Node object without contacting it")
 
 
+def _backup_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dest", type=Path, metavar="DIR",
+                        help="controller directory for the archive (0700; default etcd_backup_dir, the cluster's "
+                             "secrets directory's backups/)")
+
+
+def _restore_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("snapshot", type=Path, metavar="SNAPSHOT",
+                        help="an archive `backup` wrote (or an etcd snapshot file)")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _certs_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["renew"],
+                        help="renew: kubeadm certs renew all on each control-plane node, static pods restarted one "
+                             "at a time, the admin kubeconfig refreshed")
+
+
 Register = Callable[[argparse._SubParsersAction], None]
 
 
@@ -570,9 +687,15 @@ COMMANDS: dict[str, Register] = {
                       _check_options),
     "plan": _command("plan", "print the phases x hosts that `up` (or `--add-node NAME`) would run", cmd_plan,
                      _phase_options, _plan_options),
-    "status": _command("status", "show nodes and add-on health", cmd_status),
+    "status": _command("status", "show nodes, add-on health and the control plane's certificate expiry", cmd_status),
     "reset": _command("reset", "drain and reset nodes, removing what the bootstrapper installed", cmd_reset,
                       _reset_options),
+    "backup": _command("backup", "save an etcd snapshot with the encryption key and PKI to the controller (0600)",
+                       cmd_backup, _backup_options),
+    "restore": _command("restore", "restore etcd from a backup on the one control-plane node (stops the control "
+                        "plane)", cmd_restore, _restore_options),
+    "certs": _command("certs", "certificates of the control plane: `certs renew` renews them", cmd_certs,
+                      _certs_options),
     "lab": lab_cli.register,
     "artifacts": artifacts_cli.register,
 }

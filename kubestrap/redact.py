@@ -26,6 +26,8 @@ _PATTERNS = [
     # kubeadm certificate key (upload-certs), in flags and config files
     re.compile(r"(?<=--certificate-key[ =])[0-9a-f]{64}"),
     re.compile(r"(?<=certificateKey: )[\"']?[0-9a-f]{64}"),
+    # encryption-at-rest keys (EncryptionConfiguration `secret:`, base64 of 16, 24 or 32 bytes)
+    re.compile(r"(?<=secret: )[\"']?[A-Za-z0-9+/]{22,}={0,2}"),
     # bcrypt hashes (Argo CD admin password)
     re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}"),
 ]

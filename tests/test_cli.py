@@ -25,9 +25,10 @@ def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.C
 
 def test_help_lists_every_command():
     out = run("--help").stdout
-    for command in ("up", "add-node", "check", "plan", "status", "reset", "lab", "artifacts"):
+    commands = ["up", "add-node", "check", "plan", "status", "reset", "backup", "restore", "certs", "lab", "artifacts"]
+    for command in commands:
         assert f"    {command}" in out
-    assert list(cli.COMMANDS) == ["up", "add-node", "check", "plan", "status", "reset", "lab", "artifacts"]
+    assert list(cli.COMMANDS) == commands
     parser = cli.build_parser()
     choices = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert list(choices) == list(cli.COMMANDS)  # each entry registers the command it is named after

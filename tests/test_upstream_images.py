@@ -180,7 +180,17 @@ def test_each_archive_is_an_oci_layout_whose_digests_and_content_are_right(archi
                 binary = rootfs.getmember(image.path)
                 assert binary.mode == 0o755 and (binary.uid, binary.gid) == (0, 0)
                 content = rootfs.extractfile(binary).read()
+                # upstream's etcd image carries etcdctl and etcdutl beside etcd: so does ours, the builds of their
+                # own modules at the server's version
+                built = images.companion_binaries(image, made.built_version)
+                assert sorted(built) == sorted(path for _program, path in image.companions)
+                for path, companion in built.items():
+                    member = rootfs.getmember(path)
+                    assert member.mode == 0o755, f"{reference}: {path}"
+                    assert hashlib.sha256(rootfs.extractfile(member).read()).hexdigest() == _sha256(companion)
         assert hashlib.sha256(content).hexdigest() == _sha256(made.binary), f"{reference}: not the built binary"
+    etcd = images.IMAGES["etcd"]
+    assert {path for _program, path in etcd.companions} == {"usr/local/bin/etcdctl", "usr/local/bin/etcdutl"}
 
 
 class Containerd:
@@ -279,3 +289,9 @@ def test_real_containerd_imports_unpacks_and_runs_every_image(archives, containe
         expected = line.format(v=made.built_version, n=made.built_version.lstrip("v"))
         ran = containerd.ctr("run", "--rm", "--snapshotter", "native", reference, f"run-{_base(reference)}", *argv)
         assert expected in ran.stdout, f"{reference}: {ran.stdout}{ran.stderr}"
+    # kubestrap's backup and restore run etcdctl and etcdutl by name from the etcd image
+    (etcd,) = [reference for reference in archives if _base(reference) == "etcd"]
+    version = archives[etcd].built_version.lstrip("v")
+    for tool in ("etcdctl", "etcdutl"):
+        ran = containerd.ctr("run", "--rm", "--snapshotter", "native", etcd, f"run-{tool}", tool, "version")
+        assert f"{tool} version: {version}" in ran.stdout, f"{etcd}: {ran.stdout}{ran.stderr}"

@@ -29,6 +29,8 @@ VERSION_COMMANDS: dict[str, tuple[list[str], str]] = {
     "kube-scheduler": (["--version"], "Kubernetes {v}"),
     "kube-proxy": (["--version"], "Kubernetes {v}"),
     "etcd": (["--version"], "etcd Version: {n}"),
+    "etcdctl": (["version"], "etcdctl version: {n}"),
+    "etcdutl": (["version"], "etcdutl version: {n}"),
     "containerd": (["--version"], "containerd github.com/containerd/containerd/v2 {v}"),
     "ctr": (["--version"], "ctr github.com/containerd/containerd/v2 {v}"),
     "containerd-shim-runc-v2": (["-v"], "Version: {v}"),

@@ -77,6 +77,10 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
                 "kube-proxy")},
             _kubernetes, pin="kubeadm"),
     Program("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "go.etcd.io/etcd/server/v3"}),
+    # upstream's etcd image also ships etcdctl (the client: snapshot save) and etcdutl (offline: snapshot status
+    # and restore), each its own Go module released at the server's version (the wrappers require the same one)
+    Program("etcdctl", "go.etcd.io/etcd/etcdctl/v3", {"etcdctl": "go.etcd.io/etcd/etcdctl/v3"}),
+    Program("etcdutl", "go.etcd.io/etcd/etcdutl/v3", {"etcdutl": "go.etcd.io/etcd/etcdutl/v3"}),
     Program("containerd", "github.com/containerd/containerd/v2",
             {name: f"github.com/containerd/containerd/v2/cmd/{name}"
              for name in ("containerd", "ctr", "containerd-shim-runc-v2")},

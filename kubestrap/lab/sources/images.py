@@ -5,11 +5,12 @@ no registry): kube-apiserver, kube-controller-manager, kube-scheduler, etcd, cor
 Each archive is an OCI image layout in a tar (oci-layout, index.json, blobs/sha256/...) that also carries a
 Docker-style manifest.json, so `ctr images import` and `docker load` both name the image. One image is one
 uncompressed layer holding the binary where kubeadm's static pods and Deployments expect it (/usr/local/bin/<name>
-for the Kubernetes programs and etcd, /coredns, /pause) plus /tmp; PATH includes /usr/local/bin, because kubeadm's
+for the Kubernetes programs and etcd, with etcdctl and etcdutl beside etcd as upstream's image has them, /coredns,
+/pause) plus /tmp; PATH includes /usr/local/bin, because kubeadm's
 manifests call `kube-apiserver ...` and `etcd ...` by name. Output is deterministic (entries sorted, mtime 0,
 uid/gid 0, canonical JSON): a rebuild gives the same bytes and digests. Archives are cached beside the builds,
 ``<build cache>/images/<reference>-<key>.tar``, the key hashing the reference, the image's spec and the binary's
-sha256. Standard library only.
+sha256 (and its companions'). Standard library only.
 
     python -m kubestrap.lab.sources.images REF...                 write (or find) the archive of each reference
     python -m kubestrap.lab.sources.images --kubeadm-config FILE  the same for what the built kubeadm lists for FILE
@@ -66,6 +67,9 @@ class Image:
     user: str = ""  # empty: root, as kubeadm's static pods and CoreDNS Deployment run them
     debs: tuple[str, ...] = ()  # Debian packages (of the machine's release) unpacked into the image
     links: tuple[tuple[str, str], ...] = ()  # (path, target): what the packages' maintainer scripts would link
+    # more built programs of the same release beside the binary: (build.PROGRAMS key, path in the image); each
+    # binary is named after its program and must be built at the same version as the image's own program
+    companions: tuple[tuple[str, str], ...] = ()
 
 
 def _kubernetes(name: str) -> Image:
@@ -90,7 +94,9 @@ IMAGES: dict[str, Image] = {
     "kube-apiserver": _kubernetes("kube-apiserver"),
     "kube-controller-manager": _kubernetes("kube-controller-manager"),
     "kube-scheduler": _kubernetes("kube-scheduler"),
-    "etcd": Image("etcd", "etcd", "usr/local/bin/etcd", cmd=("/usr/local/bin/etcd",)),
+    # upstream's etcd image carries etcdctl and etcdutl beside etcd (kubestrap's backup and restore run them from it)
+    "etcd": Image("etcd", "etcd", "usr/local/bin/etcd", cmd=("/usr/local/bin/etcd",),
+                  companions=(("etcdctl", "usr/local/bin/etcdctl"), ("etcdutl", "usr/local/bin/etcdutl"))),
     # upstream's coredns image runs as nonroot with cap_net_bind_service as a file capability; this one has
     # no file capabilities, so it runs as root (kubeadm's Deployment drops every capability but NET_BIND_SERVICE)
     "coredns": Image("coredns", "coredns", "coredns", entrypoint=("/coredns",)),
@@ -161,6 +167,10 @@ def _stands_for(image: Image, tag: str, built: str) -> bool:
     return STAND_INS.get(image.program, {}).get(tag) == built
 
 
+def _version(image: Image) -> str:
+    return build.module_version(build.PROGRAMS[image.program])
+
+
 def binary_of(image: Image, build_missing: bool = False) -> tuple[Path, str]:
     """(the built binary, the version built) of *image*; a missing build is built or refused."""
     program = build.PROGRAMS[image.program]
@@ -175,6 +185,27 @@ def binary_of(image: Image, build_missing: bool = False) -> tuple[Path, str]:
             f"{image.program} is not built ({binary} missing): run python -m kubestrap.lab.sources.build {image.program}"
         )
     return binary, version
+
+
+def companion_binaries(image: Image, version: str, build_missing: bool = False) -> dict[str, Path]:
+    """Path in the image -> built binary of each of *image*'s companions; refused when one is missing or was built
+    at another version than *version* (the image's own program)."""
+    found: dict[str, Path] = {}
+    for name, path in image.companions:
+        program = build.PROGRAMS[name]
+        built = build.module_version(program)
+        if built != version:
+            raise ImageError(f"{name} {built} cannot go into the {image.binary} {version} image: its wrapper "
+                             f"{program.dir / 'go.mod'} must require the same version as {image.program}'s")
+        if build_missing:
+            target = build.build(program, log=lambda message: print(message, file=sys.stderr))[0]
+        else:
+            target = build.target_dir(program, built, build.go_version())
+        binary = target / name
+        if not binary.is_file():
+            raise ImageError(f"{name} is not built ({binary} missing): run python -m kubestrap.lab.sources.build {name}")
+        found[path] = binary
+    return found
 
 
 def _sha256_file(path: Path) -> str:
@@ -262,6 +293,9 @@ def _entries(image: Image, binary: Path) -> list[Entry]:
     parents(image.path)
     entries["tmp/"] = Entry("tmp/", 0o1777)
     entries[image.path] = Entry(image.path, 0o755, source=binary)
+    for path, companion in companion_binaries(image, _version(image)).items():
+        parents(path)
+        entries[path] = Entry(path, 0o755, source=companion)
     return [entries[name] for name in sorted(entries)]
 
 
@@ -375,12 +409,14 @@ def archive(reference: str, cache: Path | None = None, build_missing: bool = Fal
     name, tag = parse_reference(reference)
     image = image_for(name)
     binary, version = binary_of(image, build_missing)
+    companions = companion_binaries(image, version, build_missing)
     if not _stands_for(image, tag, version):
         raise ImageError(f"{name}:{tag} cannot be made from {image.program} {version}: the tag is neither the built "
                          f"version nor a documented stand-in (build.NEAREST, images.STAND_INS)")  # fmt: skip
     key = hashlib.sha256(_json({
         "format": IMAGES_FORMAT, "reference": f"{name}:{tag}", "image": asdict(image), "version": version,
         "binary": _sha256_file(binary), "debs": debian_root(image.debs).name if image.debs else "",
+        **({"companions": {path: _sha256_file(made) for path, made in companions.items()}} if companions else {}),
     })).hexdigest()[:12]  # fmt: skip
     target = images_dir(cache) / f"{re.sub(r'[^A-Za-z0-9._-]', '_', f'{name}:{tag}')}-{key}.tar"
     digest_file = target.with_suffix(".digest")
