@@ -208,7 +208,7 @@ def content_key() -> str:
     digest = hashlib.sha256()
     digest.update(Path(__file__).read_bytes() + VERSIONS_FILE.read_bytes() + str(MIRROR_FORMAT).encode())
     go = sources.go_version()
-    for name in (*PROGRAMS, "etcd", "coredns", "pause"):
+    for name in (*PROGRAMS, "etcd", "etcdctl", "etcdutl", "coredns", "pause"):  # the images' programs too
         program = sources.PROGRAMS[name]
         digest.update(str(sources.target_dir(program, sources.module_version(program), go)).encode())
     return digest.hexdigest()[:16]
