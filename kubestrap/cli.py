@@ -277,7 +277,12 @@ def _print_preflight(console: Console, data: dict[str, Any]) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     inv = _inventory(args, "plan --hosts" if args.hosts else None)
-    if args.add_node:
+    if args.command_for != "up":
+        if args.add_node or args.hosts:
+            raise UserError(f"plan --for {args.command_for} lists the hosts that command runs on; --add-node and "
+                            "--hosts go with plan of up only")
+        declared, extravars = phases.of(args.command_for), {}
+    elif args.add_node:
         _require_node(inv, args.add_node, _again(args, "plan", "--add-node", args.add_node))
         declared, extravars = phases.of("add-node"), {"kubestrap_node_scope": args.add_node}
     else:
@@ -623,8 +628,14 @@ def _phase_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phase", action="append", metavar="PHASE", help="run only this phase (repeatable)")
 
 
+# the day-2 commands `plan --for` shows (their declarations in phases.DECLARATIONS)
+DAY2_PLANS = ("backup", "restore", "certs-renew")
+
+
 def _plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--add-node", metavar="NAME", help="plan an add-node run instead of up")
+    parser.add_argument("--for", dest="command_for", choices=["up", *DAY2_PLANS], default="up",
+                        help="plan this command instead of up: the hosts each of its phases runs on")
     parser.add_argument("--hosts", action="store_true",
                         help="also ask the nodes (read-only, over SSH): which phases have work on which host and why")
 

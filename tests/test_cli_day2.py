@@ -3,6 +3,7 @@ before any host is touched (the example inventory's hosts do not exist: reaching
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
@@ -80,3 +81,14 @@ def test_a_backup_archive_key_never_reaches_the_journal():
 
     line = "    - name: key1\n      secret: c2VjcmV0LWtleS1vZi0zMi1ieXRlcy1mb3ItdGVzdHM=\n"
     assert "c2VjcmV0" not in Redactor().text(line) and MASK in Redactor().text(line)
+
+
+def test_plan_for_a_day2_command_lists_its_hosts_without_touching_any():
+    """#21 item 5: `plan --for` shows per host what backup, restore and certs renew would run (offline)."""
+    for command, hosts in (("backup", {"k8s-cp"}), ("restore", {"k8s-cp"}), ("certs-renew", {"k8s-cp"})):
+        proc = run("plan", "-i", "inventories/homelab", "--for", command, "--json")
+        assert proc.returncode == 0, proc.stderr
+        (phase,) = json.loads(proc.stdout)["phases"]
+        assert phase["name"] == command and set(phase["hosts"]) == hosts, phase
+    refused = run("plan", "-i", "inventories/homelab", "--for", "backup", "--hosts")
+    assert refused.returncode == 2 and "--hosts go with plan of up only" in refused.stderr

@@ -69,13 +69,15 @@ class Etcd:
         self.proc.wait(timeout=30)
 
 
-def _play(tmp_path: Path, role: str, tasks_from: str, variables: dict, programs: dict[str, Path]) -> subprocess.CompletedProcess[str]:
+def _play(tmp_path: Path, role: str, tasks_from: str, variables: dict,
+          programs: dict[str, Path]) -> subprocess.CompletedProcess[str]:
     book = tmp_path / f"{role}-{tasks_from}.yml"
     book.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "run", "ansible.builtin.include_role": {"name": role, "tasks_from": tasks_from}},
-        {"name": "facts", "ansible.builtin.copy": {"dest": str(tmp_path / "facts.json"), "mode": "0600",
-                                                   "content": "{{ {'backup': etcd_backup_snapshot | default(None), "
-                                                              "'restore': etcd_restore_snapshot_info | default(None)} | to_json }}"}},
+        {"name": "facts", "ansible.builtin.copy": {
+            "dest": str(tmp_path / "facts.json"), "mode": "0600",
+            "content": "{{ {'backup': etcd_backup_snapshot | default(None), "
+                       "'restore': etcd_restore_snapshot_info | default(None)} | to_json }}"}},
     ]}]))  # fmt: skip
     path = os.pathsep.join(str(programs[p].parent) for p in ("etcdctl", "etcdutl")) + os.pathsep + os.environ["PATH"]
     env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PATH": path}
@@ -96,9 +98,11 @@ def test_backup_tasks_snapshot_and_restore_tasks_bring_back_what_was_there(progr
         etcd_pki = programs["pki"] / "etcd"
         done = _play(tmp_path, "etcd_backup", "snapshot", {
             "__etcd_backup_exec": [], "__etcd_backup_archive": str(archive), "etcd_backup_endpoint": etcd.url,
-            "etcd_backup_etcd_ca": str(etcd_pki / "ca.crt"), "etcd_backup_etcd_cert": str(etcd_pki / "healthcheck-client.crt"),
+            "etcd_backup_etcd_ca": str(etcd_pki / "ca.crt"),
+            "etcd_backup_etcd_cert": str(etcd_pki / "healthcheck-client.crt"),
             "etcd_backup_etcd_key": str(etcd_pki / "healthcheck-client.key"), "etcd_backup_data_dir": str(data),
-            "etcd_backup_pki_dir": str(programs["pki"]), "etcd_backup_encryption_config": str(tmp_path / "encryption" / "config.yaml"),
+            "etcd_backup_pki_dir": str(programs["pki"]),
+            "etcd_backup_encryption_config": str(tmp_path / "encryption" / "config.yaml"),
         }, programs)  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:]
         etcd.ctl("put", "/registry/configmaps/default/after", "lost")
