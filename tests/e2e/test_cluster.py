@@ -296,7 +296,10 @@ def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cl
     selected = phases.add_node_phases()
     hosts = {p.name: [] for p in selected}
     journal = Journal("bad-join", Redactor(), base=Path(cluster.env["KUBESTRAP_RUNS_DIR"]))
-    opts = runner.RunOptions(cluster.full, {"kubestrap_node_scope": NEW_NODE, "kubeadm_join_token": "zzzzzz.zzzzzzzzzzzzzzzz"})
+    # kubeadm keeps retrying discovery with a token the cluster does not know until its discovery timeout (the lab's
+    # is 15 minutes, for slow TCG guests): 2 minutes are enough to see it fail
+    opts = runner.RunOptions(cluster.full, {"kubestrap_node_scope": NEW_NODE, "kubeadm_join_token": "zzzzzz.zzzzzzzzzzzzzzzz",
+                                            "kubeadm_join_discovery_timeout": "2m0s"})
     from rich.console import Console
 
     outcomes, _ = runner.run_phases("add-node", selected, hosts, opts, journal, ProgressView(Console(stderr=True), len(selected)))
