@@ -1,6 +1,7 @@
 """End-to-end on real VMs: up from fresh hosts, idempotent second up, add-node isolation, bad
 join, removing a dead worker (reset --node --gone), full reset, an up after the reset that loses a
-worker mid-run, and the up that converges once the worker is back. Tests run in file order and
+worker mid-run, the up that converges once the worker is back, then on that cluster the day-2 commands:
+backup and restore, certs renew. Tests run in file order and
 share one lab (tests/e2e/e2e_support.py). Assertions read the run journal's per-host counts.
 
 Everything is real: OS preparation, containerd, artifact distribution, files, units, ordering, token flow, and
@@ -218,75 +219,6 @@ def test_journal_holds_no_join_token(cluster: Cluster):
             assert not token.search(path.read_text(errors="ignore")), path
 
 
-def _etcd_value(cluster: Cluster, key: str) -> str:
-    """What etcd itself stores under *key* on the control plane (etcdctl inside the running etcd container, as
-    `backup` reaches it), with non-printable bytes shown as dots."""
-    etcd = cluster.ssh(CP, "crictl", "ps", "--name", "^etcd$", "--state", "running", "--quiet")
-    assert etcd.returncode == 0 and etcd.stdout.strip(), etcd.stderr
-    got = subprocess.run(
-        [*cluster._ssh_base(CP, "ssh"), "root@127.0.0.1", "--", "crictl", "exec", etcd.stdout.split()[0], "etcdctl",
-         "--endpoints", "https://127.0.0.1:2379", "--cacert", "/etc/kubernetes/pki/etcd/ca.crt",
-         "--cert", "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
-         "--key", "/etc/kubernetes/pki/etcd/healthcheck-client.key", "get", key, "--print-value-only"],
-        capture_output=True, timeout=300)  # fmt: skip
-    assert got.returncode == 0, got.stderr
-    return "".join(chr(b) if 32 <= b < 127 else "." for b in got.stdout)
-
-
-@pytest.mark.extended
-def test_backup_then_restore_brings_back_deleted_objects_still_encrypted(cluster: Cluster):
-    """#21: a ConfigMap and a Secret, `backup`, both deleted, `restore`: both are back, and the Secret is still
-    encrypted at rest (etcd holds the aescbc envelope, not the value)."""
-    secret_value = "e2e-backup-secret-value"
-    for argv in (("create", "configmap", "e2e-backup", "--from-literal=colour=teal"),
-                 ("create", "secret", "generic", "e2e-backup", f"--from-literal=password={secret_value}")):
-        made = cluster.kubectl(*argv)
-        assert made.returncode == 0, made.stderr
-    _, summary, _ = cluster.cli("backup")
-    assert summary["result"] == "ok"
-    assert set(summary["hosts"]) <= {CP, "localhost"}, summary["hosts"]
-    archive = Path(summary["backup"]["archive"])
-    assert archive.is_file() and oct(archive.stat().st_mode & 0o777) == "0o600", archive
-    assert oct(archive.parent.stat().st_mode & 0o777) == "0o700", archive.parent
-    for kind in ("configmap", "secret"):
-        gone = cluster.kubectl("delete", kind, "e2e-backup")
-        assert gone.returncode == 0, gone.stderr
-        assert cluster.kubectl("get", kind, "e2e-backup").returncode != 0
-    _, summary, _ = cluster.cli("restore", str(archive), "--yes")
-    assert summary["result"] == "ok"
-    assert summary["restore"]["node"] == CP
-    deadline = time.monotonic() + 600  # a hang guard: the API server behind the restored etcd answers again
-    while cluster.kubectl("get", "configmap", "e2e-backup").returncode != 0 and time.monotonic() < deadline:
-        time.sleep(10)
-    colour = cluster.kubectl("get", "configmap", "e2e-backup", "-o", "jsonpath={.data.colour}")
-    assert colour.returncode == 0 and colour.stdout == "teal", colour.stderr
-    password = cluster.kubectl("get", "secret", "e2e-backup", "-o", "jsonpath={.data.password}")
-    assert password.returncode == 0 and base64.b64decode(password.stdout).decode() == secret_value, password.stderr
-    stored = _etcd_value(cluster, "/registry/secrets/default/e2e-backup")
-    assert stored.startswith("k8s:enc:"), stored[:80]
-    assert secret_value not in stored
-    assert ready_nodes(cluster) >= set(CLUSTER_NODES)
-
-
-@pytest.mark.extended
-def test_certs_renew_moves_the_expiry_and_the_cluster_keeps_working(cluster: Cluster):
-    """#21: `status` shows the control plane's certificate expiry; `certs renew` renews them (static pods restarted
-    one at a time) and the expiry moves later; the refreshed admin kubeconfig still works."""
-    _, before, _ = cluster.cli("status")
-    (row,) = [r for r in before["certificates"] if r["node"] == CP]
-    assert row["days"] >= 360 and row["warn"] == [], row
-    time.sleep(2)  # kubeadm's expiry has one-second resolution: a renewal now lands at a later second
-    _, renewed, _ = cluster.cli("certs", "renew")
-    assert renewed["result"] == "ok"
-    assert set(renewed["hosts"]) <= {CP, "localhost"}, renewed["hosts"]
-    (after,) = [r for r in renewed["certificates"] if r["node"] == CP]
-    assert after["expires"] > row["expires"], (row, after)
-    assert ready_nodes(cluster) >= set(CLUSTER_NODES)
-    # `up` afterwards renews nothing (far from certs_renew_days) and changes nothing
-    _, again, _ = cluster.cli("up")
-    assert {h: c for h, c in changed(again).items() if c} == {}
-
-
 @pytest.mark.extended
 def test_reset_node_then_bad_join_fails_clearly_and_cluster_survives(cluster: Cluster):
     _, summary, _ = cluster.cli("reset", "--node", NEW_NODE, "--yes", inventory=cluster.full)
@@ -400,3 +332,73 @@ def test_up_after_reset_and_lost_worker_converges(cluster: Cluster):
     for name in [*CLUSTER_NODES, NEW_NODE]:
         assert nodes[name]["kubelet"] == cluster.kubelet_version, nodes
     (cluster.work / "nodes.json").write_text(json.dumps(nodes))
+
+
+def _etcd_value(cluster: Cluster, key: str) -> str:
+    """What etcd itself stores under *key* on the control plane (etcdctl inside the running etcd container, as
+    `backup` reaches it), with non-printable bytes shown as dots."""
+    etcd = cluster.ssh(CP, "crictl", "ps", "--name", "^etcd$", "--state", "running", "--quiet")
+    assert etcd.returncode == 0 and etcd.stdout.strip(), etcd.stderr
+    got = subprocess.run(
+        [*cluster._ssh_base(CP, "ssh"), "root@127.0.0.1", "--", "crictl", "exec", etcd.stdout.split()[0], "etcdctl",
+         "--endpoints", "https://127.0.0.1:2379", "--cacert", "/etc/kubernetes/pki/etcd/ca.crt",
+         "--cert", "/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+         "--key", "/etc/kubernetes/pki/etcd/healthcheck-client.key", "get", key, "--print-value-only"],
+        capture_output=True, timeout=300)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    return "".join(chr(b) if 32 <= b < 127 else "." for b in got.stdout)
+
+
+@pytest.mark.extended
+def test_backup_then_restore_brings_back_deleted_objects_still_encrypted(cluster: Cluster):
+    """#21 (last, on the cluster the converging up left: a failure here cannot spoil the scenarios above): a ConfigMap
+    and a Secret, `backup`, both deleted, `restore`: both are back, and the Secret is still
+    encrypted at rest (etcd holds the aescbc envelope, not the value)."""
+    secret_value = "e2e-backup-secret-value"
+    for argv in (("create", "configmap", "e2e-backup", "--from-literal=colour=teal"),
+                 ("create", "secret", "generic", "e2e-backup", f"--from-literal=password={secret_value}")):
+        made = cluster.kubectl(*argv)
+        assert made.returncode == 0, made.stderr
+    _, summary, _ = cluster.cli("backup", inventory=cluster.full)
+    assert summary["result"] == "ok"
+    assert set(summary["hosts"]) <= {CP, "localhost"}, summary["hosts"]
+    archive = Path(summary["backup"]["archive"])
+    assert archive.is_file() and oct(archive.stat().st_mode & 0o777) == "0o600", archive
+    assert oct(archive.parent.stat().st_mode & 0o777) == "0o700", archive.parent
+    for kind in ("configmap", "secret"):
+        gone = cluster.kubectl("delete", kind, "e2e-backup")
+        assert gone.returncode == 0, gone.stderr
+        assert cluster.kubectl("get", kind, "e2e-backup").returncode != 0
+    _, summary, _ = cluster.cli("restore", str(archive), "--yes", inventory=cluster.full)
+    assert summary["result"] == "ok"
+    assert summary["restore"]["node"] == CP
+    deadline = time.monotonic() + 600  # a hang guard: the API server behind the restored etcd answers again
+    while cluster.kubectl("get", "configmap", "e2e-backup").returncode != 0 and time.monotonic() < deadline:
+        time.sleep(10)
+    colour = cluster.kubectl("get", "configmap", "e2e-backup", "-o", "jsonpath={.data.colour}")
+    assert colour.returncode == 0 and colour.stdout == "teal", colour.stderr
+    password = cluster.kubectl("get", "secret", "e2e-backup", "-o", "jsonpath={.data.password}")
+    assert password.returncode == 0 and base64.b64decode(password.stdout).decode() == secret_value, password.stderr
+    stored = _etcd_value(cluster, "/registry/secrets/default/e2e-backup")
+    assert stored.startswith("k8s:enc:"), stored[:80]
+    assert secret_value not in stored
+    assert ready_nodes(cluster) >= set(CLUSTER_NODES)
+
+
+@pytest.mark.extended
+def test_certs_renew_moves_the_expiry_and_the_cluster_keeps_working(cluster: Cluster):
+    """#21: `status` shows the control plane's certificate expiry; `certs renew` renews them (static pods restarted
+    one at a time) and the expiry moves later; the refreshed admin kubeconfig still works."""
+    _, before, _ = cluster.cli("status", inventory=cluster.full)
+    (row,) = [r for r in before["certificates"] if r["node"] == CP]
+    assert row["days"] >= 360 and row["warn"] == [], row
+    time.sleep(2)  # kubeadm's expiry has one-second resolution: a renewal now lands at a later second
+    _, renewed, _ = cluster.cli("certs", "renew", inventory=cluster.full)
+    assert renewed["result"] == "ok"
+    assert set(renewed["hosts"]) <= {CP, "localhost"}, renewed["hosts"]
+    (after,) = [r for r in renewed["certificates"] if r["node"] == CP]
+    assert after["expires"] > row["expires"], (row, after)
+    assert ready_nodes(cluster) >= set(CLUSTER_NODES)
+    # `up` afterwards renews nothing (far from certs_renew_days) and changes nothing
+    _, again, _ = cluster.cli("up", inventory=cluster.full)
+    assert {h: c for h, c in changed(again).items() if c} == {}
