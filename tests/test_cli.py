@@ -303,13 +303,14 @@ def test_reset_goes_on_when_the_cluster_name_is_typed(monkeypatch, capsys):
 
 def test_every_command_runs_what_its_declaration_in_playbooks_says():
     assert phases.DECLARATIONS == {"up": "site.yml", "add-node": "add_node.yml", "status": "status.yml",
-                                   "reset": "reset.yml"}
+                                   "reset": "reset.yml", "backup": "backup.yml", "restore": "restore.yml",
+                                   "certs-renew": "certs_renew.yml"}
     # check --hosts and plan --hosts run the phases site.yml / add_node.yml tag `check`
     assert [p.name for p in phases.checks(phases.of("up"))] == ["preflight"]
     assert [p.name for p in phases.checks(phases.of("add-node"))] == ["preflight"]
-    for command in ("status", "reset"):  # a playbook of plays is the command's one phase
+    for command in ("status", "reset", "backup", "restore", "certs-renew"):  # a playbook of plays: one phase
         [phase] = phases.of(command)
-        assert (phase.name, phase.playbook) == (command, ROOT / "playbooks" / f"{command}.yml")
+        assert (phase.name, phase.playbook) == (command, ROOT / "playbooks" / phases.DECLARATIONS[command])
 
 
 def test_a_command_reads_its_inventory_once(monkeypatch, capsys):
