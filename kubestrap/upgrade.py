@@ -1,0 +1,222 @@
+"""The upgrade policy of `bootstrap.py upgrade` and `plan --upgrade`: from the versions the cluster reports (the API
+server's, each node's kubelet) and the pinned target, either an ordered plan or a refusal that says what to do.
+
+Pure Python, no host contacted: the CLI feeds it what playbooks/upgrade_versions.yml read from the cluster, and the
+filter kubestrap_upgrade_plan (filter_plugins/upgrade_plan.py) gives playbooks/upgrade.yml the same answer.
+
+The rules, from the upstream Version Skew Policy (kubernetes.io/releases/version-skew-policy, read 2026-12):
+- kube-apiserver is upgraded one minor version at a time: minors are never skipped, even with one instance.
+- a kubelet must never be newer than the kube-apiserver it talks to;
+- a kubelet may be at most three minor versions older than the kube-apiserver (two for kubelets older than 1.25);
+- kubelets are upgraded only after the API servers they talk to run the new version, and a node is drained before
+  a minor kubelet upgrade (in-place minor kubelet upgrades are not supported);
+- kubectl is supported within one minor version of kube-apiserver (kubestrap upgrades it with the node's kubelet).
+kubeadm adds: `kubeadm upgrade apply` on one control plane first, `kubeadm upgrade node` on every other node after
+it, no downgrades. The order here: the first control plane (apply), the other control planes one at a time (node),
+then the workers in batches. A node already at the target is listed as current and gets no step (a re-run resumes).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+CONTROL_PLANE, WORKER = "control-plane", "worker"
+APPLY, NODE = "kubeadm upgrade apply", "kubeadm upgrade node"
+# kubelets may trail the API server by this many minors (the skew policy; older kubelets by LEGACY_MAX_BEHIND)
+MAX_KUBELET_BEHIND, LEGACY_MAX_BEHIND, LEGACY_BEFORE_MINOR = 3, 2, 25
+
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
+
+
+class Refused(Exception):
+    """The upgrade would break the skew policy or cannot be done by kubestrap: one actionable message."""
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> Version:
+        """`v1.36.3`, `1.36.3` or with a build/pre-release suffix (`v1.36.3-rc.1`, `v1.36.3+vendor`)."""
+        found = _VERSION.match(str(text).strip())
+        if not found:
+            raise Refused(f"{what} reports version {text!r}, which is not vX.Y.Z: kubestrap cannot plan an upgrade "
+                          "from it; check the cluster with `bootstrap.py status`")
+        return cls(*(int(part) for part in found.groups()))
+
+    @property
+    def minor_line(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as the cluster reports it: kubelet version, Ready; *managed*: in the inventory (kubestrap upgrades it)."""
+
+    name: str
+    role: str
+    kubelet: str
+    ready: bool = True
+    managed: bool = True
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int
+    action: str
+    nodes: tuple[str, ...]
+    role: str
+    versions_from: tuple[str, ...]
+    version_to: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"step": self.number, "action": self.action, "nodes": list(self.nodes), "role": self.role,
+                "from": list(self.versions_from), "to": self.version_to}
+
+
+@dataclass
+class Plan:
+    apiserver: str
+    target: str
+    steps: list[Step] = field(default_factory=list)
+    current: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.steps
+
+    @property
+    def pending(self) -> list[str]:
+        """The nodes the steps change, in order."""
+        return [name for step in self.steps for name in step.nodes]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"apiserver": self.apiserver, "target": self.target, "steps": [s.as_dict() for s in self.steps],
+                "pending": self.pending, "current": self.current, "notes": self.notes,
+                "nothing_to_do": self.nothing_to_do}
+
+
+def oldest_supported_kubelet(apiserver: Version) -> int:
+    """The oldest kubelet minor an API server of *apiserver*'s minor supports (same major)."""
+    oldest = apiserver.minor - MAX_KUBELET_BEHIND
+    return oldest if oldest >= LEGACY_BEFORE_MINOR else max(apiserver.minor - LEGACY_MAX_BEHIND, oldest)
+
+
+def _supports(apiserver: Version, kubelet: Version) -> bool:
+    """Whether an API server at *apiserver* supports a kubelet at *kubelet* (the skew policy's kubelet rules)."""
+    if kubelet.major != apiserver.major or kubelet > apiserver:
+        return False
+    behind = MAX_KUBELET_BEHIND if kubelet.minor >= LEGACY_BEFORE_MINOR else LEGACY_MAX_BEHIND
+    return apiserver.minor - kubelet.minor <= behind
+
+
+def plan(apiserver: str, nodes: list[Node], target: str, batch_size: int = 1, first_control_plane: str | None = None) -> Plan:
+    """The ordered upgrade of *nodes* from the API server's version *apiserver* to *target*, or Refused.
+
+    *nodes* in the order to work in (the inventory's); *first_control_plane* runs `kubeadm upgrade apply` (default:
+    the first managed control-plane node); workers go in batches of *batch_size*."""
+    if batch_size < 1:
+        raise Refused(f"batch size {batch_size}: upgrade workers in batches of at least 1 (--batch-size N)")
+    running = Version.parse(apiserver, "the API server")
+    wanted = Version.parse(target, "the pinned kubeadm/kubelet (group_vars/all/versions.yml)")
+    kubelets = {n.name: Version.parse(n.kubelet, f"node {n.name}'s kubelet") for n in nodes}
+    _refuse_version_jump(running, wanted)
+    managed = [n for n in nodes if n.managed]
+    _refuse_broken_nodes(managed, kubelets, wanted)
+    _refuse_skew(nodes, kubelets, running, wanted)
+    control = [n for n in managed if n.role == CONTROL_PLANE]
+    if not control:
+        raise Refused("no control-plane node of the inventory is registered in the cluster: `kubeadm upgrade apply` "
+                      "runs on the first one (k8s_control_plane); check the inventory against `bootstrap.py status`")
+    first = next((n for n in control if n.name == first_control_plane), None) if first_control_plane else control[0]
+    if first is None:
+        raise Refused(f"the first control-plane node {first_control_plane} is not registered in the cluster: "
+                      "`kubeadm upgrade apply` runs there; check the inventory against `bootstrap.py status`")
+    result = Plan(str(running), str(wanted))
+    result.current = [n.name for n in managed if kubelets[n.name] == wanted and not (n is first and running != wanted)]
+    result.notes = _notes(nodes, kubelets, running)
+    steps: list[tuple[str, list[Node], str]] = []
+    if running != wanted:
+        steps.append((APPLY, [first], CONTROL_PLANE))
+    elif kubelets[first.name] != wanted:
+        steps.append((NODE, [first], CONTROL_PLANE))
+    steps += [(NODE, [n], CONTROL_PLANE) for n in control if n is not first and kubelets[n.name] != wanted]
+    workers = [n for n in managed if n.role != CONTROL_PLANE and kubelets[n.name] != wanted]
+    steps += [(NODE, workers[i:i + batch_size], WORKER) for i in range(0, len(workers), batch_size)]
+    for number, (action, members, role) in enumerate(steps, start=1):
+        versions = sorted({kubelets[n.name] for n in members} | ({running} if action == APPLY else set()))
+        result.steps.append(Step(number, action, tuple(n.name for n in members), role,
+                                 tuple(str(v) for v in versions), str(wanted)))
+    return result
+
+
+def _refuse_version_jump(running: Version, wanted: Version) -> None:
+    if wanted.major != running.major:
+        raise Refused(f"the pinned version {wanted} is of another major version than the running API server {running}: "
+                      "kubestrap upgrades within one major version only")
+    if wanted < running:
+        raise Refused(f"the pinned version {wanted} is older than the running API server {running}: kubestrap does not "
+                      f"downgrade (kubeadm does not support it); pin {running} or newer (kubestrap_artifacts.kubeadm, "
+                      ".kubelet, .kubectl with their checksums in group_vars/all/versions.yml)")
+    if wanted.minor > running.minor + 1:
+        skipped = [f"{running.major}.{m}" for m in range(running.minor + 1, wanted.minor)]
+        raise Refused(f"the pinned version {wanted} skips minor version(s) {', '.join(skipped)} of the running API server "
+                      f"{running}: the API server is upgraded one minor at a time. Pin the newest {skipped[0]}.x first "
+                      "(kubestrap_artifacts.kubeadm, .kubelet, .kubectl in group_vars/all/versions.yml), run "
+                      f"`bootstrap.py upgrade`, then pin {wanted} and run it again")
+
+
+def _refuse_broken_nodes(managed: list[Node], kubelets: dict[str, Version], wanted: Version) -> None:
+    newer = [n for n in managed if kubelets[n.name] > wanted]
+    if newer:
+        names = ", ".join(f"{n.name} (kubelet {kubelets[n.name]})" for n in newer)
+        raise Refused(f"{names} run(s) a kubelet newer than the pinned {wanted}: kubestrap does not downgrade a kubelet; "
+                      "pin the newer version in group_vars/all/versions.yml")
+    down = [n.name for n in managed if not n.ready]
+    if down:
+        raise Refused(f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} NotReady: an upgrade stops at a node "
+                      "that does not come back and goes on only once it is Ready again. Bring it back (on the node: "
+                      "`systemctl status kubelet`, `journalctl -u kubelet`), or remove it (`bootstrap.py reset --node "
+                      "NAME`, then take it out of the inventory), then run the upgrade again")
+
+
+def _refuse_skew(nodes: list[Node], kubelets: dict[str, Version], running: Version, wanted: Version) -> None:
+    """Every kubelet that is not upgraded yet must be supported by the API server at *wanted* (while the workers
+    wait their turn, and for good on nodes kubestrap does not manage)."""
+    stale = [n for n in nodes if kubelets[n.name] != wanted and not _supports(wanted, kubelets[n.name])
+             and kubelets[n.name] <= wanted]
+    if stale:
+        names = ", ".join(f"{n.name} (kubelet {kubelets[n.name]})" for n in stale)
+        oldest = f"{wanted.major}.{oldest_supported_kubelet(wanted)}"
+        unmanaged = [n.name for n in stale if not n.managed]
+        how = (f"upgrade them by hand or remove them from the cluster first ({', '.join(unmanaged)} not in the inventory)"
+               if unmanaged else
+               f"bring every kubelet to the API server's version first: pin {running} (the running version) and run "
+               f"`bootstrap.py upgrade`, then pin {wanted}")
+        raise Refused(f"{names}: an API server at {wanted} supports kubelets from {oldest} on (a kubelet may trail it "
+                      f"by at most {MAX_KUBELET_BEHIND} minor versions, and never be newer); {how}")
+    ahead = [n for n in nodes if not n.managed and kubelets[n.name] > wanted]
+    if ahead:
+        raise Refused(f"{', '.join(n.name for n in ahead)} (not in the inventory) run(s) a kubelet newer than the pinned "
+                      f"{wanted}: a kubelet must never be newer than the API server; pin a version not older than it")
+
+
+def _notes(nodes: list[Node], kubelets: dict[str, Version], running: Version) -> list[str]:
+    notes = []
+    for n in nodes:
+        if kubelets[n.name] > running:
+            notes.append(f"{n.name}'s kubelet {kubelets[n.name]} is newer than the API server {running} (outside the skew "
+                         "policy): the first step brings the API server to the pin")
+        if not n.managed:
+            notes.append(f"{n.name} is registered in the cluster but not in the inventory: kubestrap does not upgrade it"
+                         + ("" if n.ready else " (it is NotReady)"))
+    return notes
