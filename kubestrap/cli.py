@@ -35,6 +35,7 @@ from kubestrap import (
     phases,
     plan,
     runner,
+    upgrade,
     validate,
 )
 from kubestrap import inventory as inv_mod
@@ -276,6 +277,13 @@ def _print_preflight(console: Console, data: dict[str, Any]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.upgrade:
+        if args.add_node or args.hosts or args.command_for != "up" or args.from_phase or args.phase:
+            raise UserError("plan --upgrade shows the upgrade's order from the versions the cluster runs; --add-node, "
+                            "--hosts, --for, --from-phase and --phase go with plan of up only")
+        return _plan_upgrade(args, _inventory(args, "plan --upgrade"))
+    if args.batch_size is not None:
+        raise UserError("--batch-size goes with plan --upgrade (the workers upgraded at the same time)")
     inv = _inventory(args, "plan --hosts" if args.hosts else None)
     if args.command_for != "up":
         if args.add_node or args.hosts:
@@ -329,6 +337,110 @@ def _plan_work(args: argparse.Namespace, inv: inv_mod.Inventory, declared: list[
     _emit_json(args, {"phases": [{"name": p.name, "hosts": cells[p.name]} for p in selected],
                       "journal": paths.display(result.journal) if result.journal else None})
     return EXIT_OK
+
+
+# --- upgrade ----------------------------------------------------------------------------------
+def _batch_size(args: argparse.Namespace) -> int:
+    size = 1 if args.batch_size is None else int(args.batch_size)
+    if size < 1:
+        raise UserError(f"--batch-size {size}: workers are upgraded in batches of at least 1 node")
+    return size
+
+
+def _read_versions(args: argparse.Namespace, inv: inv_mod.Inventory, words: list[str]) -> tuple[int, dict[str, Any]]:
+    """The running versions, read-only on the first control plane (playbooks/upgrade_versions.yml): the exit code
+    of that run and what it reported (kubestrap/upgrade.py report())."""
+    selected = phases.of("upgrade-versions")
+    _host_keys("plan", selected, inv, args, {})
+    code, result = _execute("plan", _again(args, *words), selected, inv, args, {})
+    return code, (result.stats("kubestrap_upgrade_versions") if result else {})
+
+
+def upgrade_plan(inv: inv_mod.Inventory, cluster: dict[str, Any], batch_size: int) -> upgrade.Plan:
+    """The policy's plan for the versions *cluster* reports (no host contacted); its refusal is the user's (exit 2)."""
+    try:
+        return upgrade.plan_cluster(cluster, inv.control_plane, inv.workers, inv.value("kubestrap_artifacts") or {},
+                                    batch_size)
+    except upgrade.Refused as exc:
+        raise UserError(f"upgrade refused, nothing was changed: {exc}") from None
+
+
+_UPGRADE_WORK = {
+    (upgrade.APPLY, upgrade.CONTROL_PLANE): "kubeadm upgrade apply; drain; kubelet + kubectl; restart; uncordon",
+    (upgrade.NODE, upgrade.CONTROL_PLANE): "kubeadm upgrade node; drain; kubelet + kubectl; restart; uncordon",
+    (upgrade.NODE, upgrade.WORKER): "kubeadm upgrade node; drain; kubelet; restart; uncordon",
+}
+
+
+def print_upgrade_plan(console: Console, plan: upgrade.Plan) -> None:
+    """The plan as a table (step, nodes, action, from -> to), the nodes already at the target and the notes."""
+    if plan.nothing_to_do:
+        console.print(f"upgrade: nothing to do, the API server and every node run {plan.target}", markup=False)
+    else:
+        table = Table(title=escape(f"upgrade: API server {plan.apiserver} -> {plan.target}"), title_justify="left")
+        for col in ("step", "node(s)", "action", "from -> to"):
+            table.add_column(col)
+        for step in plan.steps:
+            table.add_row(str(step.number), Text(", ".join(step.nodes)), Text(_UPGRADE_WORK[(step.action, step.role)]),
+                          Text(f"{', '.join(step.versions_from)} -> {step.version_to}"))
+        print_table(console, table)
+        if plan.current:
+            console.print(f"already at {plan.target} (not touched): {', '.join(plan.current)}", markup=False)
+    for note in plan.notes:
+        console.print(f"note: {note}", markup=False)
+
+
+def _plan_upgrade(args: argparse.Namespace, inv: inv_mod.Inventory) -> int:
+    size = _batch_size(args)
+    words = ["plan", "--upgrade", *(["--batch-size", str(size)] if args.batch_size is not None else [])]
+    code, cluster = _read_versions(args, inv, words)
+    if code != EXIT_OK:
+        return code
+    plan_ = upgrade_plan(inv, cluster, size)
+    if args.json:
+        _emit_json(args, {"upgrade": plan_.as_dict()})
+    else:
+        print_upgrade_plan(Console(highlight=False, soft_wrap=True), plan_)
+    return EXIT_OK
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    inv = _inventory(args, "upgrade")
+    size = _batch_size(args)
+    try:
+        upgrade.pinned_target(inv.value("kubestrap_artifacts") or {})
+    except upgrade.Refused as exc:
+        raise UserError(str(exc)) from None
+    if not args.yes and not sys.stdin.isatty():
+        raise UserError("upgrade needs confirmation: run it in a terminal, or pass --yes (`bootstrap.py plan --upgrade` "
+                        "shows the order first)")
+    words = ["--batch-size", str(size)] if args.batch_size is not None else []
+    code, cluster = _read_versions(args, inv, ["plan", "--upgrade", *words])
+    if code != EXIT_OK:
+        return code
+    plan_ = upgrade_plan(inv, cluster, size)
+    print_upgrade_plan(_console(), plan_)
+    if plan_.nothing_to_do:
+        _emit_json(args, {"upgrade": plan_.as_dict()})
+        return EXIT_OK
+    cluster_name = str(inv.value("cluster_name"))
+    if not args.yes:
+        sys.stderr.write(f"Upgrade cluster {cluster_name} to {plan_.target} in this order? Nodes are drained one batch at "
+                         f"a time. Type the cluster name {cluster_name} to go on: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip() != cluster_name:
+            _console().print("upgrade cancelled; nothing was touched", markup=False)
+            return EXIT_OK
+    extravars = {"kube_upgrade_batch_size": size}
+    selected = phases.of("upgrade")
+    _host_keys("upgrade", selected, inv, args, extravars)
+    code, result = _execute("upgrade", _again(args, "upgrade", *words, "--yes"), selected, inv, args, extravars)
+    done = result.stats("kubestrap_upgrade") if result else {}
+    if code == EXIT_OK and not args.json:
+        _console().print(f"upgraded to {plan_.target}: {', '.join(plan_.pending)}; a re-run changes nothing",
+                         markup=False)
+    _emit_json(args, _run_json(result, upgrade=done or plan_.as_dict()))
+    return code
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -593,7 +705,7 @@ _OFFLINE_INVENTORY = {
     "check": "without either, check reads the example inventories/homelab: offline it contacts no host, so trying "
              "the tool on the example is harmless; --hosts contacts hosts and needs one",
     "plan": "without either, plan reads the example inventories/homelab: it contacts no host, so trying the tool on "
-            "the example is harmless; --hosts contacts hosts and needs one",
+            "the example is harmless; --hosts and --upgrade contact hosts and need one",
 }
 
 
@@ -638,6 +750,24 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
                         help="plan this command instead of up: the hosts each of its phases runs on")
     parser.add_argument("--hosts", action="store_true",
                         help="also ask the nodes (read-only, over SSH): which phases have work on which host and why")
+
+
+def _plan_upgrade_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--upgrade", action="store_true",
+                        help="read the running versions from the cluster (read-only) and show the order `upgrade` "
+                             "would take to the pinned version, or why it is refused")
+    _batch_option(parser)
+
+
+def _batch_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, metavar="N", default=None,
+                        help="workers upgraded at the same time (default 1); each is drained first, and the upgrade "
+                             "stops at the first batch with a node that does not come back")
+
+
+def _upgrade_options(parser: argparse.ArgumentParser) -> None:
+    _batch_option(parser)
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
 def _check_options(parser: argparse.ArgumentParser) -> None:
@@ -696,8 +826,8 @@ COMMANDS: dict[str, Register] = {
                          cmd_add_node, _node_name, _run_options, _phase_options),
     "check": _command("check", "validate the inventory offline; --hosts also runs host preflight", cmd_check,
                       _check_options),
-    "plan": _command("plan", "print the phases x hosts that `up` (or `--add-node NAME`) would run", cmd_plan,
-                     _phase_options, _plan_options),
+    "plan": _command("plan", "print the phases x hosts that `up` (or `--add-node NAME`) would run; --upgrade: the "
+                     "upgrade's order", cmd_plan, _phase_options, _plan_options, _plan_upgrade_options),
     "status": _command("status", "show nodes, add-on health and the control plane's certificate expiry", cmd_status),
     "reset": _command("reset", "drain and reset nodes, removing what the bootstrapper installed", cmd_reset,
                       _reset_options),
@@ -705,6 +835,8 @@ COMMANDS: dict[str, Register] = {
                        cmd_backup, _backup_options),
     "restore": _command("restore", "restore etcd from a backup on the one control-plane node (stops the control "
                         "plane)", cmd_restore, _restore_options),
+    "upgrade": _command("upgrade", "upgrade the cluster to the pinned Kubernetes version: first control plane, other "
+                        "control planes, then workers in batches, each drained", cmd_upgrade, _upgrade_options),
     "certs": _command("certs", "certificates of the control plane: `certs renew` renews them", cmd_certs,
                       _certs_options),
     "lab": lab_cli.register,

@@ -18,7 +18,8 @@ _IMPORT_KEYS = ("ansible.builtin.import_playbook", "import_playbook")
 
 # Each host-touching command's declaration in playbooks/ (`check --hosts` runs up's CHECK_TAG phases).
 DECLARATIONS = {"up": "site.yml", "add-node": "add_node.yml", "status": "status.yml", "reset": "reset.yml",
-                "backup": "backup.yml", "restore": "restore.yml", "certs-renew": "certs_renew.yml"}
+                "backup": "backup.yml", "restore": "restore.yml", "certs-renew": "certs_renew.yml",
+                "upgrade": "upgrade.yml", "upgrade-versions": "upgrade_versions.yml"}
 CHECK_TAG = "check"
 
 

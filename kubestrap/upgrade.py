@@ -220,3 +220,75 @@ def _notes(nodes: list[Node], kubelets: dict[str, Version], running: Version) ->
             notes.append(f"{n.name} is registered in the cluster but not in the inventory: kubestrap does not upgrade it"
                          + ("" if n.ready else " (it is NotReady)"))
     return notes
+
+
+# --- what the cluster reports (playbooks/upgrade_versions.yml, the kube_upgrade role's `versions` entry point) ---
+CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+
+
+def report(version_doc: dict[str, Any], nodes_doc: dict[str, Any]) -> dict[str, Any]:
+    """The few facts the policy needs from `kubectl version -o json` and `kubectl get nodes -o json`: the API server's
+    gitVersion and, per Node, its kubelet version, Ready condition and control-plane label."""
+    server = (version_doc or {}).get("serverVersion") or {}
+    nodes = []
+    for item in (nodes_doc or {}).get("items") or []:
+        meta, status = item.get("metadata") or {}, item.get("status") or {}
+        ready = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "Unknown")
+        nodes.append({"name": str(meta.get("name", "")), "kubelet": str((status.get("nodeInfo") or {}).get("kubeletVersion", "")),
+                      "ready": ready == "True", "control_plane": CONTROL_PLANE_LABEL in (meta.get("labels") or {}),
+                      "schedulable": not (item.get("spec") or {}).get("unschedulable", False)})
+    return {"apiserver": str(server.get("gitVersion", "")), "nodes": nodes}
+
+
+def pinned_target(artifacts: dict[str, Any]) -> str:
+    """The version kubestrap upgrades to: the one pin of kubeadm, kubelet and kubectl (group_vars/all/versions.yml)."""
+    pins = {name: str(((artifacts or {}).get(name) or {}).get("version", "")) for name in ("kubeadm", "kubelet", "kubectl")}
+    if len(set(pins.values())) != 1 or not pins["kubeadm"]:
+        shown = ", ".join(f"{name} {version or '(none)'}" for name, version in pins.items())
+        raise Refused(f"kubestrap_artifacts pins {shown}: an upgrade needs one version for the three (kubeadm, kubelet and "
+                      "kubectl of the same release, with their checksums, in group_vars/all/versions.yml)")
+    return pins["kubeadm"]
+
+
+def nodes_of(cluster: dict[str, Any], control_plane: list[str], workers: list[str]) -> list[Node]:
+    """The cluster's nodes as the policy takes them, in the inventory's order (control planes, then workers), then
+    the nodes only the cluster knows; the inventory's groups give the role of the nodes it holds."""
+    reported = {str(n["name"]): n for n in cluster.get("nodes") or []}
+    order = [*control_plane, *workers]
+    names = [n for n in order if n in reported] + sorted(set(reported) - set(order))
+    nodes = []
+    for name in names:
+        entry = reported[name]
+        role = (CONTROL_PLANE if name in control_plane else WORKER if name in workers
+                else CONTROL_PLANE if entry.get("control_plane") else WORKER)
+        nodes.append(Node(name, role, str(entry.get("kubelet", "")), bool(entry.get("ready", False)), name in order))
+    return nodes
+
+
+def plan_cluster(cluster: dict[str, Any], control_plane: list[str], workers: list[str], artifacts: dict[str, Any],
+                 batch_size: int = 1) -> Plan:
+    """plan() on what the cluster reported (report()) for the inventory's nodes and pins; the first control-plane
+    node of the inventory runs `kubeadm upgrade apply`."""
+    if not cluster.get("apiserver"):
+        raise Refused("the API server did not report its version: is the cluster up? (`bootstrap.py status`)")
+    target = pinned_target(artifacts)
+    nodes = nodes_of(cluster, control_plane, workers)
+    unjoined = [n for n in [*control_plane, *workers] if n not in {node.name for node in nodes}]
+    result = plan(cluster["apiserver"], nodes, target, batch_size, control_plane[0] if control_plane else None)
+    result.notes += [f"{name} is in the inventory but not registered in the cluster: `bootstrap.py up` joins it at "
+                     f"{target} once the control plane runs it" for name in unjoined]
+    result.notes += [f"{n['name']} is cordoned (unschedulable): if an interrupted upgrade left it so, "
+                     f"`kubectl uncordon {n['name']}`" for n in cluster.get("nodes") or [] if n.get("schedulable") is False]
+    return result
+
+
+def node_at(node_doc: dict[str, Any], target: str) -> bool:
+    """Whether a Node (`kubectl get node NAME -o json`) reports Ready with its kubelet at *target*: what the upgrade
+    waits for on each node before it uncordons it and goes on."""
+    status = (node_doc or {}).get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    kubelet = str((status.get("nodeInfo") or {}).get("kubeletVersion", ""))
+    try:
+        return ready and Version.parse(kubelet, "the node") == Version.parse(target, "the target")
+    except Refused:
+        return False

@@ -25,7 +25,8 @@ def run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.C
 
 def test_help_lists_every_command():
     out = run("--help").stdout
-    commands = ["up", "add-node", "check", "plan", "status", "reset", "backup", "restore", "certs", "lab", "artifacts"]
+    commands = ["up", "add-node", "check", "plan", "status", "reset", "backup", "restore", "upgrade", "certs", "lab",
+                "artifacts"]
     for command in commands:
         assert f"    {command}" in out
     assert list(cli.COMMANDS) == commands
@@ -304,11 +305,13 @@ def test_reset_goes_on_when_the_cluster_name_is_typed(monkeypatch, capsys):
 def test_every_command_runs_what_its_declaration_in_playbooks_says():
     assert phases.DECLARATIONS == {"up": "site.yml", "add-node": "add_node.yml", "status": "status.yml",
                                    "reset": "reset.yml", "backup": "backup.yml", "restore": "restore.yml",
-                                   "certs-renew": "certs_renew.yml"}
+                                   "certs-renew": "certs_renew.yml", "upgrade": "upgrade.yml",
+                                   "upgrade-versions": "upgrade_versions.yml"}
     # check --hosts and plan --hosts run the phases site.yml / add_node.yml tag `check`
     assert [p.name for p in phases.checks(phases.of("up"))] == ["preflight"]
     assert [p.name for p in phases.checks(phases.of("add-node"))] == ["preflight"]
-    for command in ("status", "reset", "backup", "restore", "certs-renew"):  # a playbook of plays: one phase
+    assert [p.name for p in phases.of("upgrade")] == ["artifacts", "upgrade"]  # staged binaries first, then the nodes
+    for command in ("status", "reset", "backup", "restore", "certs-renew", "upgrade-versions"):  # plays: one phase
         [phase] = phases.of(command)
         assert (phase.name, phase.playbook) == (command, ROOT / "playbooks" / phases.DECLARATIONS[command])
 
