@@ -1,0 +1,275 @@
+"""The upgrade's node work (issue 21 item 2) with the REAL programs (kubeadm, kubectl, kubelet v1.36.3, etcd and
+kube-apiserver; kubestrap/lab/sources/build.py), without VMs:
+
+- every flag roles/kube_upgrade passes to kubeadm and kubectl exists in the real programs' help;
+- the `versions` and `plan` entry points against a real API server with Node objects whose status says kubelet
+  versions and readiness (as kubelets report them): the report, the plan, the in-memory group of pending nodes, a
+  refusal (skipped minor) that fails the play, and the Ready-at-target test the upgrade waits on;
+- roles/kube_binaries, entry point `upgrade`: a staged pinned kubelet replaces an older one, nothing changes at the pin,
+  a newer one is refused;
+- the guard of `up` (roles/kube_binaries versions.yml): a joined node (kubelet.conf present) whose kubelet is older
+  than the pin stops the phase with a message naming host, versions and `bootstrap.py upgrade`; a node that has not
+  joined, or one at the pin, goes on.
+
+What stands in for something that cannot be real here: the "older kubelet" on a node is a two-line script printing
+`Kubernetes v1.35.2` (no 1.35 kubelet is built on this machine); the VM lab runs the whole upgrade (not yet: it needs
+a previous minor built from its Go module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROLE_PATHS, ROOT
+from k8s_real import started, upstream_dir
+
+from kubestrap import upgrade
+
+ROLE_TASKS = ROOT / "roles" / "kube_upgrade" / "tasks" / "main.yml"
+
+
+@pytest.fixture(scope="module")
+def kubernetes() -> Path:
+    return upstream_dir("kubernetes")
+
+
+def _real_version(kubernetes: Path) -> str:
+    out = subprocess.run([kubernetes / "kubeadm", "version", "-o", "short"], capture_output=True, text=True, check=True).stdout
+    return re.search(r"\d+\.\d+\.\d+", out).group(0)
+
+
+def _argvs(program_var: str) -> list[list[str]]:
+    """The argv of every task of roles/kube_upgrade/tasks/main.yml that runs *program_var* (e.g. kube_upgrade_kubeadm)."""
+    tasks = yaml.safe_load(ROLE_TASKS.read_text())
+    argvs = [t["ansible.builtin.command"]["argv"] for t in tasks if "ansible.builtin.command" in t]
+    return [argv for argv in argvs if program_var in argv[0]]
+
+
+def _flags(argv: list[str]) -> list[str]:
+    return [re.sub(r"=.*$", "", word) for word in argv if isinstance(word, str) and word.startswith("--")]
+
+
+def _words(argv: list[str]) -> list[str]:
+    """The subcommand words of *argv* (no flag, no template, no flag's value)."""
+    words, skip = [], False
+    for word in argv[1:]:
+        if skip:
+            skip = False
+        elif word.startswith("--"):
+            skip = "=" not in word and word in ("--kubeconfig",)
+        elif "{{" not in word:
+            words.append(word)
+    return words
+
+
+def test_every_kubeadm_flag_the_role_passes_exists(kubernetes):
+    argvs = _argvs("kube_upgrade_kubeadm")
+    assert sorted(tuple(_words(a)) for a in argvs) == [("upgrade", "apply"), ("upgrade", "node")]
+    for argv in argvs:
+        helped = subprocess.run([kubernetes / "kubeadm", *_words(argv), "--help"], capture_output=True, text=True,
+                                check=True, timeout=60).stdout  # fmt: skip
+        for flag in _flags(argv):
+            assert re.search(rf"(^|\s){re.escape(flag)}[\s=]", helped, re.M), (argv, flag)
+    apply = next(a for a in argvs if "apply" in a)
+    assert "--yes" in apply and any(w.startswith("v{{") for w in apply)  # the version, with its v, and no prompt
+
+
+def test_every_kubectl_flag_the_role_passes_exists(kubernetes):
+    argvs = _argvs("kube_upgrade_kubectl")
+    assert {tuple(_words(a))[:1] for a in argvs} == {("drain",), ("get",), ("uncordon",)}
+    global_flags = subprocess.run([kubernetes / "kubectl", "options"], capture_output=True, text=True, check=True).stdout
+    for argv in argvs:
+        helped = subprocess.run([kubernetes / "kubectl", _words(argv)[0], "--help"], capture_output=True, text=True,
+                                check=True, timeout=60).stdout  # fmt: skip
+        for flag in _flags(argv):
+            assert re.search(rf"(^|\s){re.escape(flag)}[\s=]", helped + global_flags, re.M), (argv, flag)
+    drain = next(a for a in argvs if "drain" in a)
+    assert {"--ignore-daemonsets", "--delete-emptydir-data", "--timeout"} <= set(_flags(drain))
+    assert "--force" not in drain and "--disable-eviction" not in drain  # evictions, so PodDisruptionBudgets hold
+
+
+def _play(tmp_path: Path, name: str, hosts: str, tasks: list[dict], inventory: dict, variables: dict,
+          check: bool = True) -> subprocess.CompletedProcess[str]:
+    book = tmp_path / f"{name}.yml"
+    book.write_text(yaml.safe_dump([{"hosts": hosts, "gather_facts": False, "tasks": tasks}]))
+    inv = tmp_path / f"{name}-hosts.yml"
+    inv.write_text(yaml.safe_dump(inventory))
+    env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "HOME": str(tmp_path)}
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(book), "-e", json.dumps(variables)],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    if check:
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return done
+
+
+LOCAL = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+
+
+def _cluster_inventory() -> dict:
+    return {"all": {"children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {"cp1": LOCAL}},
+        "k8s_workers": {"hosts": {"w1": LOCAL, "w2": LOCAL, "w3": LOCAL}}}}}}}  # fmt: skip
+
+
+def _node(plane, name: str, kubelet: str, ready: bool, control_plane: bool = False) -> None:
+    labels = {"node-role.kubernetes.io/control-plane": ""} if control_plane else {}
+    plane.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Node",
+                                                          "metadata": {"name": name, "labels": labels}}))  # fmt: skip
+    status = {"status": {"nodeInfo": {"kubeletVersion": kubelet}, "conditions": [
+        {"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady", "message": "test",
+         "lastHeartbeatTime": "2026-12-01T00:00:00Z", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}  # fmt: skip
+    plane.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+
+
+def test_versions_and_plan_read_a_real_api_server(kubernetes, tmp_path):
+    running = _real_version(kubernetes)  # the API server runs the built kube-apiserver
+    minor = int(running.split(".")[1])
+    with started(tmp_path / "cp") as plane:
+        _node(plane, "cp1", f"v{running}", True, control_plane=True)
+        _node(plane, "w1", f"v{running}", True)
+        _node(plane, "w2", f"v1.{minor - 1}.7", True)
+        _node(plane, "w3", f"v1.{minor - 1}.7", True)
+        _node(plane, "stranger", f"v1.{minor - 2}.0", False)
+        target = f"1.{minor + 1}.0"
+        variables = {"kube_upgrade_kubectl": str(kubernetes / "kubectl"), "kubestrap_admin_kubeconfig": str(plane.kubeconfig),
+                     "kube_upgrade_batch_size": 2, "kube_upgrade_preload_images": False,
+                     "kubestrap_artifacts": {n: {"version": target} for n in ("kubeadm", "kubelet", "kubectl")}}  # fmt: skip
+        out = tmp_path / "plan.json"
+        keep = {"name": "keep", "ansible.builtin.copy": {"dest": str(out), "mode": "0600", "content": (
+            "{{ {'cluster': kube_upgrade_cluster, 'plan': kube_upgrade_plan, 'pending': groups['kube_upgrade_pending']"
+            " | default([])} | to_json }}")}}  # fmt: skip
+        plan_tasks = [{"name": "plan", "ansible.builtin.include_role": {"name": "kube_upgrade", "tasks_from": "plan"}}, keep]
+        _play(tmp_path, "plan", "cp1", plan_tasks, _cluster_inventory(), variables)
+        got = json.loads(out.read_text())
+        assert got["cluster"]["apiserver"] == f"v{running}"
+        reported = {n["name"]: (n["kubelet"], n["ready"], n["control_plane"]) for n in got["cluster"]["nodes"]}
+        assert reported == {"cp1": (f"v{running}", True, True), "w1": (f"v{running}", True, False),
+                            "w2": (f"v1.{minor - 1}.7", True, False), "w3": (f"v1.{minor - 1}.7", True, False),
+                            "stranger": (f"v1.{minor - 2}.0", False, False)}  # fmt: skip
+        plan = got["plan"]
+        assert [(s["action"], s["nodes"]) for s in plan["steps"]] == [(upgrade.APPLY, ["cp1"]), (upgrade.NODE, ["w1", "w2"]),
+                                                                      (upgrade.NODE, ["w3"])]  # fmt: skip
+        assert got["pending"] == ["cp1", "w1", "w2", "w3"]
+        assert any("stranger is registered in the cluster but not in the inventory" in n for n in plan["notes"])
+
+        # the policy refuses inside the playbook too (plain ansible-playbook): a skipped minor fails the plan play
+        skipped = f"1.{minor + 2}.0"
+        skip = {**variables, "kubestrap_artifacts": {n: {"version": skipped} for n in ("kubeadm", "kubelet", "kubectl")}}
+        refused = _play(tmp_path, "refused", "cp1", plan_tasks, _cluster_inventory(), skip, check=False)
+        assert refused.returncode != 0 and f"skips minor version(s) 1.{minor + 1}" in refused.stdout
+
+        # what the upgrade waits for on a node: Ready with the kubelet at the target
+        node = json.loads(plane.kubectl("get", "node", "w1", "-o", "json").stdout)
+        assert upgrade.node_at(node, running) and not upgrade.node_at(node, target)
+        down = json.loads(plane.kubectl("get", "node", "stranger", "-o", "json").stdout)
+        assert not upgrade.node_at(down, f"1.{minor - 2}.0")
+
+
+def _binaries_vars(tmp_path: Path, kubernetes: Path, pin: str) -> dict:
+    """kube_binaries on this machine: bin dir and staging dir in *tmp_path*, the real 1.36 binaries staged at the
+    artifact map's paths under the version *pin* claims."""
+    staging, bin_dir = tmp_path / "staging", tmp_path / "bin"
+    for name in ("kubeadm", "kubelet", "kubectl"):
+        staged = staging / name / pin / "amd64" / name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        if not staged.exists():
+            shutil.copy2(kubernetes / name, staged)
+    bin_dir.mkdir(exist_ok=True)
+    artifacts = {n: {"version": pin, "url": f"https://dl.k8s.io/release/v{{version}}/bin/linux/{{arch}}/{n}",
+                     "sha256": {"amd64": "0" * 64}} for n in ("kubeadm", "kubelet", "kubectl")}  # fmt: skip
+    return {"kubestrap_artifacts": artifacts, "kubestrap_node_staging_dir": str(staging), "kubestrap_arch_map": ARCH_MAP,
+            "kube_binaries_bin_dir": str(bin_dir), "kube_binaries_kubelet_kubeconfig": str(tmp_path / "kubelet.conf"),
+            "kube_binaries_tools": {}, "ansible_facts": {"architecture": "x86_64"}}  # fmt: skip
+
+
+def _older_kubelet(path: Path, version: str = "1.35.2") -> None:
+    path.write_text(f"#!/bin/sh\necho 'Kubernetes v{version}'\n")
+    path.chmod(0o755)
+
+
+def _upgrade_binaries(tmp_path: Path, variables: dict, names: list[str], check: bool = True):
+    out = tmp_path / "upgraded.json"
+    tasks = [{"name": "upgrade", "ansible.builtin.include_role": {"name": "kube_binaries", "tasks_from": "upgrade"},
+              "vars": {"kube_binaries_upgrade_names": names}},
+             {"name": "keep", "ansible.builtin.copy": {"dest": str(out), "mode": "0600",
+                                                        "content": "{{ kube_binaries_upgraded | to_json }}"},
+              "changed_when": False}]  # fmt: skip
+    inventory = {"all": {"children": {"k8s_cluster": {"children": {"k8s_workers": {"hosts": {"w1": LOCAL}}}}}}}
+    done = _play(tmp_path, "binaries", "w1", tasks, inventory, variables, check=check)
+    return done, (json.loads(out.read_text()) if out.exists() and done.returncode == 0 else None)
+
+
+def test_the_upgrade_entry_point_replaces_an_older_kubelet_and_leaves_the_pinned_kubeadm(kubernetes, tmp_path):
+    pin = _real_version(kubernetes)
+    variables = _binaries_vars(tmp_path, kubernetes, pin)
+    bin_dir = Path(variables["kube_binaries_bin_dir"])
+    _older_kubelet(bin_dir / "kubelet")
+    shutil.copy2(kubernetes / "kubeadm", bin_dir / "kubeadm")
+    kubeadm_before = (bin_dir / "kubeadm").stat().st_mtime_ns
+    _first, upgraded = _upgrade_binaries(tmp_path, variables, ["kubeadm", "kubelet"])
+    assert upgraded == ["kubelet"]
+    assert f"v{pin}" in subprocess.run([bin_dir / "kubelet", "--version"], capture_output=True, text=True).stdout
+    assert (bin_dir / "kubeadm").stat().st_mtime_ns == kubeadm_before
+    again, upgraded = _upgrade_binaries(tmp_path, variables, ["kubeadm", "kubelet"])
+    assert upgraded == [] and re.search(r"w1\s*:.*changed=0", again.stdout), again.stdout[-1500:]
+
+
+def test_the_upgrade_entry_point_refuses_a_newer_binary(kubernetes, tmp_path):
+    pin = _real_version(kubernetes)
+    variables = _binaries_vars(tmp_path, kubernetes, pin)
+    _older_kubelet(Path(variables["kube_binaries_bin_dir"]) / "kubelet", "1.99.0")
+    done, _ = _upgrade_binaries(tmp_path, variables, ["kubelet"], check=False)
+    assert done.returncode != 0 and "kubelet (v1.99.0, pinned v" in done.stdout and "does not downgrade" in done.stdout
+    assert "1.99.0" in (Path(variables["kube_binaries_bin_dir"]) / "kubelet").read_text()
+
+
+def _guard(tmp_path: Path, kubernetes: Path, pin: str, joined: bool):
+    variables = _binaries_vars(tmp_path, kubernetes, pin)
+    bin_dir = Path(variables["kube_binaries_bin_dir"])
+    shutil.copy2(kubernetes / "kubelet", bin_dir / "kubelet")  # the real kubelet is the one running on the node
+    conf = Path(variables["kube_binaries_kubelet_kubeconfig"])
+    if joined:
+        conf.write_text("apiVersion: v1\nkind: Config\n")
+    elif conf.exists():
+        conf.unlink()
+    out = tmp_path / "current.json"
+    tasks = [{"name": "versions", "ansible.builtin.include_role": {"name": "kube_binaries", "tasks_from": "versions"}},
+             {"name": "keep", "ansible.builtin.copy": {"dest": str(out), "mode": "0600",
+                                                        "content": "{{ kube_binaries_current | to_json }}"}}]  # fmt: skip
+    variables["kube_binaries_search"] = {"files": [{"path": str(bin_dir / "kubelet")}]}
+    inventory = {"all": {"children": {"k8s_cluster": {"children": {"k8s_workers": {"hosts": {"w1": LOCAL}}}}}}}
+    done = _play(tmp_path, "guard", "w1", tasks, inventory, variables, check=False)
+    return done, (json.loads(out.read_text()) if done.returncode == 0 else None), bin_dir
+
+
+def test_up_stops_on_a_joined_node_whose_kubelet_is_older_than_the_pin(kubernetes, tmp_path):
+    running = _real_version(kubernetes)
+    major, minor, patch = (int(p) for p in running.split("."))
+    newer = f"{major}.{minor}.{patch + 1}"
+    done, _, bin_dir = _guard(tmp_path, kubernetes, newer, joined=True)
+    assert done.returncode != 0
+    message = " ".join(done.stdout.split())
+    assert f"w1 has joined the cluster ({tmp_path / 'kubelet.conf'} exists) and runs kubelet v{running}" in message
+    assert f"the pin is v{newer}" in message and "Run `bootstrap.py upgrade -i INVENTORY`" in message
+    assert "Nothing was changed on it" in message
+    assert subprocess.run([bin_dir / "kubelet", "--version"], capture_output=True, text=True).stdout.strip().endswith(running)
+
+
+def test_the_guard_lets_a_fresh_node_and_a_node_at_the_pin_through(kubernetes, tmp_path):
+    running = _real_version(kubernetes)
+    major, minor, patch = (int(p) for p in running.split("."))
+    fresh, current, _ = _guard(tmp_path, kubernetes, f"{major}.{minor}.{patch + 1}", joined=False)
+    assert fresh.returncode == 0, fresh.stdout[-3000:]
+    assert current == []  # not joined: up installs the pinned kubelet as before
+    at_pin, current, _ = _guard(tmp_path, kubernetes, running, joined=True)
+    assert at_pin.returncode == 0, at_pin.stdout[-3000:]
+    assert current == ["kubelet"]
