@@ -207,3 +207,53 @@ def test_the_plan_as_json():
             {"step": 1, "action": APPLY, "nodes": ["cp1"], "role": CONTROL_PLANE, "from": ["1.35.4"], "to": "1.36.4"},
             {"step": 2, "action": NODE, "nodes": ["w2"], "role": WORKER, "from": ["1.35.4"], "to": "1.36.4"}],
     }  # fmt: skip
+
+
+def test_the_report_reads_what_kubectl_prints():
+    version = {"clientVersion": {"gitVersion": "v1.36.4"}, "serverVersion": {"gitVersion": "v1.35.4", "minor": "35"}}
+    nodes = {"items": [
+        {"metadata": {"name": "cp1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+         "status": {"nodeInfo": {"kubeletVersion": "v1.35.4"}, "conditions": [{"type": "Ready", "status": "True"}]}},
+        {"metadata": {"name": "w1"}, "spec": {"unschedulable": True},
+         "status": {"nodeInfo": {"kubeletVersion": "v1.35.2"}, "conditions": [{"type": "Ready", "status": "Unknown"}]}},
+    ]}  # fmt: skip
+    assert upgrade.report(version, nodes) == {"apiserver": "v1.35.4", "nodes": [
+        {"name": "cp1", "kubelet": "v1.35.4", "ready": True, "control_plane": True, "schedulable": True},
+        {"name": "w1", "kubelet": "v1.35.2", "ready": False, "control_plane": False, "schedulable": False}]}  # fmt: skip
+    assert upgrade.report({}, {}) == {"apiserver": "", "nodes": []}
+
+
+PINS = {name: {"version": "1.36.4"} for name in ("kubeadm", "kubelet", "kubectl")}
+
+
+def test_the_target_is_the_one_pin_of_kubeadm_kubelet_and_kubectl():
+    assert upgrade.pinned_target(PINS) == "1.36.4"
+    with pytest.raises(Refused, match=r"pins kubeadm 1\.36\.4, kubelet 1\.36\.3, kubectl 1\.36\.4: an upgrade needs one version"):
+        upgrade.pinned_target({**PINS, "kubelet": {"version": "1.36.3"}})
+    with pytest.raises(Refused, match=r"kubectl \(none\)"):
+        upgrade.pinned_target({k: v for k, v in PINS.items() if k != "kubectl"})
+
+
+def test_the_inventory_gives_order_roles_and_what_is_managed():
+    reported = {"apiserver": "v1.35.4", "nodes": [
+        {"name": "zz", "kubelet": "v1.35.4", "ready": True, "control_plane": True},
+        {"name": "w2", "kubelet": "v1.35.4", "ready": True, "control_plane": False, "schedulable": False},
+        {"name": "w1", "kubelet": "v1.35.4", "ready": True, "control_plane": False},
+        {"name": "cp1", "kubelet": "v1.35.4", "ready": True, "control_plane": False}]}  # fmt: skip
+    nodes = upgrade.nodes_of(reported, ["cp1"], ["w1", "w2", "w3"])
+    assert [(n.name, n.role, n.managed) for n in nodes] == [
+        ("cp1", CONTROL_PLANE, True), ("w1", WORKER, True), ("w2", WORKER, True), ("zz", CONTROL_PLANE, False)]
+    plan = upgrade.plan_cluster(reported, ["cp1"], ["w1", "w2", "w3"], PINS, batch_size=2)
+    assert [s.nodes for s in plan.steps] == [("cp1",), ("w1", "w2")]
+    assert any("w3 is in the inventory but not registered" in n for n in plan.notes)
+    assert any("w2 is cordoned" in n and "kubectl uncordon w2" in n for n in plan.notes)
+    with pytest.raises(Refused, match="API server did not report its version"):
+        upgrade.plan_cluster({"nodes": []}, ["cp1"], [], PINS)
+
+
+def test_node_at_wants_ready_and_the_target_kubelet():
+    node = {"status": {"nodeInfo": {"kubeletVersion": "v1.36.4"}, "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert upgrade.node_at(node, "1.36.4")
+    assert not upgrade.node_at(node, "1.36.5")
+    assert not upgrade.node_at({"status": {**node["status"], "conditions": [{"type": "Ready", "status": "False"}]}}, "1.36.4")
+    assert not upgrade.node_at({}, "1.36.4")
