@@ -12,6 +12,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -28,7 +29,8 @@ description:
   - Otherwise reads the archive's C(index.json) and the blob it points at: the archive must name I(name) and
     point at I(digest), and that blob must hash to it; an archive that does not is refused before anything is
     imported. containerd verifies every other blob against its digest while importing.
-  - Imports with C(ctr images import --platform linux/<arch>), unpacked into I(snapshotter), names it by digest
+  - Imports with C(ctr images import --platform linux/<arch>), unpacked into I(snapshotter), up to I(parallel)
+    images at a time (with I(local), in ctr itself rather than through containerd's transfer service), names it by digest
     too (C(name@sha256:...), how the CRI finds an image pinned by digest, e.g. the sandbox image), then checks
     that containerd lists both names at I(digest).
   - Supports check mode.
@@ -53,6 +55,14 @@ options:
   snapshotter: {description: Snapshotter to unpack into (the CRI's)., type: str, default: overlayfs}
   arch: {description: Architecture imported (linux/<arch>)., type: str, default: amd64}
   timeout: {description: Seconds allowed for one ctr call., type: int, default: 600}
+  parallel: {description: Images imported at the same time (each import is one ctr process)., type: int, default: 2}
+  local:
+    description:
+      - Pass C(--local) (containerd 2.x; 1.x imports this way without it). The import then runs in ctr, writing through
+        containerd's content API, which verifies every blob against its digest as with the transfer service; measured
+        on a TCG VM a quarter faster than the transfer service (2026-12-06, four images, 57 s against 73 s).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -195,6 +205,8 @@ def main() -> None:
             "snapshotter": {"type": "str", "default": "overlayfs"},
             "arch": {"type": "str", "default": "amd64"},
             "timeout": {"type": "int", "default": 600},
+            "parallel": {"type": "int", "default": 2},
+            "local": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )  # fmt: skip
@@ -203,14 +215,21 @@ def main() -> None:
         fetch(module)
     base = [p["ctr"], "--address", p["address"], "--namespace", p["namespace"]]
 
-    def ctr(*args: str) -> str:
+    def run(*args: str) -> tuple[str, str | None]:
+        """(stdout, None) or ('', what went wrong): safe to call from several threads."""
         try:
             done = subprocess.run(base + list(args), capture_output=True, text=True, timeout=p["timeout"], check=False)
         except subprocess.TimeoutExpired:
-            module.fail_json(msg=f"ctr {' '.join(args[:2])} did not finish within {p['timeout']} s")
+            return "", f"ctr {' '.join(args[:2])} did not finish within {p['timeout']} s"
         if done.returncode != 0:
-            module.fail_json(msg=f"ctr {' '.join(args)} failed: {done.stderr.strip()[-1500:]}")
-        return done.stdout
+            return "", f"ctr {' '.join(args)} failed: {done.stderr.strip()[-1500:]}"
+        return done.stdout, None
+
+    def ctr(*args: str) -> str:
+        out, problem = run(*args)
+        if problem:
+            module.fail_json(msg=problem)
+        return out
 
     def listed() -> dict[str, str]:
         found = {}
@@ -242,8 +261,16 @@ def main() -> None:
                          + ". Fetch the image again on the controller (bootstrap.py artifacts fetch) or fix the mirror.",
                          present=present, imported=[])  # fmt: skip
     if (wanted or untagged) and not module.check_mode:
-        for image in wanted:
-            ctr("images", "import", "--platform", f"linux/{p['arch']}", "--snapshotter", p["snapshotter"], image["archive"])
+        flags = ["--local"] if p["local"] else []
+
+        def load(image: dict[str, str]) -> str | None:
+            return run("images", "import", *flags, "--platform", f"linux/{p['arch']}", "--snapshotter", p["snapshotter"],
+                       image["archive"])[1]  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=max(1, p["parallel"])) as pool:
+            problems = [problem for problem in pool.map(load, wanted) if problem]
+        if problems:
+            module.fail_json(msg="; ".join(problems), present=present)
         for image in wanted + untagged:  # name@digest too: how the CRI finds an image pinned by digest
             ctr("images", "tag", "--force", image["name"], by_digest(image))
         have = listed()
