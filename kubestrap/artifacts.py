@@ -44,6 +44,13 @@ from kubestrap import images
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = REPO_ROOT / "group_vars" / "all" / "versions.yml"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "artifacts"
+CACHE_DIR_ENV = "KUBESTRAP_ARTIFACTS_DIR"
+
+
+def controller_cache_dir() -> Path:
+    """The controller cache: $KUBESTRAP_ARTIFACTS_DIR, else `.cache/artifacts` in the repository. The one default of
+    `bootstrap.py artifacts` and of the artifacts role (filter_plugins/artifact_map.py)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
 
 _CHUNK = 1024 * 1024
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

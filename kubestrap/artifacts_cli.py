@@ -8,7 +8,6 @@ main parser defines it) names the inventory whose group_vars may override
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,8 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cache_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "cache_dir", None):
         return Path(args.cache_dir)
-    env = os.environ.get("KUBESTRAP_ARTIFACTS_DIR")
-    return Path(env) if env else artifacts.DEFAULT_CACHE_DIR
+    return artifacts.controller_cache_dir()
 
 
 def _inventory_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,14 @@ ROLE_PATHS = {"ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_FILTER_PLUGINS
 CORPUS = Path(__file__).resolve().parent / "inventories"
 DEFAULTS = ROOT / "group_vars" / "all"
 # kubestrap_arch_map (group_vars/all/cluster.yml), for plays that run a role outside playbooks/ (no group_vars/all)
-ARCH_MAP = yaml.safe_load((DEFAULTS / "cluster.yml").read_text())["kubestrap_arch_map"]
+CLUSTER = yaml.safe_load((DEFAULTS / "cluster.yml").read_text())
+ARCH_MAP = CLUSTER["kubestrap_arch_map"]
+
+
+def with_cluster_defaults(value: str) -> str:
+    """A role default that names a cluster setting (`{{ kubestrap_node_state_dir }}/manifest`) with the value
+    group_vars/all/cluster.yml gives it: for tests that pass a role's defaults to a plugin directly."""
+    return re.sub(r"\{\{\s*(kubestrap_\w+)\s*\}\}", lambda m: str(CLUSTER[m.group(1)]), value)
 T = TypeVar("T")
 
 # Directives a corpus file may hold instead of its content (see tests/README.md):

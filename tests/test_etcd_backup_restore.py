@@ -82,7 +82,8 @@ def _play(tmp_path: Path, role: str, tasks_from: str, variables: dict,
     path = os.pathsep.join(str(programs[p].parent) for p in ("etcdctl", "etcdutl")) + os.pathsep + os.environ["PATH"]
     env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "PATH": path}
     return subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(book), "-e",
-                           json.dumps({"ansible_python_interpreter": sys.executable, **variables})],
+                           json.dumps({"ansible_python_interpreter": sys.executable,
+                                       "kubestrap_node_state_dir": str(tmp_path / "state"), **variables})],
                           capture_output=True, text=True, timeout=180, env=env)  # fmt: skip
 
 

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ARCH_MAP, ROOT
+from helpers import ARCH_MAP, ROOT, with_cluster_defaults
 
 DEFAULTS = yaml.safe_load((ROOT / "roles/preflight/defaults/main.yml").read_text())
+MARKERS = [with_cluster_defaults(path) for path in DEFAULTS["preflight_kubestrap_runtime_markers"]]
 
 
 def _rooted(root: Path, path: str) -> str:
@@ -34,7 +35,7 @@ def _node(tmp: Path, name: str, present: list[str], allow: bool = False) -> dict
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "127.0.0.1",
         "preflight_allow_foreign_runtime": allow, "kubestrap_arch_map": ARCH_MAP,
         "preflight_runtimes": {name: [_rooted(root, p) for p in paths] for name, paths in DEFAULTS["preflight_runtimes"].items()},
-        "preflight_kubestrap_runtime_markers": [_rooted(root, p) for p in DEFAULTS["preflight_kubestrap_runtime_markers"]],
+        "preflight_kubestrap_runtime_markers": [_rooted(root, p) for p in MARKERS],
     }  # fmt: skip
 
 

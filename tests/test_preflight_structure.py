@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, CLUSTER, ROOT, with_cluster_defaults
 
 PLUGINS = ROOT / "roles" / "preflight" / "action_plugins"
 DEFAULTS = yaml.safe_load((ROOT / "roles/preflight/defaults/main.yml").read_text())
+MARKERS = [with_cluster_defaults(path) for path in DEFAULTS["preflight_kubestrap_runtime_markers"]]
 
 
 def _load(name: str):
@@ -34,7 +35,7 @@ verdict_plugin = _load("kubestrap_preflight_verdict")
 SETTINGS = {
     "node_ip": "10.0.0.11", "min_cpus": 2, "min_memory_mb": 1700, "supported_os": DEFAULTS["preflight_supported_os"],
     "architectures": ["amd64"], "arch_map": ARCH_MAP, "min_kernel": "5.10", "max_clock_skew": 30, "ports": [10250, 6443],
-    "runtimes": DEFAULTS["preflight_runtimes"], "runtime_markers": DEFAULTS["preflight_kubestrap_runtime_markers"],
+    "runtimes": DEFAULTS["preflight_runtimes"], "runtime_markers": MARKERS,
     "allow_foreign_runtime": False,
 }  # fmt: skip
 
@@ -164,8 +165,9 @@ def test_single_node_failures_and_warnings_reach_the_verdict():
 
 # --- the real role on nodes that are this machine -------------------------------------------------------------
 def _run(tmp: Path, nodes: dict[str, dict], play_hosts: str = "k8s_cluster", **env_extra: str) -> dict:
-    # no group_vars/all outside playbooks/: the one group var the role reads comes with the inventory
-    (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"vars": {"kubestrap_arch_map": ARCH_MAP},
+    # no group_vars/all outside playbooks/: the cluster settings the role reads come with the inventory
+    settings = {key: CLUSTER[key] for key in ("kubestrap_arch_map", "kubestrap_node_state_dir", "kubestrap_node_staging_dir")}
+    (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"vars": settings,
                                                             "children": {"k8s_cluster": {"children": {
         "k8s_control_plane": {"hosts": {n: v for n, v in nodes.items() if n.startswith("cp")}},
         "k8s_workers": {"hosts": {n: v for n, v in nodes.items() if not n.startswith("cp")}}}}}}}))  # fmt: skip

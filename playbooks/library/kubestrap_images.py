@@ -5,33 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 module: kubestrap_images
-short_description: Fetch OCI image archives from a mirror (controller) or import them into containerd (node), verified
+short_description: Import OCI image archives into containerd, verified
 description:
-  - With I(action=fetch) (on the controller) each image's archive is downloaded from I(url) to I(archive) unless
-    I(archive) already verifies, and kept only if it verifies completely: it names I(name), points at I(digest), holds
-    linux/I(arch)'s manifest, config and layers, and every one of those blobs hashes to its digest.
-  - With I(action=import) (on the node), for each image, asks containerd (one C(ctr images ls)) whether
-    I(name) is already there with I(digest); such an image is left alone (changed=false).
+  - Runs on the node. The controller fetched and fully verified the archives first (the artifacts role's action
+    kubestrap_artifacts_fetch, with kubestrap/images.py's downloader).
+  - For each image, asks containerd (one C(ctr images ls)) whether I(name) is already there with I(digest); such
+    an image is left alone (changed=false).
   - Otherwise reads the archive's C(index.json) and the blob it points at: the archive must name I(name) and
     point at I(digest), and that blob must hash to it; an archive that does not is refused before anything is
     imported. containerd verifies every other blob against its digest while importing.
   - Imports with C(ctr images import --platform linux/<arch>), unpacked into I(snapshotter), up to I(parallel)
-    images at a time (with I(local), in ctr itself rather than through containerd's transfer service), names it by digest
-    too (C(name@sha256:...), how the CRI finds an image pinned by digest, e.g. the sandbox image), then checks
+    images at a time (with I(local), in ctr itself rather than through containerd's transfer service), names each
+    by digest too (C(name@sha256:...), how the CRI finds an image pinned by digest, e.g. the sandbox image), then checks
     that containerd lists both names at I(digest).
   - Supports check mode.
 options:
@@ -43,12 +36,7 @@ options:
     suboptions:
       name: {description: "name:tag, as the archive names it (io.containerd.image.name).", type: str, required: true}
       digest: {description: "sha256:... the tag must resolve to.", type: str, required: true}
-      archive:
-        description: "The OCI archive (I(action=import): on the node; I(action=fetch): where it goes)."
-        type: path
-        required: true
-      url: {description: With I(action=fetch), where the archive is downloaded from., type: str}
-  action: {description: What to do., type: str, choices: [import, fetch], default: import}
+      archive: {description: The OCI archive on the node., type: path, required: true}
   ctr: {description: Path of ctr., type: path, default: /usr/local/bin/ctr}
   address: {description: containerd's socket., type: path, default: /run/containerd/containerd.sock}
   namespace: {description: containerd namespace (the CRI's is k8s.io)., type: str, default: k8s.io}
@@ -75,7 +63,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-imported: {description: name:tag of each image imported (I(action=fetch) downloaded) now., type: list, returned: always}
+imported: {description: name:tag of each image imported now., type: list, returned: always}
 present: {description: name:tag of each image containerd already had at its digest., type: list, returned: always}
 """
 
@@ -110,85 +98,6 @@ def check_archive(path: str, name: str, digest: str) -> str | None:
     return None
 
 
-def _platform_manifest(index: dict[str, Any], arch: str) -> str | None:
-    for entry in index.get("manifests") or []:
-        platform = entry.get("platform") or {}
-        if platform.get("os") == "linux" and platform.get("architecture") == arch:
-            return entry["digest"]
-    return None
-
-
-def verify_fully(path: str, name: str, digest: str, arch: str) -> str | None:
-    """None if the archive holds *name* at *digest* for linux/*arch* with every blob hashing to its name."""
-    problem = check_archive(path, name, digest)
-    if problem:
-        return problem
-    with tarfile.open(path) as archive:
-        members = {m.name[2:] if m.name.startswith("./") else m.name: m for m in archive.getmembers() if m.isfile()}
-
-        def blob(wanted: str, load: bool = False) -> bytes:
-            member = members.get(_blob_name(wanted))
-            if member is None:
-                raise ValueError(f"it lacks the blob {wanted}")
-            hasher, stream, data = hashlib.sha256(), archive.extractfile(member), b""
-            while chunk := stream.read(1 << 20):
-                hasher.update(chunk)
-                if load:
-                    data += chunk
-            if "sha256:" + hasher.hexdigest() != wanted:
-                raise ValueError(f"its blob {wanted} hashes to sha256:{hasher.hexdigest()}")
-            return data
-
-        try:
-            document = json.loads(blob(digest, load=True))
-            if document.get("manifests") is not None:
-                chosen = _platform_manifest(document, arch)
-                if chosen is None:
-                    return f"it has no linux/{arch} image"
-                document = json.loads(blob(chosen, load=True))
-            for descriptor in [document["config"], *(document.get("layers") or [])]:
-                blob(descriptor["digest"])
-        except (ValueError, KeyError) as exc:
-            return str(exc)
-    return None
-
-
-def fetch(module: AnsibleModule) -> None:
-    p = module.params
-    fetched, present, failed = [], [], []
-    for image in p["images"]:
-        dest = image["archive"]
-        if os.path.isfile(dest) and verify_fully(dest, image["name"], image["digest"], p["arch"]) is None:
-            present.append(image["name"])
-            continue
-        if module.check_mode:
-            fetched.append(image["name"])
-            continue
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=os.path.dirname(dest))
-        try:
-            with os.fdopen(fd, "wb") as out:
-                request = urllib.request.Request(image["url"], headers={"User-Agent": "kubestrap-images"})
-                with urllib.request.urlopen(request, timeout=p["timeout"]) as response:
-                    shutil.copyfileobj(response, out, 1 << 20)
-            problem = verify_fully(temp, image["name"], image["digest"], p["arch"])
-            if problem:
-                failed.append(f"{image['name']} ({p['arch']}) from {image['url']}: {problem}")
-                continue
-            os.chmod(temp, 0o644)
-            os.replace(temp, dest)
-            fetched.append(image["name"])
-        except (OSError, urllib.error.URLError) as exc:
-            failed.append(f"{image['name']} ({p['arch']}) from {image['url']}: {getattr(exc, 'reason', None) or exc}")
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
-    if failed:
-        module.fail_json(msg="image archives not fetched, nothing unverified kept: " + "; ".join(failed),
-                         imported=fetched, present=present)  # fmt: skip
-    module.exit_json(changed=bool(fetched), imported=fetched, present=present)
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -196,9 +105,7 @@ def main() -> None:
                 "name": {"type": "str", "required": True},
                 "digest": {"type": "str", "required": True},
                 "archive": {"type": "path", "required": True},
-                "url": {"type": "str"},
             }},
-            "action": {"type": "str", "choices": ["import", "fetch"], "default": "import"},
             "ctr": {"type": "path", "default": "/usr/local/bin/ctr"},
             "address": {"type": "path", "default": "/run/containerd/containerd.sock"},
             "namespace": {"type": "str", "default": "k8s.io"},
@@ -211,8 +118,6 @@ def main() -> None:
         supports_check_mode=True,
     )  # fmt: skip
     p = module.params
-    if p["action"] == "fetch":
-        fetch(module)
     base = [p["ctr"], "--address", p["address"], "--namespace", p["namespace"]]
 
     def run(*args: str) -> tuple[str, str | None]:

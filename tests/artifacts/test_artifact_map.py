@@ -203,6 +203,59 @@ def test_check_mode_downloads_nothing_and_reports_what_would_be(http_server, tmp
     assert result["changed"] is True and http_server.requests == [] and not cache.exists()
 
 
+def _oci_archive(name_tag: str, layer: bytes) -> tuple[bytes, str]:
+    """A one-layer linux/amd64 OCI archive naming *name_tag*, and the digest of its manifest."""
+    import io
+
+    from kubestrap import images
+
+    def described(media_type: str, data: bytes) -> dict:
+        return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": described("application/vnd.oci.image.config.v1+json", config),
+                           "layers": [described("application/vnd.oci.image.layer.v1.tar", layer)]}).encode()  # fmt: skip
+    top = {**described("application/vnd.oci.image.manifest.v1+json", manifest),
+           "annotations": {"io.containerd.image.name": name_tag}}  # fmt: skip
+    out = io.BytesIO()
+    writer = images.ArchiveWriter(out)
+    writer.file("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    writer.file("index.json", json.dumps({"schemaVersion": 2, "manifests": [top]}).encode())
+    writer.directories()
+    for data in (manifest, config, layer):
+        writer.blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data), [data])
+    writer.close()
+    return out.getvalue(), top["digest"]
+
+
+def test_the_action_fetches_image_archives_with_the_cli_downloader_verified(http_server, tmp_path: Path):
+    """One downloader of image archives on the controller too: the role's action calls kubestrap/images.py's
+    `download` (as `bootstrap.py artifacts fetch` does), keeps an archive only when every blob verifies, and does
+    not download one the cache already holds verified."""
+    name = "registry.example/app:v1"
+    data, digest = _oci_archive(name, b"layer " * 1000)
+    http_server.put("images/app-amd64.oci.tar", data)
+    target = tmp_path / "cache" / "images" / name / "linux-amd64.oci.tar"
+    wanted = [{"name": name, "digest": digest, "archive": str(target), "url": http_server.url + "/images/app-amd64.oci.tar",
+               "arch": "amd64"}]  # fmt: skip
+    first = ACTION.fetch([], 30, str(tmp_path / "cache"), wanted_images=wanted)
+    assert first == {"changed": True, "results": [{"name": name, "arch": "amd64", "cache": str(target),
+                                                    "downloaded": True}]}  # fmt: skip
+    assert target.read_bytes() == data
+    served = len(http_server.requests)
+    again = ACTION.fetch([], 30, str(tmp_path / "cache"), wanted_images=wanted)
+    assert again["changed"] is False and len(http_server.requests) == served
+    # a mirror whose archive does not hold the pinned image: refused, named, nothing kept
+    target.unlink()
+    tampered, _ = _oci_archive(name, b"other " * 1000)
+    http_server.put("images/app-amd64.oci.tar", tampered)
+    refused = ACTION.fetch([], 30, str(tmp_path / "cache"), wanted_images=wanted)
+    assert refused["failed"] is True
+    assert f"[image {name} (amd64) from {wanted[0]['url']}: " in refused["msg"] and digest in refused["msg"]
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
 # --- no second definition ----------------------------------------------------------------------------------
 
 # Ways a role or playbook would write the layout or the file name again instead of reading the map: resolving a

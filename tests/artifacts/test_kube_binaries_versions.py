@@ -67,6 +67,7 @@ def test_a_newer_installed_kubelet_stops_the_run_with_what_to_do(tmp_path: Path)
                             "kubestrap_arch_map": ARCH_MAP,
                             "kube_binaries_staging_dir": str(staging),
                             "kube_binaries_bin_dir": str(bin_dir),
+                            "kubestrap_node_state_dir": str(tmp_path / "state"),
                         }
                     }
                 }
