@@ -40,9 +40,9 @@ from typing import Any, BinaryIO
 import yaml
 
 from kubestrap import images
+from kubestrap.paths import DEFAULTS_DIR, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-VERSIONS_FILE = REPO_ROOT / "group_vars" / "all" / "versions.yml"
+VERSIONS_FILE = DEFAULTS_DIR / "versions.yml"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "artifacts"
 CACHE_DIR_ENV = "KUBESTRAP_ARTIFACTS_DIR"
 

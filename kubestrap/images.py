@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOCK_FILE = REPO_ROOT / "group_vars" / "all" / "images_lock.yml"
+from kubestrap.paths import DEFAULTS_DIR
+
+LOCK_FILE = DEFAULTS_DIR / "images_lock.yml"
 LOCK_KEY = "kubestrap_images_lock"
 
 # the images kubeadm itself runs (what `kubeadm init`/`join` asks for), by key; kube-proxy only on a cluster

@@ -54,7 +54,7 @@ def runs_keep() -> int:
 
 def secrets_dir(cluster_name: str) -> Path:
     """Generated secrets of a cluster (0700 directory, 0600 files)."""
-    base = Path(os.environ.get("KUBESTRAP_SECRETS_DIR", REPO_ROOT / ".secrets"))
+    base = Path(os.environ.get("KUBESTRAP_SECRETS_DIR") or REPO_ROOT / ".secrets")
     return base / cluster_name
 
 

@@ -184,6 +184,30 @@ def test_the_effective_secrets_dir_follows_the_inventory(tmp_path: Path, monkeyp
     assert paths.effective_secrets_dir("c1", "rel/dir") == paths.REPO_ROOT / "rel" / "dir"
 
 
+@pytest.mark.parametrize("from_env", [False, True])
+def test_the_playbooks_write_secrets_where_bootstrap_reads_them(tmp_path: Path, from_env: bool):
+    """group_vars/all's kubestrap_secrets_dir is kubestrap/paths.py's secrets_dir (through the
+    kubestrap_secrets_dir filter), with and without $KUBESTRAP_SECRETS_DIR: one definition of the default."""
+    import re
+    import subprocess
+
+    inventory = tmp_path / "inv"
+    inventory.mkdir()
+    (inventory / "hosts.yml").write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+    (inventory / "group_vars").symlink_to(paths.REPO_ROOT / "group_vars")
+    env = {k: v for k, v in os.environ.items() if k != "KUBESTRAP_SECRETS_DIR"}
+    if from_env:
+        env["KUBESTRAP_SECRETS_DIR"] = str(tmp_path / "env")
+    env.update(ANSIBLE_CONFIG=str(paths.ANSIBLE_CFG), ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))
+    shown = subprocess.run([str(Path(sys.executable).parent / "ansible"), "localhost", "-i", str(inventory), "-m",
+                            "ansible.builtin.debug", "-a", "var=kubestrap_secrets_dir"],
+                           capture_output=True, text=True, env=env, timeout=120, check=False)  # fmt: skip
+    found = re.search(r'kubestrap_secrets_dir"?: "?([^"\s]+)', shown.stdout)  # YAML or JSON callback
+    assert found, shown.stdout + shown.stderr
+    expected = (tmp_path / "env" / "homelab") if from_env else paths.REPO_ROOT / ".secrets" / "homelab"
+    assert Path(found.group(1)) == expected
+
+
 def test_a_phase_without_its_directory_fails_naming_the_path_and_the_setting(tmp_path: Path):
     journal = Journal("up", Redactor(), base=tmp_path / "runs")
     (journal.path / "phases").write_text("a file where the phases directory goes\n")

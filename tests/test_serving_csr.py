@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import ANSIBLE_PLAYBOOK, ROOT, fake_systemctl, wait_until
+from helpers import ANSIBLE_PLAYBOOK, ROOT, fake_systemctl, wait_until, with_cluster_defaults
 from k8s_real import started, upstream_dir
 
 PLUGIN = ROOT / "roles" / "kubeadm_join" / "filter_plugins" / "kubelet_serving_csrs.py"
@@ -318,7 +318,9 @@ def _units() -> dict[str, dict[str, dict[str, list[str]]]]:
     """The role's unit templates rendered with its defaults: {unit: {section: {key: [values]}}}."""
     import jinja2
 
-    values = {**yaml.safe_load((ROLE / "defaults" / "main.yml").read_text()), "ansible_managed": "managed"}
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    values = {**{k: with_cluster_defaults(v) if isinstance(v, str) else v for k, v in defaults.items()},
+              "ansible_managed": "managed"}  # fmt: skip
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     units = {}
     for kind in ("service", "timer"):
