@@ -70,7 +70,14 @@ def create_overlay(image: Image, overlay: Path) -> None:
 
 
 def kernel_cmdline(cfg: VMConfig) -> str:
-    return f"console=ttyS0 root=/dev/vda rw systemd.machine_id={cfg.machine_id} systemd.show_status=1"
+    line = f"console=ttyS0 root=/dev/vda rw systemd.machine_id={cfg.machine_id} systemd.show_status=1"
+    if cfg.accel != "kvm":
+        # Under TCG the kernel's boot check finds the vCPUs' TSCs "unsynchronized" (their threads run at different
+        # moments; the counters all follow the host's clock) and falls back to the HPET, a 32-bit counter that wraps
+        # every 43 s: a vCPU starved longer than that on a loaded host loses the wrap, and the guest clock falls
+        # behind (44-50 s on 2026-12-06, which preflight's clock check refused). The TSC never wraps.
+        line += " tsc=reliable clocksource=tsc"
+    return line
 
 
 def qemu_argv(cfg: VMConfig, image: Image, qemu: str = "qemu-system-x86_64") -> list[str]:

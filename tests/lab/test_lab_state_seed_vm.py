@@ -104,3 +104,12 @@ def test_qemu_argv_forwards_the_api_server_port_of_a_control_plane():
 def test_qemu_argv_kvm():
     argv = vm.qemu_argv(cfg("kvm"), Image(Path("/img")))
     assert argv[argv.index("-accel") + 1] == "kvm"
+
+
+def test_tcg_guests_keep_time_on_the_tsc_not_the_wrapping_hpet():
+    """Under TCG the guest kernel would demote the TSC and count time on the 32-bit HPET, which loses 43 s at every
+    wrap a starved vCPU misses (guest clocks 44-50 s behind on a loaded host, refused by preflight's clock check)."""
+    tcg = vm.qemu_argv(cfg(), Image(Path("/img")))
+    assert "tsc=reliable clocksource=tsc" in tcg[tcg.index("-append") + 1]
+    kvm = vm.qemu_argv(cfg(accel="kvm"), Image(Path("/img")))
+    assert "tsc=" not in kvm[kvm.index("-append") + 1]  # a KVM guest has kvm-clock
