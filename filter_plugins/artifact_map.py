@@ -44,12 +44,6 @@ def artifact_map(
         raise AnsibleFilterError(str(exc)) from None
 
 
-def controller_cache_dir(_: Any = None) -> str:
-    """`None | kubestrap_controller_cache_dir`: the controller cache `bootstrap.py artifacts` uses by default
-    ($KUBESTRAP_ARTIFACTS_DIR, else .cache/artifacts in the repository)."""
-    return str(artifacts.controller_cache_dir())
-
-
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"kubestrap_artifact_map": artifact_map, "kubestrap_controller_cache_dir": controller_cache_dir}
+        return {"kubestrap_artifact_map": artifact_map}

@@ -48,8 +48,8 @@ CACHE_DIR_ENV = "KUBESTRAP_ARTIFACTS_DIR"
 
 
 def controller_cache_dir() -> Path:
-    """The controller cache: $KUBESTRAP_ARTIFACTS_DIR, else `.cache/artifacts` in the repository. The one default of
-    `bootstrap.py artifacts` and of the artifacts role (filter_plugins/artifact_map.py)."""
+    """The controller cache: $KUBESTRAP_ARTIFACTS_DIR, else `.cache/artifacts` in the repository. The one default
+    of `bootstrap.py artifacts` and of the artifacts role (filter_plugins/kubestrap_paths.py)."""
     return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR)
 
 _CHUNK = 1024 * 1024
