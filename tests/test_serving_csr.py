@@ -130,10 +130,10 @@ def _request(cluster, kubeconfig: Path | None, name: str, cn: str, dns=(), ips=(
     cluster.kubectl("create", "-f", "-", stdin=json.dumps(csr), kubeconfig=kubeconfig)
 
 
-def _play(cluster, host: str, retries: int = 30) -> subprocess.CompletedProcess[str]:
+def _play(cluster, host: str, retries: int = 30, kubectl: str | None = None) -> subprocess.CompletedProcess[str]:
     extra = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
              "kubeadm_join_control_plane": host, "kubeadm_join_node_ip": "127.0.0.1",
-             "kubeadm_join_kubectl_bin": cluster.kubectl_bin, "kubeadm_join_admin_kubeconfig": str(cluster.kubeconfig),
+             "kubeadm_join_kubectl_bin": kubectl or cluster.kubectl_bin, "kubeadm_join_admin_kubeconfig": str(cluster.kubeconfig),
              "kubeadm_join_serving_csr_wait_retries": retries, "kubeadm_join_serving_csr_wait_delay": 1}  # fmt: skip
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", f"{host},",
@@ -178,6 +178,47 @@ def test_control_plane_serving_certificate_is_approved_and_a_forged_request_is_n
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     again = _play(cluster, "k8s-cp")  # nothing left to approve: no change
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+
+
+def _racing_kubectl(cluster, tmp_path: Path, also_deny: bool = False) -> str:
+    """The real kubectl, except that an approval first lets someone else decide the request with the same (now
+    stale) body, as the approver's timer on the first control plane may between the role's read and its write:
+    the role's own approval then gets the API server's Conflict."""
+    script = tmp_path / "kubectl"
+    decide = ('python3 -c "import json,sys; b=json.load(sys.stdin); c=b[\\"status\\"][\\"conditions\\"][-1]; '
+              'c.update(type=\\"Denied\\", reason=\\"SomeoneElse\\"); json.dump(b, sys.stdout)"') if also_deny else "cat"
+    script.write_text(f"""#!/bin/sh
+case "$*" in
+  *" replace --raw "*/approval*)
+    body=$(cat)
+    printf '%s' "$body" | {decide} | "{cluster.kubectl_bin}" "$@" >/dev/null || exit 99
+    printf '%s' "$body" | "{cluster.kubectl_bin}" "$@" 2>"{tmp_path}/approval.err"
+    rc=$?; cat "{tmp_path}/approval.err" >&2; exit $rc ;;
+  *) exec "{cluster.kubectl_bin}" "$@" ;;
+esac
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_request_approved_by_someone_else_meanwhile_is_not_a_failure(cluster, tmp_path):
+    """The approver's timer approves the join's request between the read and the approval (CI, 2026-12-06)."""
+    _request(cluster, _as_node(cluster, "k8s-racer"), "csr-racer", "system:node:k8s-racer", dns=("k8s-racer",),
+             ips=("127.0.0.1",))  # fmt: skip
+    done = _play(cluster, "k8s-racer", kubectl=_racing_kubectl(cluster, tmp_path))
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "(Conflict)" in (tmp_path / "approval.err").read_text()  # the race happened
+    assert _conditions(_csrs(cluster)["csr-racer"]) == ["Approved"]
+
+
+def test_a_request_denied_by_someone_else_meanwhile_fails_naming_it(cluster, tmp_path):
+    _request(cluster, _as_node(cluster, "k8s-denied"), "csr-denied", "system:node:k8s-denied", dns=("k8s-denied",),
+             ips=("127.0.0.1",))  # fmt: skip
+    done = _play(cluster, "k8s-denied", kubectl=_racing_kubectl(cluster, tmp_path, also_deny=True))
+    assert done.returncode != 0
+    assert "could not approve the kubelet serving certificate request csr-denied of k8s-denied" in done.stdout
+    assert "It is not approved now either" in done.stdout and "(Conflict)" in done.stdout
+    assert _conditions(_csrs(cluster)["csr-denied"]) == ["Denied"]
 
 
 def test_no_acceptable_request_fails_naming_what_was_awaited(cluster):
