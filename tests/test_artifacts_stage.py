@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ARCH_MAP
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
@@ -65,7 +63,7 @@ def _run(tmp_path: Path, book: Path, inventory: Path) -> dict[str, dict[str, int
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json", "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp_path / "facts"),
            "ANSIBLE_HOST_KEY_CHECKING": "False"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(book)],
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), str(book)],
                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     output = json.loads(proc.stdout)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ARCH_MAP, ROOT, with_cluster_defaults
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT, with_cluster_defaults
 
 DEFAULTS = yaml.safe_load((ROOT / "roles/preflight/defaults/main.yml").read_text())
 MARKERS = [with_cluster_defaults(path) for path in DEFAULTS["preflight_kubestrap_runtime_markers"]]
@@ -49,7 +49,7 @@ def _preflight(tmp: Path, nodes: dict[str, dict]) -> tuple[dict, dict]:
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
                ANSIBLE_LOCAL_TEMP=str(tmp / "ansible-tmp"), ANSIBLE_CACHE_PLUGIN="memory")  # fmt: skip
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp / "hosts.yml"), str(tmp / "play.yml")],
+        [ANSIBLE_PLAYBOOK, "-i", str(tmp / "hosts.yml"), str(tmp / "play.yml")],
         capture_output=True, text=True, env=env, cwd=tmp, timeout=300,
     )  # fmt: skip
     out = json.loads(proc.stdout)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ANSIBLE_PLAYBOOK, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "artifacts.yml"
 NODE_ITEMS = ["cni_plugins", "containerd", "crictl", "kubeadm", "kubectl", "kubelet", "runc"]
 CP_ITEMS = ["cilium_cli", "helm"]
@@ -108,7 +108,7 @@ def run_playbook(mirror: dict, *extra: str) -> subprocess.CompletedProcess:
     )
     return subprocess.run(
         [
-            str(Path(sys.executable).parent / "ansible-playbook"),
+            ANSIBLE_PLAYBOOK,
             "-i",
             str(mirror["inventory"]),
             "-e",

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from kubestrap import artifacts, artifacts_cli, images
 from kubestrap.lab.sources import build
 from kubestrap.lab.sources import images as upstream_images
 from tests.fixtures import image_registry
 
-ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())
 
 

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ARCH_MAP
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT
 
 from tests.fixtures import image_registry
 from tests.test_upstream_images import Containerd  # a missing build FAILS there, naming the build command
 
-ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())
 CONTROL_PLANE_ONLY = {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"}
 
@@ -70,7 +69,7 @@ def _playbook(lab: dict, playbook: Path, *extra: str, limit: str = "all") -> sub
                ANSIBLE_LOCAL_TEMP=str(lab["tmp"] / "ansible-local"), ANSIBLE_REMOTE_TEMP=str(lab["tmp"] / "ansible-remote"),
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(lab["tmp"] / "hosts.yml"),
+        [ANSIBLE_PLAYBOOK, "-i", str(lab["tmp"] / "hosts.yml"),
          "-e", f"@{lab['tmp'] / 'override.yml'}", "--limit", limit, *extra, str(playbook)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip

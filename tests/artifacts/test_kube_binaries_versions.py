@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import ARCH_MAP
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ANSIBLE_PLAYBOOK, ARCH_MAP, ROOT
 
 
 def fake(path: Path, text: str) -> Path:
@@ -83,7 +81,7 @@ def test_a_newer_installed_kubelet_stops_the_run_with_what_to_do(tmp_path: Path)
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"),
     )
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook)],
+        [ANSIBLE_PLAYBOOK, "-i", str(inventory), str(playbook)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from kubestrap import validate
 from kubestrap.lab import artifacts_source, inventory, mirror
 from tests.lab.test_lab_inventory import lab_state, vm
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_mirror(directory: Path) -> mirror.Mirror:

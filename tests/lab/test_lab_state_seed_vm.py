@@ -5,14 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from kubestrap.lab import podnet, seed, state, vm
 from kubestrap.lab.errors import LabError
 from kubestrap.lab.image import Image
 from kubestrap.lab.procs import ProcRecord
 from kubestrap.lab.state import LabState, VMState
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_state_round_trip(tmp_path):
