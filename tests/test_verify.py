@@ -229,6 +229,36 @@ def test_without_a_cni_of_ours_pending_workloads_are_not_awaited(tmp_path: Path)
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+def _helm(tmp: Path, script: str) -> str:
+    helm = tmp / "helm"
+    helm.write_text("#!/bin/sh\n" + script)
+    helm.chmod(0o755)
+    return str(helm)
+
+
+def test_without_helm_there_is_no_release_to_check(tmp_path: Path):
+    """A node where no add-on was ever installed has no helm: one module run finds that, verify passes."""
+    proc = run_verify(tmp_path, [])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "Read the Helm releases" in proc.stdout and "Look for helm" not in proc.stdout
+
+
+def test_a_release_not_deployed_is_named(tmp_path: Path):
+    releases = [{"name": "metallb", "namespace": "metallb-system", "status": "deployed"},
+                {"name": "longhorn", "namespace": "longhorn-system", "status": "failed"}]  # fmt: skip
+    helm = _helm(tmp_path, f"echo '{json.dumps(releases)}'\n")
+    proc = run_verify(tmp_path, [], verify_helm_bin=helm)
+    assert proc.returncode == 2
+    assert "Helm releases not deployed: longhorn-system/longhorn/failed." in " ".join(proc.stdout.split())
+
+
+def test_helm_that_cannot_reach_the_cluster_fails_verify(tmp_path: Path):
+    helm = _helm(tmp_path, "echo 'Error: Kubernetes cluster unreachable' >&2; exit 1\n")
+    proc = run_verify(tmp_path, [], verify_helm_bin=helm)
+    assert proc.returncode == 2
+    assert "Kubernetes cluster unreachable" in proc.stdout
+
+
 def test_kubectl_apply_changed_when_some_object_is_not_unchanged():
     spec = importlib.util.spec_from_file_location("kubectl_apply", ROOT / "filter_plugins/kubectl_apply.py")
     assert spec and spec.loader
