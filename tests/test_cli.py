@@ -13,7 +13,8 @@ from pathlib import Path
 
 import localrun
 import pytest
-from helpers import ROOT
+from helpers import ANSIBLE_PLAYBOOK, ROOT
+from k8s_real import started
 
 from kubestrap import cli, exits, inventory, phases, plan, validate
 
@@ -322,3 +323,37 @@ def test_a_command_reads_its_inventory_once(monkeypatch, capsys):
     monkeypatch.setattr(validate.inv_mod, "load", lambda path, **kw: (loads.append(path), real(path, **kw))[1])
     assert cli.main(["check", "-i", str(ROOT / "inventories" / "homelab")]) == 0
     assert loads == [ROOT / "inventories" / "homelab"]  # validated and used: one pass
+
+
+def _status_stats(tmp_path: Path, **extra: object) -> dict:
+    """playbooks/status.yml run on this machine as the inventory's control plane; its kubestrap_status stats."""
+    inv = _local_inventory(tmp_path)
+    proc = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(inv), str(ROOT / "playbooks" / "status.yml"), "-e", json.dumps(extra)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "ANSIBLE_SHOW_CUSTOM_STATS": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    stats = proc.stdout.split("CUSTOM STATS:", 1)[1]
+    return json.JSONDecoder().raw_decode(stats[stats.index("{"):])[0]["kubestrap_status"]
+
+
+def test_status_reads_nodes_releases_and_workloads_of_a_bootstrapped_cluster(tmp_path: Path):
+    """status.yml against the REAL kube-apiserver (tests/k8s_real.py) with real kubectl, helm a stand-in
+    (releases as `helm list -o json` prints them): three module runs fill the table."""
+    helm = tmp_path / "helm"
+    helm.write_text("#!/bin/sh\necho '[{\"name\": \"metallb\", \"namespace\": \"metallb-system\", "
+                    "\"status\": \"deployed\", \"chart\": \"metallb-0.15.3\", \"revision\": \"1\"}]'\n")  # fmt: skip
+    helm.chmod(0o755)
+    with started(tmp_path / "plane") as plane:
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "local-cp"}}
+        plane.kubectl("create", "-f", "-", stdin=json.dumps(node))
+        common = {"status_kubectl_bin": plane.kubectl_bin, "kubestrap_admin_kubeconfig": str(plane.kubeconfig)}
+        status = _status_stats(tmp_path / "a", **common, status_helm_bin=str(helm))
+        assert status["bootstrapped"] is True
+        assert [row[0] for row in status["nodes"]] == ["local-cp"]  # (name, version, ready) rows
+        assert status["addons"] == [{"name": "metallb", "namespace": "metallb-system", "status": "deployed",
+                                     "chart": "metallb-0.15.3"}]  # fmt: skip
+        without_helm = _status_stats(tmp_path / "b", **common, status_helm_bin=str(tmp_path / "no-helm"))
+        assert without_helm["bootstrapped"] is True and without_helm["addons"] == []
+        assert [row[0] for row in without_helm["nodes"]] == ["local-cp"]
