@@ -124,3 +124,73 @@ def test_status_expiry_entry_point_changes_nothing(kubeadm, tmp_path):
     facts = _run_role(tmp_path, kubeadm, pki, "expiry")
     assert facts["renewed"] is False and len(facts["expiry"]["under"]) == 7
     assert sorted((p.name, p.stat().st_mtime_ns) for p in pki.rglob("*")) == before
+
+
+# --- the static pods' restart after a renewal (tasks/restart.yml), with a kubelet stand-in ---------------------
+
+KUBELET = r"""#!/usr/bin/python3
+# Stands for the kubelet behind `crictl ps --state running --output json`: a static pod's container runs while its
+# manifest is in the kubelet's directory and gets a new id each time the manifest comes back; coredns always runs.
+# STUCK names a pod whose container never stops.
+import json, os, sys
+manifests, path = os.environ["KUBELET_MANIFESTS"], os.environ["KUBELET_STATE"]
+state = json.load(open(path)) if os.path.exists(path) else {}
+for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+    present = os.path.exists(os.path.join(manifests, name + ".yaml")) or name == os.environ.get("STUCK")
+    pod = state.setdefault(name, {"generation": 1, "present": present, "seen_absent": False})
+    if present and not pod["present"]:
+        pod["generation"] += 1
+    pod["seen_absent"] = pod["seen_absent"] or not present
+    pod["present"] = present
+json.dump(state, open(path, "w"))
+running = [{"id": f"{name}-{pod['generation']}", "metadata": {"name": name}, "state": "CONTAINER_RUNNING"}
+           for name, pod in state.items() if pod["present"]]
+print(json.dumps({"containers": running + [{"id": "dns-1", "metadata": {"name": "coredns"}, "state": "CONTAINER_RUNNING"}]}))
+"""
+
+
+def _restart(tmp_path: Path, stuck: str = "") -> tuple[subprocess.CompletedProcess[str], Path, dict]:
+    manifests, held = tmp_path / "manifests", tmp_path / "held"
+    manifests.mkdir()
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        (manifests / f"{name}.yaml").write_text(f"kind: Pod\nmetadata: {{name: {name}}}\n")
+    for tool, text in (("crictl", KUBELET), ("kubectl", "#!/bin/sh\necho \"$*\" >> \"$KUBECTL_LOG\"\necho ok\n")):
+        (tmp_path / tool).write_text(text)
+        (tmp_path / tool).chmod(0o755)
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "restart", "ansible.builtin.include_role": {"name": "kube_certs", "tasks_from": "restart"}}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    variables = {"kube_certs_manifests_dir": str(manifests), "kube_certs_held_dir": str(held),
+                 "kube_certs_crictl": str(tmp_path / "crictl"), "kube_certs_kubectl": str(tmp_path / "kubectl"),
+                 "kube_certs_wait_retries": 3, "kube_certs_wait_delay": 1, "kubestrap_admin_kubeconfig": "/dev/null",
+                 "ansible_python_interpreter": sys.executable}  # fmt: skip
+    env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "KUBELET_MANIFESTS": str(manifests), "KUBELET_STATE": str(tmp_path / "kubelet.json"),
+           "KUBECTL_LOG": str(tmp_path / "kubectl.log"), "STUCK": stuck}  # fmt: skip
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(tmp_path / "play.yml"),
+                           "-e", json.dumps(variables)], capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    state = json.loads((tmp_path / "kubelet.json").read_text())
+    return done, manifests, state
+
+
+def test_renewal_restarts_every_static_pod_and_waits_for_the_api_server(tmp_path):
+    done, manifests, state = _restart(tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:]
+    # every pod stopped (its manifest out) and runs a new container; the manifests are back, unchanged
+    assert {name: (pod["seen_absent"], pod["generation"], pod["present"]) for name, pod in state.items()} == {
+        name: (True, 2, True) for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")}
+    assert sorted(p.name for p in manifests.iterdir()) == [
+        "etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
+    assert (manifests / "etcd.yaml").read_text() == "kind: Pod\nmetadata: {name: etcd}\n"
+    assert list((tmp_path / "held").iterdir()) == []
+    assert "get --raw=/readyz" in (tmp_path / "kubectl.log").read_text()
+    # a handful of module runs for the four pods, no per-pod include
+    assert done.stdout.count("TASK [kube_certs : ") <= 9, done.stdout
+
+
+def test_a_pod_that_does_not_stop_fails_the_renewal_and_every_manifest_goes_back(tmp_path):
+    done, manifests, _ = _restart(tmp_path, stuck="kube-scheduler")
+    assert done.returncode != 0
+    assert "Wait until the kubelet has stopped the static pods" in done.stdout
+    assert sorted(p.name for p in manifests.iterdir()) == [
+        "etcd.yaml", "kube-apiserver.yaml", "kube-controller-manager.yaml", "kube-scheduler.yaml"]
