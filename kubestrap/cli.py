@@ -411,9 +411,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         upgrade.pinned_target(inv.value("kubestrap_artifacts") or {})
     except upgrade.Refused as exc:
         raise UserError(str(exc)) from None
-    if not args.yes and not sys.stdin.isatty():
-        raise UserError("upgrade needs confirmation: run it in a terminal, or pass --yes (`bootstrap.py plan --upgrade` "
-                        "shows the order first)")
+    _require_confirmation(args, "upgrade", " (`bootstrap.py plan --upgrade` shows the order first)")
     words = ["--batch-size", str(size)] if args.batch_size is not None else []
     code, cluster = _read_versions(args, inv, ["plan", "--upgrade", *words])
     if code != EXIT_OK:
@@ -424,13 +422,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         _emit_json(args, {"upgrade": plan_.as_dict()})
         return EXIT_OK
     cluster_name = str(inv.value("cluster_name"))
-    if not args.yes:
-        sys.stderr.write(f"Upgrade cluster {cluster_name} to {plan_.target} in this order? Nodes are drained one batch at "
-                         f"a time. Type the cluster name {cluster_name} to go on: ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip() != cluster_name:
-            _console().print("upgrade cancelled; nothing was touched", markup=False)
-            return EXIT_OK
+    question = f"Upgrade cluster {cluster_name} to {plan_.target} in this order? Nodes are drained one batch at a time."
+    if not args.yes and not _confirmed_by_name("upgrade", cluster_name, question):
+        return EXIT_OK
     extravars = {"kube_upgrade_batch_size": size}
     selected = phases.of("upgrade")
     _host_keys("upgrade", selected, inv, args, extravars)
@@ -587,13 +581,12 @@ def cmd_reset(args: argparse.Namespace) -> int:
         raise UserError("--gone removes one dead worker: name it with --node NAME")
     if args.gone and args.node not in inv.workers:
         raise UserError(f"{args.node} is a control-plane node: --gone removes workers only")
-    target = args.node or "every node"
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError("reset needs confirmation: run it in a terminal or pass --yes")
-        if not _confirmed_by_name(str(inv.value("cluster_name")), target, args.gone):
-            _console().print("reset cancelled; nothing was touched", markup=False)
-            return EXIT_OK
+    target, cluster = args.node or "every node", str(inv.value("cluster_name"))
+    _require_confirmation(args, "reset")
+    question = (f"Delete the Node {target} from cluster {cluster} without contacting the machine?" if args.gone
+                else f"Reset {target} of cluster {cluster}? This wipes Kubernetes from it.")
+    if not args.yes and not _confirmed_by_name("reset", cluster, question):
+        return EXIT_OK
     extravars: dict[str, Any] = {"kubestrap_node_scope": args.node} if args.node else {}
     if args.gone:
         extravars["kubestrap_reset_gone"] = True
@@ -640,16 +633,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except backups.BadSnapshot as exc:
         raise UserError(str(exc)) from None
     cluster = str(inv.value("cluster_name"))
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError("restore needs confirmation: run it in a terminal or pass --yes")
-        sys.stderr.write(f"Restore cluster {cluster} from {paths.display(snapshot)}? The control plane stops, and "
-                         "everything written since the snapshot is lost. Type the cluster name "
-                         f"{cluster} to go on: ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip() != cluster:
-            _console().print("restore cancelled; nothing was touched", markup=False)
-            return EXIT_OK
+    _require_confirmation(args, "restore")
+    question = (f"Restore cluster {cluster} from {paths.display(snapshot)}? The control plane stops, and everything "
+                "written since the snapshot is lost.")
+    if not args.yes and not _confirmed_by_name("restore", cluster, question):
+        return EXIT_OK
     extravars = {"etcd_restore_snapshot": str(snapshot)}
     selected = phases.of("restore")
     _host_keys("restore", selected, inv, args, extravars)
@@ -676,13 +664,20 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return code
 
 
-def _confirmed_by_name(cluster: str, target: str, gone: bool) -> bool:
-    """Ask on the terminal; only the cluster's own name goes on (a reflexive 'yes' or Enter cancels)."""
-    question = (f"Delete the Node {target} from cluster {cluster} without contacting the machine?" if gone
-                else f"Reset {target} of cluster {cluster}? This wipes Kubernetes from it.")
+def _require_confirmation(args: argparse.Namespace, command: str, hint: str = "") -> None:
+    """Refuse, before anything is read from the hosts, a destructive command that has no --yes and no terminal."""
+    if not args.yes and not sys.stdin.isatty():
+        raise UserError(f"{command} needs confirmation: run it in a terminal, or pass --yes{hint}")
+
+
+def _confirmed_by_name(command: str, cluster: str, question: str) -> bool:
+    """Ask *question* on the terminal; only the cluster's own name goes on (a reflexive 'yes' or Enter cancels)."""
     sys.stderr.write(f"{question} Type the cluster name {cluster} to go on: ")
     sys.stderr.flush()
-    return sys.stdin.readline().strip() == cluster
+    if sys.stdin.readline().strip() == cluster:
+        return True
+    _console().print(f"{command} cancelled; nothing was touched", markup=False)
+    return False
 
 
 def _reset_hint(args: argparse.Namespace, unreachable: list[str]) -> str | None:

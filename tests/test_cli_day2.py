@@ -92,3 +92,31 @@ def test_plan_for_a_day2_command_lists_its_hosts_without_touching_any():
         assert phase["name"] == command and set(phase["hosts"]) == hosts, phase
     refused = run("plan", "-i", "inventories/homelab", "--for", "backup", "--hosts")
     assert refused.returncode == 2 and "--hosts go with plan of up only" in refused.stderr
+
+
+class _Terminal:
+    """stdin of a terminal where the user types *answer*."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer + "\n"
+
+
+@pytest.mark.parametrize(("answer", "runs"), [("homelab", 1), ("yes", 0), ("", 0)])
+def test_restore_asks_for_the_cluster_name_and_only_that_goes_on(tmp_path, monkeypatch, capsys, answer, runs):
+    snapshot = tmp_path / "snap.db"
+    snapshot.write_bytes(b"\0" * 16 + (0xED0CDAED).to_bytes(4, "little") + b"\0" * 64)  # a bbolt meta page's magic
+    executed: list[str] = []
+    monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+    monkeypatch.setattr(cli, "_host_keys", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "_execute", lambda command, *a, **k: (executed.append(command), (exits.OK, None))[1])
+    assert cli.main(["restore", "-i", str(ROOT / "inventories" / "homelab"), str(snapshot)]) == exits.OK
+    err = capsys.readouterr().err
+    assert f"Restore cluster homelab from {snapshot}?" in err and "Type the cluster name homelab to go on" in err
+    assert len(executed) == runs
+    assert ("restore cancelled; nothing was touched" in err) == (runs == 0)

@@ -136,3 +136,19 @@ def test_upgrade_and_plan_upgrade_need_an_inventory():
         proc = subprocess.run([sys.executable, str(ROOT / "bootstrap.py"), *argv], capture_output=True, text=True,
                               cwd=ROOT, timeout=120, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
         assert proc.returncode == 2 and "-i" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("answer", "runs"), [("homelab", 1), ("y", 0)])
+def test_upgrade_asks_for_the_cluster_name_after_showing_the_order(fake, monkeypatch, capsys, answer, runs):
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+        def readline(self) -> str:
+            return answer + "\n"
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    assert main("upgrade", "-i", "inventories/homelab") == exits.OK
+    err = capsys.readouterr().err
+    assert "Type the cluster name homelab to go on" in err
+    assert len(fake["runs"]) == runs and ("upgrade cancelled; nothing was touched" in err) == (runs == 0)
