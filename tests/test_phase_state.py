@@ -10,9 +10,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from shlex import quote
 
@@ -520,3 +522,17 @@ def test_record_then_check_through_ansible(tmp_path: Path):
     assert stored["observed"]["packages"]["bash"]["status"] == "installed"
     assert stored["observed"]["modules"]["kubestrap_no_such_module"] is False
     assert stored["observed"]["swap"] in ("on", "off")
+
+
+def test_every_play_keeps_its_records_under_the_node_state_dir():
+    """The module has no default directory: each call names it from kubestrap_node_state_dir (one setting)."""
+    calls = []
+    for path in [*(ROOT / "playbooks").glob("*.yml"), *(ROOT / "roles").glob("*/tasks/*.yml")]:
+        for match in re.finditer(r"^( *)kubestrap_phase_state:\n((?:\1  .*\n)+)", path.read_text(), re.M):
+            calls.append((path.relative_to(ROOT).as_posix(), yaml.safe_load(textwrap.dedent(match.group(2)))))
+    assert len(calls) == 7, calls
+    defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
+    assert defaults["kubeadm_init_phase_state_dir"] == "{{ kubestrap_node_state_dir }}/phases"
+    for where, args in calls:
+        assert args.get("dir") in ("{{ kubestrap_node_state_dir }}/phases", "{{ kubeadm_init_phase_state_dir }}"), where
+    assert "default" not in ps.ARGUMENT_SPEC["dir"] and ps.ARGUMENT_SPEC["dir"]["required"] is True

@@ -30,7 +30,7 @@ description:
     cannot answer (no systemd running), they are observed as C(unknown).
 options:
   mode: {description: C(record) or C(check)., type: str, required: true, choices: [check, record]}
-  dir: {description: Where the records are kept., type: path, default: /var/lib/kubestrap/phases}
+  dir: {description: "Where the records are kept: C(kubestrap_node_state_dir)/phases in kubestrap's plays.", type: path, required: true}
   phase: {description: The phase to record (C(mode=record))., type: str}
   inputs: {description: The hash of the phase's inputs the wrapper computed (C(mode=record))., type: str}
   paths:
@@ -55,6 +55,7 @@ EXAMPLES = r"""
 - name: Record what the containerd phase applied
   kubestrap_phase_state:
     mode: record
+    dir: /var/lib/kubestrap/phases
     phase: containerd
     inputs: "{{ kubestrap_phase_inputs.containerd }}"
     paths: [/etc/containerd, /usr/local/bin/containerd, /etc/systemd/system/containerd.service]
@@ -66,6 +67,7 @@ EXAMPLES = r"""
 - name: Which phases have work on this node
   kubestrap_phase_state:
     mode: check
+    dir: /var/lib/kubestrap/phases
     phases: "{{ kubestrap_phase_inputs }}"
   register: phase_state
 """
@@ -99,7 +101,7 @@ _SPEC_LISTS = ("paths", "units", "sysctl", "modules", "packages")
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "required": True, "choices": ["check", "record"]},
-    "dir": {"type": "path", "default": "/var/lib/kubestrap/phases"},
+    "dir": {"type": "path", "required": True},
     "phase": {"type": "str"},
     "inputs": {"type": "str"},
     "paths": {"type": "list", "elements": "path", "default": []},
