@@ -30,7 +30,10 @@ description:
     cannot answer (no systemd running), they are observed as C(unknown).
 options:
   mode: {description: C(record) or C(check)., type: str, required: true, choices: [check, record]}
-  dir: {description: "Where the records are kept: C(kubestrap_node_state_dir)/phases in kubestrap's plays.", type: path, required: true}
+  dir:
+    description: Where the records are kept (C(kubestrap_node_state_dir)/phases in kubestrap's plays).
+    type: path
+    required: true
   phase: {description: The phase to record (C(mode=record))., type: str}
   inputs: {description: The hash of the phase's inputs the wrapper computed (C(mode=record))., type: str}
   paths:
