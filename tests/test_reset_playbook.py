@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import yaml
-from helpers import ANSIBLE_PLAYBOOK, ROOT
+from helpers import ANSIBLE_PLAYBOOK, CLUSTER, ROOT, with_cluster_defaults
 
 
 def _index(plays: list[dict], predicate) -> int:
@@ -332,3 +332,12 @@ def test_reset_node_drains_then_deletes_only_its_node_on_the_real_api_server(tmp
                  and e["responseStatus"]["code"] < 300]  # fmt: skip
         assert on_w1 == ["patch", "delete"], on_w1  # cordoned (spec.unschedulable) first, then deleted
         assert not [e for e in events if e.get("objectRef", {}).get("name") == "cp1" and e["verb"] in ("patch", "delete")]
+
+
+def test_reset_removes_the_configured_staging_and_state_directories_the_state_last():
+    """Whatever kubestrap_node_staging_dir and kubestrap_node_state_dir say (their one definition), reset removes
+    them; the state directory (the manifests reset reads) goes last."""
+    defaults = yaml.safe_load((ROOT / "roles" / "node_reset" / "defaults" / "main.yml").read_text())
+    always = [with_cluster_defaults(path) for path in defaults["node_reset_always_paths"]]
+    assert CLUSTER["kubestrap_node_staging_dir"] in always
+    assert always[-1] == CLUSTER["kubestrap_node_state_dir"]
