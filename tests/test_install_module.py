@@ -145,3 +145,34 @@ def test_bad_input_fails_with_a_message_naming_it(tmp_path, staged):
 
     result = install(tmp_path, {"directories": [{"path": str(tmp_path / "d2"), "mode": "rwx"}]})
     assert result.get("failed") and "octal" in result["msg"], result
+
+
+def test_files_given_as_content_are_written_when_they_differ_and_mode_defaults_to_0644(tmp_path):
+    unit, program = tmp_path / "root/etc/systemd/system/tool.service", tmp_path / "root/usr/local/sbin/tool"
+    args = {"files": [{"content": "[Service]\nExecStart=/usr/local/sbin/tool\n", "dest": str(unit)},
+                      {"content": "#!/usr/bin/python3\nprint('ü')\n", "dest": str(program), "mode": "0755"}]}  # fmt: skip
+    first = install(tmp_path, args)
+    assert sorted((e["path"], e["changed"]) for e in first["installed"]) == [
+        (str(unit), ["new"]), (str(program), ["new"])]  # fmt: skip
+    assert unit.read_text() == "[Service]\nExecStart=/usr/local/sbin/tool\n"
+    assert program.read_text(encoding="utf-8") == "#!/usr/bin/python3\nprint('ü')\n"
+    assert (stat.S_IMODE(unit.stat().st_mode), stat.S_IMODE(program.stat().st_mode)) == (0o644, 0o755)
+    assert install(tmp_path, args)["changed"] is False
+
+    unit.write_text("[Service]\nExecStart=/bin/false\n")  # a hand edit
+    program.chmod(0o700)
+    fixed = install(tmp_path, args)
+    assert sorted((e["path"], e["changed"]) for e in fixed["installed"]) == [
+        (str(unit), ["content"]), (str(program), ["mode"])]  # fmt: skip
+    assert unit.read_text() == "[Service]\nExecStart=/usr/local/sbin/tool\n"
+    assert install(tmp_path, args)["changed"] is False
+
+
+def test_a_file_needs_exactly_one_of_src_and_content(tmp_path, staged):
+    both = install(tmp_path, {"files": [{"src": str(staged["runc"]), "content": "x", "dest": str(tmp_path / "d")}]})
+    assert both.get("failed") and "either src or content" in both["msg"], both
+    neither = install(tmp_path, {"files": [{"dest": str(tmp_path / "d")}]})
+    assert neither.get("failed") and "either src or content" in neither["msg"], neither
+    archive = install(tmp_path, {"files": [{"content": "x", "dest": str(tmp_path / "d"), "archive": True}]})
+    assert archive.get("failed") and "archive needs src" in archive["msg"], archive
+    assert not (tmp_path / "d").exists()

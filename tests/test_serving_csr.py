@@ -391,9 +391,10 @@ def test_the_timer_runs_the_installed_approver_regularly_and_after_missed_runs()
     assert argv[1:] == ["--kubectl", "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
 
     tasks = yaml.safe_load((ROLE / "tasks" / "serving_approver.yml").read_text())[0]["block"]
-    install = next(t for t in tasks if "ansible.builtin.copy" in t)["ansible.builtin.copy"]
-    assert install["src"] == APPROVER.name and install["dest"] == "{{ kubeadm_join_serving_approver_path }}"
-    assert (install["owner"], install["mode"]) == ("root", "0755")
+    (install,) = [t["kubestrap_install"]["files"] for t in tasks if "kubestrap_install" in t]  # one module run
+    assert APPROVER.name in install[0]["content"] and "rstrip=false" in install[0]["content"]  # the bytes as they are
+    assert (install[0]["dest"], install[0]["mode"]) == ("{{ kubeadm_join_serving_approver_path }}", "0755")
+    assert [f["mode"] for f in install[1:]] == ["0644", "0644"]
     assert os.access(APPROVER, os.X_OK) and APPROVER.read_text().startswith("#!/usr/bin/python3\n")
     record = next(t for t in tasks if t.get("ansible.builtin.include_role", {}).get("name") == "node_manifest")
     assert tasks.index(record) == 0, "what it installs is recorded before it is installed (reset removes it)"
@@ -403,10 +404,19 @@ def test_the_timer_runs_the_installed_approver_regularly_and_after_missed_runs()
     assert defaults["kubeadm_join_serving_approver_unit_dir"] == "/etc/systemd/system"
 
 
-def test_the_first_control_plane_gets_the_approver_each_up():
+def test_the_first_control_plane_gets_the_approver_before_init_and_runs_it_each_up():
+    """Installed in kubeadm_init's node-local block before kubeadm init (module runs on a node are cheaper before
+    the control plane runs; its service waits for the admin kubeconfig), run after init by every `up`."""
     tasks = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "tasks" / "main.yml").read_text())
-    included = [t["ansible.builtin.include_role"] for t in tasks if "ansible.builtin.include_role" in t]
-    assert any(i["name"] == "kubeadm_join" and i["tasks_from"] == "serving_approver.yml" for i in included), included
+    block = next(t for t in tasks if t["name"].startswith("Node-local files and kubeadm init"))["block"]
+    names = [t["name"] for t in block]
+    install = next(i for i, t in enumerate(block)
+                   if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "serving_approver.yml")  # fmt: skip
+    assert install < next(i for i, n in enumerate(names) if n.startswith("Run kubeadm init")), names
+    runs = [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "serving_approver_run.yml"]
+    assert len(runs) == 1 and "when" in runs[0] and "__kubeadm_init_apply" not in str(runs[0]["when"]), runs
+    assert tasks.index(runs[0]) > next(i for i, t in enumerate(tasks) if t["name"].startswith("Wait until the API"))
+    assert _units()["service"]["Unit"]["ConditionPathExists"] == ["/etc/kubernetes/admin.conf"]
 
 
 def test_up_installs_the_approver_and_its_timer_and_a_second_run_changes_nothing(cluster, tmp_path):

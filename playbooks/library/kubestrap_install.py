@@ -42,7 +42,12 @@ options:
     elements: dict
     default: []
     suboptions:
-      src: {description: A file on the node (with I(archive), a tar archive)., type: path, required: true}
+      src: {description: "A file on the node (with I(archive), a tar archive); this or I(content).", type: path}
+      content:
+        description: >-
+          The file's text, given in the task (a template rendered on the controller, for example); this or I(src).
+          Not for secrets: module arguments can be logged.
+        type: str
       dest:
         description: "The installed file; with I(archive), the directory members are placed under."
         type: path
@@ -52,7 +57,10 @@ options:
         description: With I(archive), only these members (names as listed by C(tar -t), a leading C(./) ignored).
         type: list
         elements: str
-      mode: {description: Mode of the installed file(s) (octal string); default the archive member's mode, or 0755., type: str}
+      mode:
+        description: >-
+          Mode of the installed file(s) (octal string); default the archive member's mode, or 0755 (0644 with I(content)).
+        type: str
       strip_components:
         description: With I(archive), leading path components removed from member names (as C(tar --strip-components)).
         type: int
@@ -69,6 +77,13 @@ EXAMPLES = r"""
       - {src: /var/cache/kubestrap/containerd.tar.gz, dest: /usr/local, archive: true}
       - {src: /var/cache/kubestrap/runc.amd64, dest: /usr/local/sbin/runc, mode: "0755"}
       - {src: /var/cache/kubestrap/crictl.tar.gz, dest: /usr/local/bin, archive: true, members: [crictl]}
+
+- name: Install a program and its systemd units, rendered on the controller
+  kubestrap_install:
+    files:
+      - {content: "{{ lookup('ansible.builtin.file', 'tool.py', rstrip=false) }}", dest: /usr/local/sbin/tool, mode: "0755"}
+      - content: "{{ lookup('ansible.builtin.template', 'tool.service.j2') }}"
+        dest: /etc/systemd/system/tool.service
 """
 
 RETURN = r"""
@@ -202,6 +217,14 @@ class Installer:
         with open(src, "rb") as handle:
             self._write(dest, mode, _chunks(handle), reason)
 
+    def content(self, data: bytes, dest: str, mode: int) -> None:
+        if same_content(dest, len(data), [data]):
+            wrong = self._attributes(dest, mode)
+            if wrong:
+                self.installed.append({"path": dest, "changed": wrong})
+            return
+        self._write(dest, mode, [data], "content" if os.path.lexists(dest) else "new")
+
     def archive(self, src: str, dest: str, members: list[str] | None, mode: int | None, strip: int = 0) -> None:
         wanted = {member_name(m) for m in members} if members is not None else None
         found: set[str] = set()
@@ -265,6 +288,14 @@ def run(module: AnsibleModule) -> dict:
     for item in params["directories"]:
         installer.directory(item["path"], _mode(item["mode"], item["path"]))
     for item in params["files"]:
+        if (item["src"] is None) == (item["content"] is None):
+            raise InstallError(f"{item['dest']}: give either src or content")
+        if item["content"] is not None:
+            if item["archive"]:
+                raise InstallError(f"{item['dest']}: archive needs src, not content")
+            mode = _mode(item.get("mode"), item["dest"])
+            installer.content(item["content"].encode(), item["dest"], 0o644 if mode is None else mode)
+            continue
         if not os.path.isfile(item["src"]):
             raise InstallError(f"{item['src']} is not a file on {os.uname().nodename} (was the artifacts phase run?)")
         mode = _mode(item.get("mode"), item["dest"])
@@ -293,7 +324,8 @@ def main() -> None:
                 "elements": "dict",
                 "default": [],
                 "options": {
-                    "src": {"type": "path", "required": True},
+                    "src": {"type": "path"},
+                    "content": {"type": "str"},
                     "dest": {"type": "path", "required": True},
                     "archive": {"type": "bool", "default": False},
                     "members": {"type": "list", "elements": "str"},
