@@ -493,7 +493,8 @@ def test_reset_removes_every_directory_kubeadm_init_adds():
     """kubeadm reset leaves kubestrap's own files next to kubeadm's: node_reset must remove each of them."""
     tasks = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "tasks" / "main.yml").read_text())
     flat = [inner for t in tasks for inner in [t, *t.get("block", [])]]
-    created = next(t for t in flat if t["name"] == "Create kubestrap's kubeadm directories")["kubestrap_install"]["directories"]
+    written = next(t for t in flat if t["name"].startswith("Write kubestrap's kubeadm directories"))
+    created = written["kubestrap_install"]["directories"]
     defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
     paths = {str(Path(defaults["kubeadm_init_encryption_config_path"]).parent) if "encryption_config_path" in d["path"]
              else d["path"].replace("{{ kubeadm_init_config_dir }}", defaults["kubeadm_init_config_dir"]) for d in created}

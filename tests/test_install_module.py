@@ -33,14 +33,14 @@ def _tarball(path: Path, members: dict[str, bytes], prefix: str = "", mode: int 
     return path
 
 
-def install(tmp_path: Path, args: dict, check: bool = False) -> dict:
+def install(tmp_path: Path, args: dict, check: bool = False, diff: bool = False) -> dict:
     env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
     me = {"owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name}
     proc = subprocess.run(
         [ANSIBLE, "localhost", "-c", "local", "-e",
          f"ansible_python_interpreter={sys.executable}", "-m", "kubestrap_install", "-a", json.dumps({**me, **args})]
-        + (["--check"] if check else []),
+        + (["--check"] if check else []) + (["--diff"] if diff else []),
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
@@ -161,7 +161,10 @@ def test_files_given_as_content_are_written_when_they_differ_and_mode_defaults_t
 
     unit.write_text("[Service]\nExecStart=/bin/false\n")  # a hand edit
     program.chmod(0o700)
-    fixed = install(tmp_path, args)
+    fixed = install(tmp_path, args, diff=True)
+    assert fixed["diff"] == [{"before_header": str(unit), "after_header": str(unit),  # what --diff shows
+                              "before": "[Service]\nExecStart=/bin/false\n",
+                              "after": "[Service]\nExecStart=/usr/local/sbin/tool\n"}]  # fmt: skip
     assert sorted((e["path"], e["changed"]) for e in fixed["installed"]) == [
         (str(unit), ["content"]), (str(program), ["mode"])]  # fmt: skip
     assert unit.read_text() == "[Service]\nExecStart=/usr/local/sbin/tool\n"

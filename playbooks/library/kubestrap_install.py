@@ -26,7 +26,7 @@ description:
     atomically; owner and mode are corrected when they differ. Archives of any compression Python's
     tarfile reads are supported; only regular files and directories are taken from them, and a member
     that would land outside I(dest) is refused.
-  - Supports check mode.
+  - Supports check mode, and diff mode for files given as I(content).
 options:
   directories:
     description: Directories to create (with their parents); I(mode) defaults to 0755.
@@ -139,9 +139,30 @@ def _chunks(handle: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
+DIFF_LIMIT = 64 * 1024
+
+
+def text_diff(dest: str, data: bytes) -> dict:
+    """Ansible's --diff entry for a file given as content: before and after as text (a binary or large side
+    is named, not shown)."""
+
+    def shown(raw: bytes) -> str:
+        if len(raw) > DIFF_LIMIT or b"\0" in raw:
+            return f"({len(raw)} bytes, not shown)\n"
+        return raw.decode("utf-8", "replace")
+
+    try:
+        with open(dest, "rb") as handle:
+            before = shown(handle.read(DIFF_LIMIT + 1))
+    except FileNotFoundError:
+        before = ""
+    return {"before_header": dest, "after_header": dest, "before": before, "after": shown(data)}
+
+
 class Installer:
-    def __init__(self, uid: int, gid: int, check_mode: bool) -> None:
+    def __init__(self, uid: int, gid: int, check_mode: bool, diff: bool = False) -> None:
         self.uid, self.gid, self.check_mode = uid, gid, check_mode
+        self.diff: list[dict] | None = [] if diff else None
         self.directories: list[str] = []
         self.installed: list[dict] = []
 
@@ -223,6 +244,8 @@ class Installer:
             if wrong:
                 self.installed.append({"path": dest, "changed": wrong})
             return
+        if self.diff is not None:
+            self.diff.append(text_diff(dest, data))
         self._write(dest, mode, [data], "content" if os.path.lexists(dest) else "new")
 
     def archive(self, src: str, dest: str, members: list[str] | None, mode: int | None, strip: int = 0) -> None:
@@ -284,7 +307,7 @@ def run(module: AnsibleModule) -> dict:
         gid = grp.getgrnam(params["group"]).gr_gid
     except KeyError as exc:
         raise InstallError(f"no such user or group: {exc.args[0]}") from None
-    installer = Installer(uid, gid, module.check_mode)
+    installer = Installer(uid, gid, module.check_mode, diff=module._diff)
     for item in params["directories"]:
         installer.directory(item["path"], _mode(item["mode"], item["path"]))
     for item in params["files"]:
@@ -303,11 +326,14 @@ def run(module: AnsibleModule) -> dict:
             installer.archive(item["src"], item["dest"], item.get("members"), mode, item["strip_components"])
         else:
             installer.file(item["src"], item["dest"], 0o755 if mode is None else mode)
-    return {
+    result = {
         "changed": bool(installer.directories or installer.installed),
         "directories": installer.directories,
         "installed": installer.installed,
     }
+    if installer.diff:
+        result["diff"] = installer.diff
+    return result
 
 
 def main() -> None:
