@@ -54,3 +54,20 @@ def test_vm_sources_get_debians_keyring_and_nothing_else_is_accepted():
 def test_the_repository_holds_what_node_prep_installs():
     packages = node_apt_repo.node_prep_packages()
     assert {"conntrack", "socat", "systemd-timesyncd", "open-iscsi"} <= set(packages)
+
+
+def test_the_repository_is_served_by_a_thread_that_ends_with_its_block(tmp_path):
+    """No process of its own: a killed e2e run leaves no server behind (it ends with the test process)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    (tmp_path / "Release").write_text("Origin: test\n")
+    before = {t.name for t in threading.enumerate()}
+    with node_apt_repo.served(tmp_path) as port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/Release", timeout=5) as answer:
+            assert answer.read() == b"Origin: test\n"
+        assert "node-apt-repo" in {t.name for t in threading.enumerate()} - before
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/Release", timeout=5)
+    assert "node-apt-repo" not in {t.name for t in threading.enumerate()}
