@@ -37,6 +37,11 @@ def test_a_module_loaded_or_built_in_is_not_missing_whatever_its_dashes():
     assert probe.missing_modules(wanted, proc_modules, builtin) == ["iscsi_tcp"]
 
 
+def test_a_sysctl_key_names_its_proc_file_as_sysctl_reads_it():
+    assert probe.sysctl_path("net.ipv4.ip_forward") == "/proc/sys/net/ipv4/ip_forward"
+    assert probe.sysctl_path("net.ipv4.conf.eth0/100.rp_filter") == "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+
+
 def test_memory_in_mib_from_meminfo():
     assert probe.memtotal_mb("MemTotal:        2030112 kB\nMemFree: 1 kB\n") == 1982
     assert probe.memtotal_mb("") == 0
@@ -47,7 +52,8 @@ def test_one_run_on_this_machine_reads_paths_files_ports_and_hardware(tmp_path):
     there.write_text("abc\n")
     args = {"paths": [str(there), str(tmp_path / "absent")], "globs": [f"{tmp_path}/th*", f"{tmp_path}/none*"],
             "files": [str(there), str(tmp_path / "absent")],
-            "modules": ["no_such_module_x"], "listening": True, "hardware": True}  # fmt: skip
+            "modules": ["no_such_module_x"], "listening": True, "hardware": True,
+            "sysctls": ["kernel.ostype", "net.ipv4.no_such_key_x"]}  # fmt: skip
     env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"))  # fmt: skip
     proc = subprocess.run(
@@ -62,6 +68,7 @@ def test_one_run_on_this_machine_reads_paths_files_ports_and_hardware(tmp_path):
     assert result["matched"] == [f"{tmp_path}/th*"]
     assert result["files"] == {str(there): "abc\n", str(tmp_path / "absent"): None}
     assert result["modules_missing"] == ["no_such_module_x"]
+    assert result["sysctls"] == {"kernel.ostype": "Linux", "net.ipv4.no_such_key_x": None}
     assert all(isinstance(port, int) for port in result["tcp_listening"])
     assert result["hardware"]["vcpus"] == os.cpu_count() and result["hardware"]["memtotal_mb"] > 0
 

@@ -34,6 +34,11 @@ options:
     type: list
     elements: str
     default: []
+  sysctls:
+    description: Kernel parameters (sysctl keys as sysctl(8) names them) whose live values are read from C(/proc/sys).
+    type: list
+    elements: str
+    default: []
   listening: {description: Report the TCP ports in the LISTEN state (IPv4 and IPv6)., type: bool, default: false}
   hardware: {description: Report CPUs, memory and the DMI product UUID., type: bool, default: false}
   facts:
@@ -67,6 +72,10 @@ present: {description: The given paths that exist, in the given order., type: li
 matched: {description: The given patterns that match a path, in the given order., type: list, returned: always}
 files: {description: Path -> content (null when unreadable)., type: dict, returned: always}
 modules_missing: {description: The given modules neither loaded nor built in, in the given order., type: list, returned: always}
+sysctls:
+  description: Key -> its live value as C(sysctl -n) prints it (null when the kernel has no such key).
+  type: dict
+  returned: always
 tcp_listening: {description: Sorted TCP ports in LISTEN (empty unless I(listening))., type: list, returned: always}
 hardware: {description: "vcpus, memtotal_mb, product_uuid (lower case, empty if unreadable)", type: dict, returned: when hardware}
 ansible_facts:
@@ -91,6 +100,20 @@ def read_text(path: str, limit: int = FILE_LIMIT) -> str | None:
             return handle.read(limit).decode("utf-8", "replace")
     except OSError:
         return None
+
+
+def sysctl_path(key: str) -> str:
+    """The /proc/sys file of a sysctl key: dots separate its parts, and a slash stands for a dot within a part
+    (net.ipv4.conf.eth0/100.rp_filter is /proc/sys/net/ipv4/conf/eth0.100/rp_filter), as sysctl(8) reads them."""
+    return "/proc/sys/" + "/".join(part.replace("/", ".") for part in key.split("."))
+
+
+def sysctl_values(keys: list[str]) -> dict[str, str | None]:
+    values = {}
+    for key in keys:
+        text = read_text(sysctl_path(key))
+        values[key] = None if text is None else text.rstrip("\n")
+    return values
 
 
 def _module_name(name: str) -> str:
@@ -211,6 +234,7 @@ def probe(p: dict) -> dict:
         "matched": [pattern for pattern in p["globs"] if glob.glob(pattern)],
         "files": {path: read_text(path) for path in p["files"]},
         "modules_missing": [],
+        "sysctls": sysctl_values(p.get("sysctls") or []),
         "tcp_listening": [],
     }
     if p["modules"]:
@@ -239,6 +263,7 @@ OPTIONS = {
     "globs": {"type": "list", "elements": "str", "default": []},
     "files": {"type": "list", "elements": "path", "default": []},
     "modules": {"type": "list", "elements": "str", "default": []},
+    "sysctls": {"type": "list", "elements": "str", "default": []},
     "listening": {"type": "bool", "default": False},
     "hardware": {"type": "bool", "default": False},
     "facts": {"type": "bool", "default": False},
