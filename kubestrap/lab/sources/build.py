@@ -111,6 +111,11 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
     # (-DVERSION=v<TAG>-<revision>; the module version stands for the git revision)
     Program("pause", "k8s.io/kubernetes", {"pause": "build/pause/linux/pause.c"}, wrapper="kubernetes", c_source=True),
 )}  # fmt: skip
+# The Kubernetes programs of the minor before the pin, built only on request (`build.py kubernetes-previous`): the
+# lab's upgrade test forms a cluster at this version and upgrades it to the pin (tests/e2e/test_upgrade.py).
+PREVIOUS_KUBERNETES = Program("kubernetes-previous", "k8s.io/kubernetes", PROGRAMS["kubernetes"].binaries, _kubernetes,
+                              wrapper="kubernetes-1.35")
+ON_REQUEST: dict[str, Program] = {PREVIOUS_KUBERNETES.name: PREVIOUS_KUBERNETES}
 PAUSE_MAKEFILE = "build/pause/Makefile"  # in the k8s.io/kubernetes module: `TAG ?= <pause version>`
 
 # Pins the module proxy does not serve: pin key -> (pinned, built instead, why). tests/README.md says more.
@@ -247,21 +252,23 @@ def versions_pins() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("programs", nargs="*", help=f"of: {', '.join(PROGRAMS)} (default: all)")
+    parser.add_argument("programs", nargs="*",
+                        help=f"of: {', '.join(PROGRAMS)} (default: all); on request: {', '.join(ON_REQUEST)}")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--dir", metavar="PROGRAM", help="print PROGRAM's binary directory (building it if needed)")
     args = parser.parse_args(argv)
+    known = {**PROGRAMS, **ON_REQUEST}
     names = [args.dir] if args.dir else (args.programs or list(PROGRAMS))
-    unknown = [n for n in names if n not in PROGRAMS]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        print(f"error: unknown program(s) {', '.join(unknown)}; known: {', '.join(PROGRAMS)}", file=sys.stderr)
+        print(f"error: unknown program(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
         return 2
     result = {}
     try:
         for name in names:
             quiet = args.json or args.dir
-            target, seconds, cached = build(PROGRAMS[name], log=(lambda m: print(m, file=sys.stderr)) if quiet else print)
-            result[name] = {"version": module_version(PROGRAMS[name]), "dir": str(target),
+            target, seconds, cached = build(known[name], log=(lambda m: print(m, file=sys.stderr)) if quiet else print)
+            result[name] = {"version": module_version(known[name]), "dir": str(target),
                             "seconds": round(seconds, 1), "cached": cached}  # fmt: skip
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
