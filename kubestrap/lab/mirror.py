@@ -19,6 +19,10 @@ every add-on off, and the lab's own pod network (podnet.py) is the CNI.
 
 Built once per content key (this file, the pins, each program's build) under ~/.cache/kubestrap/lab-mirror/
 (KUBESTRAP_LAB_MIRROR_DIR), outside the clone; a finished build is never modified.
+
+`build(previous=True)` (`--previous`) builds a variant that also serves the Kubernetes minor before the pin
+(sources/build.py PREVIOUS_KUBERNETES) and its images: `settings("previous")` forms a cluster at that version,
+`settings()` of the same mirror then upgrades it to the pin (the upgrade lab test, tests/e2e/test_upgrade.py).
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ VERSIONS_FILE = sources.ROOT / "group_vars" / "all" / "versions.yml"
 ARCH = "amd64"
 FIXED_MTIME = 1_700_000_000  # reproducible tarballs: same inputs, same sha256
 MIRROR_FORMAT = 1  # bump when the layout changes for the same builds
+# The cluster images kubeadm of the previous minor asks for, where they differ from the pin's (its etcd and CoreDNS
+# are stand-ins made from the pin's builds, sources/images.py STAND_INS). Its pause (kubeadm's preflight wants it
+# present) is one more image; containerd's sandbox stays the pinned pause.
+PREVIOUS_CLUSTER_IMAGES = {
+    "etcd": {"image": "registry.k8s.io/etcd:3.6.6-0", "nodes": "control_plane"},
+    "coredns": {"image": "registry.k8s.io/coredns/coredns:v1.13.1", "nodes": "all"},
+    "pause-kubeadm": {"image": "registry.k8s.io/pause:3.10.1", "nodes": "control_plane"},
+}
 # the sources/build.py programs whose release files the mirror serves
 PROGRAMS = ("kubernetes", "containerd", "runc", "cri-tools", "cni", "helm")
 SETTINGS_HEADER = """---
@@ -159,6 +171,7 @@ class Mirror:
     directory: Path  # www/ and build.json
     artifacts: dict[str, dict[str, Any]]  # kubestrap_artifacts entries of what was built
     image_settings: dict[str, Any]  # the images' lock, the pause pin, the kubeadm the image list is from
+    previous: dict[str, Any] | None = None  # the previous minor's overrides (a build(previous=True) mirror)
 
     @property
     def www(self) -> Path:
@@ -173,11 +186,12 @@ class Mirror:
     def base_url(self) -> str:
         return self.www.as_uri()
 
-    def settings(self, base_url: str = "") -> dict[str, Any]:
-        """The inventory settings that run a cluster from this mirror (see SETTINGS_HEADER)."""
+    def settings(self, base_url: str = "", kubernetes: str = "pin") -> dict[str, Any]:
+        """The inventory settings that run a cluster from this mirror (see SETTINGS_HEADER); *kubernetes*
+        "previous" (a build(previous=True) mirror only) forms it at the minor before the pin."""
         pins = yaml.safe_load(VERSIONS_FILE.read_text())
         addons = dict.fromkeys(pins_addons(), False)
-        return {
+        settings = {
             "kubestrap_artifacts_base_url": base_url or self.base_url,
             "kubestrap_architectures": [ARCH],
             "kubestrap_artifacts": {**pins["kubestrap_artifacts"], **self.artifacts},
@@ -185,9 +199,19 @@ class Mirror:
             "addons_enabled": addons,
             **self.image_settings,
         }
+        if kubernetes == "pin":
+            return settings
+        if kubernetes != "previous" or self.previous is None:
+            raise LabError(f"this mirror serves no Kubernetes {kubernetes!r} (build it with previous=True)")
+        settings["kubestrap_artifacts"] = {**settings["kubestrap_artifacts"], **self.previous["artifacts"]}
+        settings["kubestrap_images_lock"] = {**settings["kubestrap_images_lock"], **self.previous["images_lock"]}
+        settings["kubestrap_cluster_images"] = self.previous["cluster_images"]
+        settings["kubestrap_cluster_images_from_kubeadm"] = self.previous["artifacts"]["kubeadm"]["version"]
+        return settings
 
-    def settings_text(self, base_url: str = "") -> str:
-        return SETTINGS_HEADER + yaml.dump(self.settings(base_url), Dumper=_IndentedDumper, sort_keys=True, width=120)
+    def settings_text(self, base_url: str = "", kubernetes: str = "pin") -> str:
+        return SETTINGS_HEADER + yaml.dump(self.settings(base_url, kubernetes), Dumper=_IndentedDumper, sort_keys=True,
+                                           width=120)  # fmt: skip
 
 
 class _IndentedDumper(yaml.SafeDumper):
@@ -203,18 +227,42 @@ def pins_addons() -> list[str]:
     return list(data["addons_enabled"])
 
 
-def content_key() -> str:
+def content_key(previous: bool = False) -> str:
     """Hash of what decides the mirror's content: this file, the pins, each program's build directory."""
     digest = hashlib.sha256()
     digest.update(Path(__file__).read_bytes() + VERSIONS_FILE.read_bytes() + str(MIRROR_FORMAT).encode())
     go = sources.go_version()
-    for name in (*PROGRAMS, "etcd", "etcdctl", "etcdutl", "coredns", "pause"):  # the images' programs too
-        program = sources.PROGRAMS[name]
+    programs = [sources.PROGRAMS[name] for name in (*PROGRAMS, "etcd", "etcdctl", "etcdutl", "coredns", "pause")]
+    for program in [*programs, *([sources.PREVIOUS_KUBERNETES] if previous else [])]:  # the images' programs too
         digest.update(str(sources.target_dir(program, sources.module_version(program), go)).encode())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:16] + ("-previous" if previous else "")
 
 
-def _build(target: Path, log: Log) -> None:
+def _build_previous(www: Path, served: dict[str, Any], target: Path, log: Log) -> dict[str, Any]:
+    """Serve the Kubernetes minor before the pin beside the pin's files: its kubeadm, kubelet and kubectl, its images;
+    return the overrides that form a cluster at it (Mirror.settings("previous"))."""
+    program = sources.PREVIOUS_KUBERNETES
+    built, seconds, cached = sources.build(program, log=log)
+    version = sources.module_version(program).lstrip("v")
+    log(f"{program.name} v{version}: {'built before' if cached else f'built in {seconds:.0f} s'}")
+    pins = served["kubestrap_artifacts"]
+    artifacts = {}
+    for binary in ("kubeadm", "kubelet", "kubectl"):
+        path = www / url_path(pins[binary]["url"], version)
+        single(path, (built / binary).read_bytes())
+        artifacts[binary] = {"version": version, "url": pins[binary]["url"],
+                             "sha256": {ARCH: hashlib.sha256(path.read_bytes()).hexdigest()}}  # fmt: skip
+    cluster_images = {**served["kubestrap_cluster_images"], **PREVIOUS_CLUSTER_IMAGES}
+    previous = {**served, "kubestrap_artifacts": {**pins, **artifacts}, "kubestrap_cluster_images": cluster_images,
+                "kubestrap_cluster_images_from_kubeadm": version}  # fmt: skip
+    previous_file = target / "served-versions-previous.yml"
+    previous_file.write_text(yaml.safe_dump(previous))
+    log(f"images of Kubernetes v{version}")
+    lock = mirror_images(www, cluster_references(previous_file), build_missing=True)["kubestrap_images_lock"]
+    return {"artifacts": artifacts, "images_lock": lock, "cluster_images": cluster_images}
+
+
+def _build(target: Path, log: Log, previous: bool = False) -> None:
     pins = yaml.safe_load(VERSIONS_FILE.read_text())["kubestrap_artifacts"]
     www = target / "www"
     dirs: dict[str, Path] = {}
@@ -259,12 +307,14 @@ def _build(target: Path, log: Log) -> None:
     image_settings["kubestrap_cluster_images_from_kubeadm"] = artifacts["kubeadm"]["version"]
     record = {"artifacts": artifacts, "image_settings": image_settings,
               "builds": {name: str(path) for name, path in dirs.items()}}  # fmt: skip
+    if previous:
+        record["previous"] = _build_previous(www, served, target, log)
     (target / "build.json").write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
 def _load(directory: Path) -> Mirror:
     data = json.loads((directory / "build.json").read_text())
-    return Mirror(directory, data["artifacts"], data["image_settings"])
+    return Mirror(directory, data["artifacts"], data["image_settings"], data.get("previous"))
 
 
 @contextlib.contextmanager
@@ -278,12 +328,13 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build(log: Log = lambda message: None) -> tuple[Mirror, bool]:
+def build(log: Log = lambda message: None, previous: bool = False) -> tuple[Mirror, bool]:
     """The mirror of the current content key: (mirror, built now). Reuses a finished build; builds what the
-    program cache lacks (the first time: tens of minutes on two cores, each step logged)."""
+    program cache lacks (the first time: tens of minutes on two cores, each step logged). *previous* also serves
+    the Kubernetes minor before the pin (module docstring)."""
     try:
         root = root_dir()
-        target = root / content_key()
+        target = root / content_key(previous)
         if (target / "build.json").is_file():
             return _load(target), False
         with _locked(root / ".lock"):
@@ -291,7 +342,7 @@ def build(log: Log = lambda message: None) -> tuple[Mirror, bool]:
                 return _load(target), False
             temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
             try:
-                _build(temp, log)
+                _build(temp, log, previous)
                 temp.replace(target)
             except BaseException:
                 shutil.rmtree(temp, ignore_errors=True)
@@ -308,14 +359,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Build the VM lab's local artifact mirror and write its settings.")
     parser.add_argument("settings", type=Path, help="where to write the inventory settings (YAML) for the mirror")
+    parser.add_argument("--previous", action="store_true",
+                        help="serve the Kubernetes minor before the pin too, and write the settings that form a "
+                             "cluster at it (the upgrade lab test)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        built, _ = build(lambda message: print(f"mirror: {message}", file=sys.stderr))
+        built, _ = build(lambda message: print(f"mirror: {message}", file=sys.stderr), previous=args.previous)
+        text = built.settings_text(kubernetes="previous" if args.previous else "pin")
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.settings.parent.mkdir(parents=True, exist_ok=True)
-    args.settings.write_text(built.settings_text())
+    args.settings.write_text(text)
     print(args.settings)
     return 0
 

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fixtures import artifact_mirror, node_apt_repo  # noqa: E402
 
+from kubestrap.lab import mirror as lab_mirror  # noqa: E402
+
 LAB = "e2e"
 CP = f"{LAB}-cp"
 WORKER_COUNT = int(os.environ.get("KUBESTRAP_E2E_WORKERS", "1"))
@@ -60,6 +62,8 @@ class Cluster:
     image_tar: Path  # the mirror's busybox OCI image, for `ctr images import` on a node
     overrides: dict[str, Any] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
+    name: str = LAB  # the lab's name (its VMs are <name>-cp, <name>-worker<i>)
+    spare: tuple[str, ...] = (NEW_NODE,)  # VMs of the lab left out of the main inventory (add-node joins them)
 
     @property
     def kubelet_version(self) -> str:
@@ -74,8 +78,8 @@ class Cluster:
 
     def write_inventories(self) -> None:
         """(Re)write both inventories from the lab's current hosts.yml (a restarted VM may have new ports)."""
-        lab_hosts = ROOT / ".lab" / LAB / "hosts.yml"
-        _inventory(self.main, lab_hosts, self.overrides, {NEW_NODE})
+        lab_hosts = ROOT / ".lab" / self.name / "hosts.yml"
+        _inventory(self.main, lab_hosts, self.overrides, set(self.spare))
         _inventory(self.full, lab_hosts, self.overrides, set())
 
     def _ssh_base(self, host: str, tool: str) -> list[str]:
@@ -128,7 +132,7 @@ class Cluster:
         # the local mirror, as `lab up` chooses it on a machine without the release hosts (asked, not probed)
         choice = ["--artifacts", "local"] if args[:1] == ("up",) else []
         proc = subprocess.run(
-            [sys.executable, "-m", "kubestrap.lab", *args, *choice, "--name", LAB],
+            [sys.executable, "-m", "kubestrap.lab", *args, *choice, "--name", self.name],
             capture_output=True, text=True, cwd=ROOT, timeout=1800,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-4000:]
@@ -160,21 +164,25 @@ def _inventory(path: Path, lab_hosts: Path, overrides: dict[str, Any], drop: set
     return path
 
 
-def _point_apt_at_local_repo(c: Cluster, stack: contextlib.ExitStack) -> None:
+def _point_apt_at_local_repo(c: Cluster, stack: contextlib.ExitStack, vms: list[str]) -> None:
     """Every VM's apt reads only the local repository (built for the VMs' own dpkg status and sources)."""
-    status = c.ssh(CP, "cat", "/var/lib/dpkg/status")
-    sources = c.ssh(CP, "cat", "/etc/apt/sources.list")
-    route = c.ssh(CP, "ip", "route", "show", "default")
+    status = c.ssh(vms[0], "cat", "/var/lib/dpkg/status")
+    sources = c.ssh(vms[0], "cat", "/etc/apt/sources.list")
+    route = c.ssh(vms[0], "ip", "route", "show", "default")
     assert status.returncode == sources.returncode == route.returncode == 0, status.stderr + sources.stderr + route.stderr
     gateway = route.stdout.split()[2]  # "default via 10.0.2.2 dev ...": the controller, seen from the VM
     port = stack.enter_context(node_apt_repo.served(node_apt_repo.build(status.stdout, sources.stdout)))
     line = node_apt_repo.sources_line(gateway, port).strip()
-    for name in [CP, *WORKERS, NEW_NODE]:
+    for name in vms:
         done = c.ssh(name, f"rm -f /etc/apt/sources.list.d/* && echo '{line}' > /etc/apt/sources.list")
         assert done.returncode == 0, f"{name}: {done.stderr}"
 
 
-def start_cluster(tmp_path_factory: Any) -> Any:
+def start_cluster(tmp_path_factory: Any, name: str = LAB, workers: int = WORKER_COUNT, spare: bool = True,
+                  kubernetes: str = "pin") -> Any:
+    """A lab *name* of one control plane and *workers* workers (plus one more VM for add-node when *spare*) and
+    the inventories for it; *kubernetes* "previous" forms the cluster at the minor before the pin (the mirror's
+    previous variant, kubestrap/lab/mirror.py), for the upgrade test."""
     if ADDONS:
         raise RuntimeError(
             "KUBESTRAP_E2E_ADDONS=on cannot run: the VMs run real helm, and the add-ons' chart repositories and "
@@ -182,23 +190,27 @@ def start_cluster(tmp_path_factory: Any) -> Any:
             "(tests/addons/test_addons_phase.py: every add-on with real helm against a real API server and fixture "
             "charts). Unset KUBESTRAP_E2E_ADDONS (or set it to off)."
         )
-    work = tmp_path_factory.mktemp("e2e")
-    made = artifact_mirror.build(log=lambda message: print(f"e2e: {message}", file=sys.stderr))
+    work = tmp_path_factory.mktemp(name)
+    made = artifact_mirror.build(log=lambda message: print(f"{name}: {message}", file=sys.stderr))
     env = dict(
         os.environ,
         KUBESTRAP_RUNS_DIR=str(work / "runs"),
         KUBESTRAP_SECRETS_DIR=str(work / "secrets"),
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     )
-    c = Cluster(work, work / "main", work / "full", env, made.image_tar)
-    c.lab("up", "--workers", str(WORKER_COUNT + 1))
+    vms = [f"{name}-cp", *(f"{name}-worker{i}" for i in range(1, workers + 1 + int(spare)))]
+    c = Cluster(work, work / "main", work / "full", env, made.image_tar, name=name, spare=tuple(vms[workers + 1:]))
+    c.lab("up", "--workers", str(len(vms) - 1))
     # the settings `lab up --artifacts local` wrote beside the lab's inventory, as a user's `up` reads them
-    c.overrides = yaml.safe_load((ROOT / ".lab" / LAB / "group_vars" / "k8s_cluster" / "local-mirror.yml").read_text())
+    c.overrides = yaml.safe_load((ROOT / ".lab" / name / "group_vars" / "k8s_cluster" / "local-mirror.yml").read_text())
     assert c.overrides["kubestrap_artifacts_base_url"] == made.mirror.base_url
+    if kubernetes != "pin":
+        previous, _ = lab_mirror.build(lambda message: print(f"{name}: {message}", file=sys.stderr), previous=True)
+        c.overrides = previous.settings(kubernetes=kubernetes)
     c.write_inventories()
     with contextlib.ExitStack() as stack:
         if APT_SOURCE == "local":
-            _point_apt_at_local_repo(c, stack)
+            _point_apt_at_local_repo(c, stack, vms)
         yield c
     (work / "e2e-log.json").write_text(json.dumps(c.log, indent=2))
     c.lab("down")

@@ -13,6 +13,8 @@ from helpers import ROOT
 
 from kubestrap import validate
 from kubestrap.lab import artifacts_source, inventory, mirror
+from kubestrap.lab.errors import LabError
+from kubestrap.lab.sources import build as sources
 from tests.lab.test_lab_inventory import lab_state, vm
 
 
@@ -96,3 +98,36 @@ def test_a_release_host_that_answers_with_an_error_status_counts_as_reachable(mo
 
     monkeypatch.setattr(artifacts_source.urllib.request, "urlopen", down)
     assert artifacts_source.unreachable(("https://dl.k8s.io/",)) == ["https://dl.k8s.io/"]
+
+
+def test_the_previous_minor_settings_form_a_valid_inventory_one_minor_below_the_pin(tmp_path, no_build, monkeypatch):
+    """The upgrade test's mirror (mirror.build(previous=True)): its "previous" settings run kubeadm, kubelet and kubectl
+    of the minor before the pin with the images that kubeadm asks for, and `check` accepts them as it does the pin's."""
+    inv = lab_inventory(tmp_path)
+    made = fake_mirror(tmp_path / "mirror" / "key")
+    pins = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())
+    version = sources.module_version(sources.PREVIOUS_KUBERNETES).lstrip("v")
+    artifacts = {name: {**made.artifacts[name], "version": version} for name in ("kubeadm", "kubelet", "kubectl")}
+    cluster_images = {**pins["kubestrap_cluster_images"], **mirror.PREVIOUS_CLUSTER_IMAGES}
+    previous = {"artifacts": artifacts, "cluster_images": cluster_images,
+                "images_lock": {"registry.k8s.io/etcd:3.6.6-0": "sha256:" + "0" * 64}}  # fmt: skip
+    made = mirror.Mirror(made.directory, made.artifacts, made.image_settings, previous)
+    settings = made.settings(kubernetes="previous")
+    assert settings["kubestrap_artifacts"]["kubelet"]["version"] == version
+    assert settings["kubestrap_cluster_images_from_kubeadm"] == version
+    assert settings["kubestrap_images_lock"]["registry.k8s.io/etcd:3.6.6-0"].startswith("sha256:")
+    assert made.settings()["kubestrap_artifacts"]["kubelet"]["version"] == pins["kubestrap_artifacts"]["kubelet"]["version"]
+    pin_minor = int(build_nearest_kubeadm().split(".")[1])
+    assert int(version.split(".")[1]) == pin_minor - 1
+    written = inv / "group_vars" / "k8s_cluster" / "local-mirror.yml"
+    written.write_text(made.settings_text(kubernetes="previous"))
+    assert list(validate.check_path(inv)) == []
+    with pytest.raises(LabError, match="serves no Kubernetes"):
+        fake_mirror(tmp_path / "other").settings(kubernetes="previous")
+
+
+def build_nearest_kubeadm() -> str:
+    """The Kubernetes version the lab builds for the pin (the pin, or build.NEAREST's stand-in)."""
+    pinned = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_artifacts"]["kubeadm"]
+    nearest = sources.NEAREST.get("kubeadm")
+    return nearest[1] if nearest and nearest[0] == str(pinned["version"]) else str(pinned["version"])

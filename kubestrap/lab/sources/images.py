@@ -117,7 +117,11 @@ IMAGES: dict[str, Image] = {
 # tags kubeadm asks for that a built version stands in for (program -> tag -> built version); tests/README.md
 # says why. Kubernetes' stand-in comes from build.NEAREST.
 STAND_INS: dict[str, dict[str, str]] = {
-    "coredns": {"v1.14.2": "v1.14.3"},  # kubeadm v1.36.3 asks for v1.14.2; the proxy's oldest v1.14 is v1.14.3
+    # kubeadm v1.36.3 asks for v1.14.2; the proxy's oldest v1.14 is v1.14.3. kubeadm v1.35.4 (the previous minor,
+    # for the upgrade test only) asks for v1.13.1, which the proxy does not serve at all.
+    "coredns": {"v1.14.2": "v1.14.3", "v1.13.1": "v1.14.3"},
+    # kubeadm v1.35.4 asks for etcd 3.6.6-0; the proxy serves etcd v3.6.5 and v3.6.8, not v3.6.6 (upgrade test only)
+    "etcd": {"3.6.6-0": "v3.6.8"},
 }
 
 
@@ -157,8 +161,8 @@ def _stands_for(image: Image, tag: str, built: str) -> bool:
     if image.program == "pause":
         release = build.pause_tag().split(".")[:2]
         return tag.split(".")[:2] == release
-    if image.program == "etcd":
-        return re.fullmatch(rf"{re.escape(built.lstrip('v'))}-\d+", tag) is not None
+    if image.program == "etcd" and re.fullmatch(rf"{re.escape(built.lstrip('v'))}-\d+", tag):
+        return True
     if tag == built:
         return True
     if image.program == "kubernetes":
@@ -171,9 +175,19 @@ def _version(image: Image) -> str:
     return build.module_version(build.PROGRAMS[image.program])
 
 
-def binary_of(image: Image, build_missing: bool = False) -> tuple[Path, str]:
-    """(the built binary, the version built) of *image*; a missing build is built or refused."""
-    program = build.PROGRAMS[image.program]
+def program_for(image: Image, tag: str = "") -> build.Program:
+    """The build an image of *tag* is made from: the Kubernetes programs of the previous minor for its tag
+    (build.PREVIOUS_KUBERNETES, the upgrade test's starting version), else the image's own program."""
+    previous = build.PREVIOUS_KUBERNETES
+    if image.program == "kubernetes" and tag and tag == build.module_version(previous):
+        return previous
+    return build.PROGRAMS[image.program]
+
+
+def binary_of(image: Image, build_missing: bool = False, tag: str = "") -> tuple[Path, str]:
+    """(the built binary, the version built) of *image* (of *tag*: see program_for); a missing build is built or
+    refused."""
+    program = program_for(image, tag)
     version = build.module_version(program)
     if build_missing:
         target, _seconds, _cached = build.build(program, log=lambda message: print(message, file=sys.stderr))
@@ -182,7 +196,7 @@ def binary_of(image: Image, build_missing: bool = False) -> tuple[Path, str]:
     binary = target / image.binary
     if not binary.is_file():
         raise ImageError(
-            f"{image.program} is not built ({binary} missing): run python -m kubestrap.lab.sources.build {image.program}"
+            f"{program.name} is not built ({binary} missing): run python -m kubestrap.lab.sources.build {program.name}"
         )
     return binary, version
 
@@ -408,7 +422,7 @@ def archive(reference: str, cache: Path | None = None, build_missing: bool = Fal
     """The archive of *reference* (written unless the cache has it)."""
     name, tag = parse_reference(reference)
     image = image_for(name)
-    binary, version = binary_of(image, build_missing)
+    binary, version = binary_of(image, build_missing, tag)
     companions = companion_binaries(image, version, build_missing)
     if not _stands_for(image, tag, version):
         raise ImageError(f"{name}:{tag} cannot be made from {image.program} {version}: the tag is neither the built "
