@@ -21,7 +21,8 @@ import threading
 import time
 
 import pytest
-from e2e_support import Cluster, start_cluster
+import yaml
+from e2e_support import ROOT, Cluster, start_cluster
 
 from kubestrap import upgrade
 from kubestrap.lab import mirror as lab_mirror
@@ -142,6 +143,14 @@ def test_upgrade_to_the_pin_keeps_the_workload_available(old_cluster: Cluster):
     answered = [value for _, value in watch.samples if value is not None]
     assert len(answered) >= 10, watch.samples
     assert min(answered) >= 1, f"the workload was unavailable during the upgrade: {watch.samples}"
+    # the static pods kubeadm wrote anew keep the inventory's kubeadm patches (the lab's gentler probes)
+    manifest = c.ssh(CP, "cat", "/etc/kubernetes/manifests/kube-apiserver.yaml")
+    probe = yaml.safe_load(manifest.stdout)["spec"]["containers"][0]["livenessProbe"]
+    patched = c.overrides.get("kubeadm_init_patches") or yaml.safe_load(
+        (ROOT / "inventories" / "lab" / "group_vars" / "k8s_cluster" / "lab.yml").read_text())["kubeadm_init_patches"]
+    wanted = patched["kube-apiserver"]["spec"]["containers"][0]["livenessProbe"]
+    assert {key: probe.get(key) for key in wanted} == wanted, probe
+    assert f"kube-apiserver:{target}" in yaml.safe_load(manifest.stdout)["spec"]["containers"][0]["image"]
     # kubeadm moved etcd and CoreDNS to the pin's versions with the control plane
     pods = json.loads(c.kubectl("get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
     images = {container["image"] for pod in pods for container in pod["spec"]["containers"]}
