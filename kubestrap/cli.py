@@ -369,23 +369,47 @@ _UPGRADE_WORK = {
     (upgrade.APPLY, upgrade.CONTROL_PLANE): "kubeadm upgrade apply; drain; kubelet + kubectl; restart; uncordon",
     (upgrade.NODE, upgrade.CONTROL_PLANE): "kubeadm upgrade node; drain; kubelet + kubectl; restart; uncordon",
     (upgrade.NODE, upgrade.WORKER): "kubeadm upgrade node; drain; kubelet; restart; uncordon",
+    (upgrade.RUNTIME, upgrade.CONTROL_PLANE): "drain; containerd + runc; restart containerd, kubelet; uncordon",
+    (upgrade.RUNTIME, upgrade.WORKER): "drain; containerd + runc; restart containerd, kubelet; uncordon",
 }
+
+
+def _upgrade_work(step: upgrade.Step) -> str:
+    """What a step does on its nodes; a kubelet step that also replaces containerd says so (in the drained window)."""
+    work = _UPGRADE_WORK[(step.action, step.role)]
+    if step.action == upgrade.RUNTIME or not step.runtime_nodes:
+        return work
+    on = "" if len(step.runtime_nodes) == len(step.nodes) else f" on {', '.join(step.runtime_nodes)}"
+    return work.replace("; restart;", f"; containerd + runc{on}; restart;")
+
+
+def _upgrade_versions(step: upgrade.Step) -> str:
+    """from -> to of a step: the kubelets', then containerd's when the step replaces it."""
+    kubelets = f"{', '.join(step.versions_from)} -> {step.version_to}"
+    containerd = f"containerd {', '.join(step.runtime_from)} -> {step.runtime_to}" if step.runtime_nodes else ""
+    if step.action == upgrade.RUNTIME:
+        return containerd
+    return f"{kubelets}; {containerd}" if containerd else kubelets
 
 
 def print_upgrade_plan(console: Console, plan: upgrade.Plan) -> None:
     """The plan as a table (step, nodes, action, from -> to), the nodes already at the target and the notes."""
     if plan.nothing_to_do:
-        console.print(f"upgrade: nothing to do, the API server and every node run {plan.target}", markup=False)
+        runtime = f", containerd {plan.runtime}" if plan.runtime else ""
+        console.print(f"upgrade: nothing to do, the API server and every node run {plan.target}{runtime}", markup=False)
     else:
-        table = Table(title=escape(f"upgrade: API server {plan.apiserver} -> {plan.target}"), title_justify="left")
+        runtime = f", containerd -> {plan.runtime}" if any(step.runtime_nodes for step in plan.steps) else ""
+        table = Table(title=escape(f"upgrade: API server {plan.apiserver} -> {plan.target}{runtime}"),
+                      title_justify="left")
         for col in ("step", "node(s)", "action", "from -> to"):
             table.add_column(col)
         for step in plan.steps:
-            table.add_row(str(step.number), Text(", ".join(step.nodes)), Text(_UPGRADE_WORK[(step.action, step.role)]),
-                          Text(f"{', '.join(step.versions_from)} -> {step.version_to}"))
+            table.add_row(str(step.number), Text(", ".join(step.nodes)), Text(_upgrade_work(step)),
+                          Text(_upgrade_versions(step)))
         print_table(console, table)
         if plan.current:
-            console.print(f"already at {plan.target} (not touched): {', '.join(plan.current)}", markup=False)
+            runtime = f" with containerd {plan.runtime}" if plan.runtime else ""
+            console.print(f"already at {plan.target}{runtime} (not touched): {', '.join(plan.current)}", markup=False)
     for note in plan.notes:
         console.print(f"note: {note}", markup=False)
 
