@@ -380,7 +380,7 @@ def _upgrade_work(step: upgrade.Step) -> str:
     if step.action == upgrade.RUNTIME or not step.runtime_nodes:
         return work
     on = "" if len(step.runtime_nodes) == len(step.nodes) else f" on {', '.join(step.runtime_nodes)}"
-    return work.replace("; restart;", f"; containerd + runc{on}; restart;")
+    return work.replace("; drain;", f"; drain; containerd + runc{on};")
 
 
 def _upgrade_versions(step: upgrade.Step) -> str:

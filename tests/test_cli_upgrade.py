@@ -181,7 +181,7 @@ def test_a_kubelet_step_says_when_it_replaces_containerd_too(fake, capsys):
     assert main("plan", "-i", "inventories/homelab", "--upgrade", "--batch-size", "2") == exits.OK
     rows = _rows(capsys.readouterr().out)
     assert "kubeadm upgrade apply; drain; kubelet + kubectl; restart; uncordon" in rows["1"]  # containerd at the pin
-    assert "kubeadm upgrade node; drain; kubelet; containerd + runc on k8s-worker1; restart; uncordon" in rows["2"]
+    assert "kubeadm upgrade node; drain; containerd + runc on k8s-worker1; kubelet; restart; uncordon" in rows["2"]
     assert f"1.35.4 -> {PIN}; containerd 2.2.1 -> {CONTAINERD}" in rows["2"]
     assert "containerd" not in rows["3"]
 
