@@ -46,9 +46,19 @@ def _real_version(kubernetes: Path) -> str:
     return re.search(r"\d+\.\d+\.\d+", out).group(0)
 
 
+def _tasks(tasks: list[dict]) -> list[dict]:
+    """*tasks* with the tasks of their blocks (block, rescue, always) in their place."""
+    flat = []
+    for task in tasks:
+        flat.append(task)
+        for section in ("block", "rescue", "always"):
+            flat += _tasks(task.get(section) or [])
+    return flat
+
+
 def _argvs(program_var: str) -> list[list[str]]:
     """The argv of every task of roles/kube_upgrade/tasks/main.yml that runs *program_var* (e.g. kube_upgrade_kubeadm)."""
-    tasks = yaml.safe_load(ROLE_TASKS.read_text())
+    tasks = _tasks(yaml.safe_load(ROLE_TASKS.read_text()))
     argvs = [t["ansible.builtin.command"]["argv"] for t in tasks if "ansible.builtin.command" in t]
     return [argv for argv in argvs if program_var in argv[0]]
 
@@ -120,11 +130,15 @@ def _cluster_inventory() -> dict:
         "k8s_workers": {"hosts": {"w1": LOCAL, "w2": LOCAL, "w3": LOCAL}}}}}}}  # fmt: skip
 
 
-def _node(plane, name: str, kubelet: str, ready: bool, control_plane: bool = False) -> None:
+def _node(plane, name: str, kubelet: str, ready: bool, control_plane: bool = False, runtime: str = "",
+          create: bool = True) -> None:
+    """A Node whose status says what a kubelet at *kubelet* on a runtime *runtime* (`containerd://2.3.4`) reports."""
     labels = {"node-role.kubernetes.io/control-plane": ""} if control_plane else {}
-    plane.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Node",
-                                                          "metadata": {"name": name, "labels": labels}}))  # fmt: skip
-    status = {"status": {"nodeInfo": {"kubeletVersion": kubelet}, "conditions": [
+    if create:
+        plane.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Node",
+                                                              "metadata": {"name": name, "labels": labels}}))  # fmt: skip
+    info = {"kubeletVersion": kubelet, **({"containerRuntimeVersion": runtime} if runtime else {})}
+    status = {"status": {"nodeInfo": info, "conditions": [
         {"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady", "message": "test",
          "lastHeartbeatTime": "2026-12-01T00:00:00Z", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}  # fmt: skip
     plane.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
@@ -273,3 +287,145 @@ def test_the_guard_lets_a_fresh_node_and_a_node_at_the_pin_through(kubernetes, t
     at_pin, current, _ = _guard(tmp_path, kubernetes, running, joined=True)
     assert at_pin.returncode == 0, at_pin.stdout[-3000:]
     assert current == ["kubelet"]
+
+
+# --- containerd upgraded the same way (issue 21): the plan and the node work of a runtime step ---
+CONTAINERD_PIN = "2.3.4"  # the containerd these tests pin (group_vars/all/versions.yml's)
+CONTAINERD_TASKS = ROOT / "roles" / "containerd" / "tasks"
+
+
+def test_the_upgrade_includes_the_containerd_entry_point_which_installs_restarts_and_waits():
+    tasks = _tasks(yaml.safe_load(ROLE_TASKS.read_text()))
+    includes = [t["ansible.builtin.include_role"] for t in tasks if "ansible.builtin.include_role" in t]
+    for include in includes:  # every entry point the role includes exists
+        assert (ROOT / "roles" / include["name"] / "tasks" / f"{include['tasks_from']}.yml").is_file(), include
+    [replace] = [t for t in tasks if t.get("ansible.builtin.include_role") == {"name": "containerd", "tasks_from": "upgrade"}]
+    assert replace["when"] == "__kube_upgrade_containerd | bool"
+    names = [t["name"] for t in tasks]
+    # in the drained window: after the drain, before the kubelet's replacement and restart, the wait and the uncordon
+    order = [next(i for i, n in enumerate(names) if n.startswith(p)) for p in (
+        "Cordon and drain", "Replace containerd", "Put the pinned kubelet", "Restart the kubelet", "Wait until the node",
+        "Uncordon")]  # fmt: skip
+    assert order == sorted(order), names
+    entry = yaml.safe_load((CONTAINERD_TASKS / "upgrade.yml").read_text())
+    imported = [t["ansible.builtin.import_tasks"] for t in entry if "ansible.builtin.import_tasks" in t]
+    assert imported == ["install.yml", "wait.yml"]  # the install `up` runs, then the wait for the pinned version
+    [restart] = [t["ansible.builtin.systemd_service"] for t in entry if "ansible.builtin.systemd_service" in t]
+    assert restart == {"name": "containerd", "enabled": True, "state": "restarted", "daemon_reload": True}
+    wait = yaml.safe_load((CONTAINERD_TASKS / "wait.yml").read_text())
+    assert any("containerd_version, '=='" in str(t.get("ansible.builtin.assert", {}).get("that")) for t in wait)
+
+
+def test_the_containerd_wait_asks_the_real_ctr_with_flags_it_has():
+    ctr = upstream_dir("containerd") / "bin" / "ctr"
+    if not ctr.exists():
+        ctr = upstream_dir("containerd") / "ctr"
+    wait = _tasks(yaml.safe_load((CONTAINERD_TASKS / "wait.yml").read_text()))
+    [argv] = [t["ansible.builtin.command"]["argv"] for t in wait if "ansible.builtin.command" in t]
+    helped = subprocess.run([ctr, "--help"], capture_output=True, text=True, check=True, timeout=60).stdout
+    for flag in _flags(argv):
+        assert re.search(rf"(^|\s){re.escape(flag)}[\s=,]", helped, re.M), flag
+    assert "version" in _words(argv)
+    version = subprocess.run([ctr, "--version"], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert upgrade.Version.parse(re.search(r"v?\d+\.\d+\.\d+", version).group(0), "ctr") == upgrade.Version(2, 3, 4)
+
+
+def _standing_in(tasks: list[dict]) -> list[dict]:
+    """roles/kube_upgrade/tasks/main.yml with what needs a real node replaced, each stand-in keeping its task's name
+    and `when` and noting that it ran: kubeadm, the included roles and the systemd restarts. The containerd entry
+    point's stand-in sets the Node's containerRuntimeVersion to probe_runtime_after[host] (what the restarted kubelet
+    would report), the kubelet's to the target version. drain, the wait and uncordon are the role's own tasks."""
+    out = []
+    for task in tasks:
+        task = dict(task)
+        for section in ("block", "rescue", "always"):
+            if section in task:
+                task[section] = _standing_in(task[section])
+        command = task.get("ansible.builtin.command", {}).get("argv", [""])
+        stand_in = ("ansible.builtin.include_role" in task or "ansible.builtin.systemd_service" in task
+                    or "kube_upgrade_kubeadm" in str(command[0]))
+        if not stand_in:
+            out.append(task)
+            continue
+        note = {"name": "note", "ansible.builtin.set_fact": {"probe_ran": "{{ probe_ran | default([]) + [probe_name] }}"},
+                "vars": {"probe_name": task["name"]}}
+        block = [note]
+        include = task.get("ansible.builtin.include_role", {})
+        patch = None
+        if include.get("name") == "containerd":
+            patch = ("{{ {'status': {'nodeInfo': {'containerRuntimeVersion': probe_runtime_after[inventory_hostname]}}}"
+                     " | to_json }}")
+        elif include.get("name") == "kube_binaries" and "__kube_upgrade_node_binaries" in str(task.get("vars")):
+            patch = "{{ {'status': {'nodeInfo': {'kubeletVersion': 'v' ~ __kube_upgrade_target}}} | to_json }}"
+        if patch:
+            block.append({"name": "the node reports it", "delegate_to": "{{ kube_upgrade_first_control_plane }}",
+                          "changed_when": True, "ansible.builtin.command": {"argv": [
+                              "{{ kube_upgrade_kubectl }}", "--kubeconfig", "{{ kube_upgrade_admin_kubeconfig }}", "patch",
+                              "node", "{{ inventory_hostname }}", "--subresource=status", "--type=merge", "-p", patch]}})
+        out.append({"name": task["name"], "block": block, **({"when": task["when"]} if "when" in task else {})})
+    return out
+
+
+def _upgrade_node(tmp_path: Path, host: str, variables: dict, runtime_after: dict) -> tuple[subprocess.CompletedProcess, list]:
+    """The plan play on cp1 (the role's entry point plan, real), then main.yml's tasks (with the stand-ins) on *host*."""
+    probe = tmp_path / f"ran-{host}.json"
+    keep = {"name": "keep", "ansible.builtin.copy": {"dest": str(probe), "mode": "0600",
+                                                      "content": "{{ probe_ran | default([]) | to_json }}"}}
+    tasks = [{"name": "the role's tasks", "block": _standing_in(yaml.safe_load(ROLE_TASKS.read_text())), "always": [keep]}]
+    book = tmp_path / f"upgrade-{host}.yml"
+    book.write_text(yaml.safe_dump([
+        {"hosts": "cp1", "gather_facts": False, "tasks": [
+            {"name": "plan", "ansible.builtin.include_role": {"name": "kube_upgrade", "tasks_from": "plan"}}]},
+        {"hosts": host, "gather_facts": False, "tasks": tasks,
+         "vars_files": [str(ROOT / "roles/kube_upgrade/defaults/main.yml"), str(ROOT / "roles/kube_upgrade/vars/main.yml")]},
+    ]))  # fmt: skip
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(yaml.safe_dump(_cluster_inventory()))
+    env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "HOME": str(tmp_path)}
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(book), "-e",
+                           json.dumps({**variables, "probe_runtime_after": runtime_after})],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    return done, (json.loads(probe.read_text()) if probe.exists() else [])
+
+
+def test_a_runtime_step_drains_replaces_containerd_restarts_the_kubelet_waits_and_uncordons(kubernetes, tmp_path):
+    running = _real_version(kubernetes)
+    minor = int(running.split(".")[1])
+    with started(tmp_path / "cp") as plane:
+        _node(plane, "cp1", f"v{running}", True, control_plane=True, runtime=f"containerd://{CONTAINERD_PIN}")
+        _node(plane, "w1", f"v{running}", True, runtime="containerd://2.2.1")  # containerd only
+        _node(plane, "w2", f"v1.{minor - 1}.7", True, runtime="containerd://v2.2.1")  # kubelet and containerd
+        _node(plane, "w3", f"v{running}", True, runtime=f"containerd://{CONTAINERD_PIN}")  # at both pins
+        artifacts = {n: {"version": running} for n in ("kubeadm", "kubelet", "kubectl")}
+        variables = {"kube_upgrade_kubectl": str(kubernetes / "kubectl"), "kubestrap_admin_kubeconfig": str(plane.kubeconfig),
+                     "kube_upgrade_preload_images": False, "kube_upgrade_ready_retries": 3, "kube_upgrade_ready_delay": 1,
+                     "kubestrap_artifacts": {**artifacts, "containerd": {"version": CONTAINERD_PIN}}}  # fmt: skip
+        after = {"w1": f"containerd://{CONTAINERD_PIN}", "w2": "containerd://2.2.1"}  # w2's containerd does not come back
+
+        done, ran = _upgrade_node(tmp_path, "w1", variables, after)
+        assert done.returncode == 0, done.stdout[-4000:]
+        assert ran == ["Replace containerd and runc with the pinned ones and restart containerd (the plan names this node)",
+                       "Restart the kubelet (its binary was replaced, the running one is not the target, or containerd was "
+                       "replaced)"]  # no kubeadm, no kubelet replaced: a containerd step  # fmt: skip
+        assert re.search(r"TASK \[Cordon and drain.*\n(.*\n)*?changed: \[w1 -> cp1\]", done.stdout), done.stdout[-3000:]
+        node = json.loads(plane.kubectl("get", "node", "w1", "-o", "json").stdout)
+        assert not node["spec"].get("unschedulable") and upgrade.node_at(node, running, CONTAINERD_PIN)  # uncordoned
+
+        done, ran = _upgrade_node(tmp_path, "w2", variables, after)
+        assert done.returncode != 0
+        assert [r.split(" (")[0] for r in ran] == [
+            "Put the pinned kubeadm in place", "Upgrade this node's kubeadm-managed configuration",
+            "Replace containerd and runc with the pinned ones and restart containerd", "Put the pinned kubelet",
+            "Restart the kubelet"]  # a kubelet step with containerd in its drained window  # fmt: skip
+        message = " ".join(done.stdout.split())
+        assert (f"w2 did not report Ready with kubelet v{running} and containerd {CONTAINERD_PIN} within 3 tries 1 s apart; "
+                "the upgrade stops here and the node stays cordoned") in message  # fmt: skip
+        assert json.loads(plane.kubectl("get", "node", "w2", "-o", "json").stdout)["spec"].get("unschedulable") is True
+
+        # the next plan (a re-run) resumes at w2 (Ready, its kubelet now at the target): its containerd only
+        cluster = upgrade.report(json.loads(plane.kubectl("version", "-o", "json").stdout),
+                                 json.loads(plane.kubectl("get", "nodes", "-o", "json").stdout))
+        plan = upgrade.plan_cluster(cluster, ["cp1"], ["w1", "w2", "w3"], variables["kubestrap_artifacts"])
+        assert [(s.action, s.nodes, s.runtime_nodes) for s in plan.steps] == [(upgrade.RUNTIME, ("w2",), ("w2",))]
+        assert plan.current == ["cp1", "w1", "w3"] and any("w2 is cordoned" in n for n in plan.notes)
