@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -317,9 +318,7 @@ def test_the_upgrade_includes_the_containerd_entry_point_which_installs_restarts
 
 
 def test_the_containerd_wait_asks_the_real_ctr_with_flags_it_has():
-    ctr = upstream_dir("containerd") / "bin" / "ctr"
-    if not ctr.exists():
-        ctr = upstream_dir("containerd") / "ctr"
+    ctr = upstream_dir("containerd") / "ctr"
     wait = _tasks(yaml.safe_load((CONTAINERD_TASKS / "wait.yml").read_text()))
     [argv] = [t["ansible.builtin.command"]["argv"] for t in wait if "ansible.builtin.command" in t]
     helped = subprocess.run([ctr, "--help"], capture_output=True, text=True, check=True, timeout=60).stdout
@@ -429,3 +428,81 @@ def test_a_runtime_step_drains_replaces_containerd_restarts_the_kubelet_waits_an
         plan = upgrade.plan_cluster(cluster, ["cp1"], ["w1", "w2", "w3"], variables["kubestrap_artifacts"])
         assert [(s.action, s.nodes, s.runtime_nodes) for s in plan.steps] == [(upgrade.RUNTIME, ("w2",), ("w2",))]
         assert plan.current == ["cp1", "w1", "w3"] and any("w2 is cordoned" in n for n in plan.notes)
+
+
+# --- the guard of `up` for containerd (roles/containerd install.yml: kubestrap_install's hold) ---
+def _containerd_bin() -> Path:
+    return upstream_dir("containerd") / "containerd"
+
+
+def _stand_in_containerd(path: Path, version: str) -> None:
+    path.write_text(f"#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 v{version} 0123abc'\n")
+    path.chmod(0o755)
+
+
+def _containerd_guard(tmp_path: Path, installed: Path | None, staged: Path, pin: str, joined: bool = True,
+                      upgrading: bool = False) -> tuple[subprocess.CompletedProcess, Path]:
+    """roles/containerd's install task as `up` runs it (its hold, from install.yml and the role's vars), on a prefix
+    in *tmp_path*: *installed* as bin/containerd there, *staged* in the staged archive, *pin* the containerd pin."""
+    prefix = tmp_path / "usr-local"
+    (prefix / "bin").mkdir(parents=True, exist_ok=True)
+    if installed:
+        shutil.copy2(installed, prefix / "bin" / "containerd")
+    archive = tmp_path / "containerd.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(staged, "bin/containerd")
+    marker = tmp_path / "kubelet.conf"
+    if joined:
+        marker.write_text("apiVersion: v1\n")
+    [install] = yaml.safe_load((CONTAINERD_TASKS / "install.yml").read_text())
+    hold = install["kubestrap_install"]["hold"]  # the task's own expression
+    task = {"name": "install", "kubestrap_install": {"files": [{"src": str(archive), "dest": str(prefix), "archive": True}],
+                                                     "hold": hold}}  # fmt: skip
+    variables = {"kubestrap_artifacts": {"containerd": {"version": pin}}, "containerd_prefix": str(prefix),
+                 "containerd_joined_marker": str(marker), "kubestrap_node_staging_dir": str(tmp_path),
+                 "kubestrap_images": {"pause": "x"}, "kubestrap_arch_map": ARCH_MAP,
+                 **({"__containerd_upgrading": True} if upgrading else {})}  # fmt: skip
+    book = tmp_path / "guard.yml"
+    book.write_text(yaml.safe_dump([{"hosts": "w1", "gather_facts": False, "tasks": [task], "vars_files": [
+        str(ROOT / "roles/containerd/defaults/main.yml"), str(ROOT / "roles/containerd/vars/main.yml")]}]))
+    inv = tmp_path / "guard-hosts.yml"
+    workers = {"k8s_workers": {"hosts": {"w1": LOCAL}}}
+    inv.write_text(yaml.safe_dump({"all": {"children": {"k8s_cluster": {"children": workers}}}}))
+    env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "HOME": str(tmp_path), "ANSIBLE_LIBRARY": str(ROOT / "playbooks" / "library")}
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(book), "-e", json.dumps(variables)],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    return done, prefix / "bin" / "containerd"
+
+
+def test_up_stops_on_a_joined_node_whose_containerd_is_another_version_asking_the_real_containerd(tmp_path):
+    real = _containerd_bin()
+    running = re.search(r"v?(\d+\.\d+\.\d+)", subprocess.run([real, "--version"], capture_output=True, text=True,
+                                                             check=True).stdout).group(1)  # fmt: skip
+    major, minor, patch = (int(p) for p in running.split("."))
+    newer = f"{major}.{minor}.{patch + 1}"
+    staged = tmp_path / "staged-containerd"
+    _stand_in_containerd(staged, newer)
+    done, installed = _containerd_guard(tmp_path, real, staged, newer)  # the real containerd runs; the pin is newer
+    assert done.returncode != 0
+    message = " ".join(done.stdout.split())
+    assert f"is v{running}, the staged one v{newer}, and {tmp_path / 'kubelet.conf'} exists: not replaced." in message
+    assert "w1 has joined the cluster and `up` does not replace its containerd" in message
+    assert "Run `bootstrap.py upgrade -i INVENTORY`" in message and "Nothing was written." in message
+    assert installed.read_bytes() == real.read_bytes()
+
+
+def test_the_containerd_guard_lets_a_fresh_node_the_pin_and_the_upgrade_through(tmp_path):
+    real = _containerd_bin()
+    older = tmp_path / "older-containerd"
+    _stand_in_containerd(older, "2.2.1")
+    done, installed = _containerd_guard(tmp_path / "fresh", older, real, "2.3.4", joined=False)  # not joined: as before
+    assert done.returncode == 0 and installed.read_bytes() == real.read_bytes(), done.stdout[-3000:]
+    done, installed = _containerd_guard(tmp_path / "upgrade", older, real, "2.3.4", upgrading=True)  # the entry point
+    assert done.returncode == 0 and installed.read_bytes() == real.read_bytes(), done.stdout[-3000:]
+    same = tmp_path / "same-version"
+    _stand_in_containerd(same, "2.3.4")  # other bytes, the pinned version: repaired in place as before
+    done, installed = _containerd_guard(tmp_path / "repair", same, real, "2.3.4")
+    assert done.returncode == 0 and installed.read_bytes() == real.read_bytes(), done.stdout[-3000:]
+    done, _ = _containerd_guard(tmp_path / "repair", None, real, "2.3.4")  # at the pin: nothing to do
+    assert done.returncode == 0 and re.search(r"w1\s*:.*changed=0", done.stdout), done.stdout[-3000:]
