@@ -446,7 +446,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         _emit_json(args, {"upgrade": plan_.as_dict()})
         return EXIT_OK
     cluster_name = str(inv.value("cluster_name"))
-    question = f"Upgrade cluster {cluster_name} to {plan_.target} in this order? Nodes are drained one batch at a time."
+    runtime = f" (containerd {plan_.runtime})" if any(step.runtime_nodes for step in plan_.steps) else ""
+    question = (f"Upgrade cluster {cluster_name} to {plan_.target}{runtime} in this order? Nodes are drained one batch "
+                "at a time.")
     if not args.yes and not _confirmed_by_name("upgrade", cluster_name, question):
         return EXIT_OK
     extravars = {"kube_upgrade_batch_size": size}
@@ -774,7 +776,7 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
 def _plan_upgrade_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upgrade", action="store_true",
                         help="read the running versions from the cluster (read-only) and show the order `upgrade` "
-                             "would take to the pinned version, or why it is refused")
+                             "would take to the pinned versions (Kubernetes, containerd), or why it is refused")
     _batch_option(parser)
 
 
@@ -854,8 +856,9 @@ COMMANDS: dict[str, Register] = {
                        cmd_backup, _backup_options),
     "restore": _command("restore", "restore etcd from a backup on the one control-plane node (stops the control "
                         "plane)", cmd_restore, _restore_options),
-    "upgrade": _command("upgrade", "upgrade the cluster to the pinned Kubernetes version: first control plane, other "
-                        "control planes, then workers in batches, each drained", cmd_upgrade, _upgrade_options),
+    "upgrade": _command("upgrade", "upgrade the cluster to the pinned Kubernetes and containerd versions: first control "
+                        "plane, other control planes, then workers in batches, each drained", cmd_upgrade,
+                        _upgrade_options),
     "certs": _command("certs", "certificates of the control plane: `certs renew` renews them", cmd_certs,
                       _certs_options),
     "lab": lab_cli.register,
