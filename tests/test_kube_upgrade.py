@@ -9,7 +9,12 @@ kube-apiserver; kubestrap/lab/sources/build.py), without VMs:
   a newer one is refused;
 - the guard of `up` (roles/kube_binaries versions.yml): a joined node (kubelet.conf present) whose kubelet is older
   than the pin stops the phase with a message naming host, versions and `bootstrap.py upgrade`; a node that has not
-  joined, or one at the pin, goes on.
+  joined, or one at the pin, goes on;
+- containerd, upgraded the same way (issue 21): the role's work for a `containerd upgrade` step and for a kubelet step
+  that replaces containerd in its drained window, with the real kubectl against the real API server (drain, the wait
+  for both pins and its message, uncordon, the resume), kubeadm, the included roles and systemd standing in; the
+  containerd entry point's structure and the real ctr's flags; what a real containerd's CRI tells the kubelet, read as
+  the pin; the `up` guard of roles/containerd (kubestrap_install's hold) asking the real containerd its version.
 
 What stands in for something that cannot be real here: the "older kubelet" on a node is a two-line script printing
 `Kubernetes v1.35.2` (no 1.35 kubelet is built on this machine); the VM lab runs the whole upgrade (not yet: it needs
@@ -25,6 +30,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -506,3 +513,47 @@ def test_the_containerd_guard_lets_a_fresh_node_the_pin_and_the_upgrade_through(
     assert done.returncode == 0 and installed.read_bytes() == real.read_bytes(), done.stdout[-3000:]
     done, _ = _containerd_guard(tmp_path / "repair", None, real, "2.3.4")  # at the pin: nothing to do
     assert done.returncode == 0 and re.search(r"w1\s*:.*changed=0", done.stdout), done.stdout[-3000:]
+
+
+def test_what_the_real_containerd_tells_the_kubelet_is_read_as_its_version(tmp_path):
+    """A throw-away REAL containerd with its CRI plugin (root, state and socket of its own) asked by the REAL crictl for
+    the runtime name and version the kubelet puts into status.nodeInfo.containerRuntimeVersion (`<name>://<version>`,
+    the version as k8s.io/apimachinery's version parser prints it, without its `v`): the policy reads it as the pin."""
+    base = Path(tempfile.mkdtemp(prefix="cri.", dir="/tmp"))  # a short path: the socket's name has a length limit
+    config = base / "config.toml"
+    config.write_text(f"""version = 3
+disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs',
+  'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.aufs', 'io.containerd.snapshotter.v1.blockfile',
+  'io.containerd.snapshotter.v1.erofs', 'io.containerd.differ.v1.erofs']
+[ttrpc]
+  address = '{base / "t.sock"}'
+[debug]
+  address = ''
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dirs = ['{base / "cni-bin"}']
+  conf_dir = '{base / "cni-conf"}'
+""")
+    crictl = upstream_dir("cri-tools") / "crictl"
+    log = (tmp_path / "containerd.log").open("wb")
+    daemon = subprocess.Popen([_containerd_bin(), "--config", config, "--root", base / "root", "--state", base / "state",
+                               "--address", base / "c.sock"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, answer = time.monotonic() + 60, None
+        while answer is None or answer.returncode != 0:
+            assert daemon.poll() is None and time.monotonic() < deadline, (tmp_path / "containerd.log").read_text()[-3000:]
+            time.sleep(0.5)
+            answer = subprocess.run([crictl, "--runtime-endpoint", f"unix://{base / 'c.sock'}", "version"],
+                                    capture_output=True, text=True, timeout=30, cwd=tmp_path)  # fmt: skip
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+    told = dict(re.findall(r"^(\w+):\s+(\S+)$", answer.stdout, re.M))  # RuntimeName:  containerd ...
+    told = {"runtimeName": told.get("RuntimeName"), "runtimeVersion": told.get("RuntimeVersion", "")}
+    assert told["runtimeName"] == "containerd", answer.stdout
+    for reported in (f"{told['runtimeName']}://{told['runtimeVersion']}",  # as containerd says it
+                     f"{told['runtimeName']}://{told['runtimeVersion'].removeprefix('v')}"):  # as the kubelet prints it
+        assert upgrade.runtime_version(reported, "w1") == upgrade.Version.parse(CONTAINERD_PIN, "pin"), reported
+        node = upgrade.Node("cp1", upgrade.CONTROL_PLANE, "1.36.4", runtime=reported)
+        assert upgrade.plan("1.36.4", [node], "1.36.4", runtime=CONTAINERD_PIN).nothing_to_do
