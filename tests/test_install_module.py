@@ -241,3 +241,17 @@ def test_an_unchanged_held_program_is_not_even_asked_its_version(tmp_path):
     assert (root / "usr/local/bin/ctr").read_bytes() == b"new ctr\n" and (root / "usr/local/bin/containerd-new").exists()
     assert not trace.exists()
     assert install(tmp_path, args)["changed"] is False
+
+
+def test_the_module_documents_its_options():
+    """DOCUMENTATION parses (ansible-doc reads it) and names every option, the hold's too."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("kubestrap_install_doc", LIBRARY / "kubestrap_install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    options = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert sorted(options) == ["directories", "files", "group", "hold", "owner"]
+    assert sorted(options["hold"]["suboptions"]) == ["msg", "paths", "version", "version_args", "while_exists"]

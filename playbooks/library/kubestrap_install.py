@@ -69,17 +69,18 @@ options:
         default: 0
   hold:
     description:
-      - Programs not to replace with another version while I(while_exists) exists (the containerd of a node that has
-        joined the cluster: C(bootstrap.py upgrade) replaces it, drained). Looked at only when such a program's
+      - >-
+        Programs not to replace with another version while I(while_exists) exists (the containerd of a node that has
+        joined the cluster, which C(bootstrap.py upgrade) replaces drained). Looked at only when such a program's
         installed bytes differ from the staged ones, so an unchanged node pays nothing. Then the installed program is
         asked its version (I(version_args)); a readable version other than I(version) fails the run before anything
-        of its file or archive is written (list that item first: only the directories come before it), naming the
+        of its file or archive is written (list that item first, only the directories come before it), naming the
         path, both versions and I(msg). A program that reports I(version) or no readable version is replaced as usual
         (a repair).
     type: dict
     suboptions:
       paths: {description: The installed programs held., type: list, elements: path, required: true}
-      version: {description: The version the staged files carry (the pin)., type: str, required: true}
+      version: {description: "The version the staged files carry (the pin).", type: str, required: true}
       version_args:
         description: Arguments that make a program print its version.
         type: list
