@@ -4,6 +4,7 @@ written only when their content differs, through Ansible itself (check mode incl
 from __future__ import annotations
 
 import grp
+import importlib.util
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ANSIBLE, ROOT
 
 LIBRARY = ROOT / "playbooks" / "library"
@@ -245,10 +247,6 @@ def test_an_unchanged_held_program_is_not_even_asked_its_version(tmp_path):
 
 def test_the_module_documents_its_options():
     """DOCUMENTATION parses (ansible-doc reads it) and names every option, the hold's too."""
-    import importlib.util
-
-    import yaml
-
     spec = importlib.util.spec_from_file_location("kubestrap_install_doc", LIBRARY / "kubestrap_install.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
