@@ -253,3 +253,15 @@ def test_the_module_documents_its_options():
     options = yaml.safe_load(module.DOCUMENTATION)["options"]
     assert sorted(options) == ["directories", "files", "group", "hold", "owner"]
     assert sorted(options["hold"]["suboptions"]) == ["msg", "paths", "version", "version_args", "while_exists"]
+
+
+def test_an_archive_limited_to_other_members_is_not_held_up(tmp_path):
+    """crictl's archive goes to the held program's directory but installs crictl only: written as before, the held
+    program (an older one, which notes it when asked its version) neither replaced nor asked."""
+    trace = tmp_path / "asked"
+    args, root = _held(tmp_path, _containerd("2.2.1", trace))
+    crictl = _tarball(tmp_path / "stage" / "crictl.tar.gz", {"crictl": b"crictl\n", "containerd": b"not this one\n"})
+    args["files"] = [{"src": str(crictl), "dest": str(root / "usr/local/bin"), "archive": True, "members": ["crictl"]}]
+    result = install(tmp_path, args)
+    assert result["changed"] and not result.get("failed"), result
+    assert (root / "usr/local/bin/crictl").read_bytes() == b"crictl\n" and not trace.exists()

@@ -317,8 +317,10 @@ class Installer:
         wanted = {member_name(m) for m in members} if members is not None else None
         found: set[str] = set()
         redo: list[str] = []
-        # with a held program under dest, every write of this archive waits until its held members were compared
-        held_here = self.hold.under(dest)
+        # with a held program among what this archive may install, every write of it waits until its held members were
+        # compared (an archive limited to other members, crictl's, is not held up)
+        held_here = self.hold.under(dest) and (wanted is None or any(
+            self.hold.holds(os.path.join(dest, "/".join(m.split("/")[strip:]))) for m in wanted))
         held_differ: list[str] = []
         with tarfile.open(src, "r:*") as tar:
             for info in tar:
