@@ -322,6 +322,11 @@ def test_the_upgrade_includes_the_containerd_entry_point_which_installs_restarts
     assert restart == {"name": "containerd", "enabled": True, "state": "restarted", "daemon_reload": True}
     wait = yaml.safe_load((CONTAINERD_TASKS / "wait.yml").read_text())
     assert any("containerd_version, '=='" in str(t.get("ansible.builtin.assert", {}).get("that")) for t in wait)
+    # what that install takes is staged by the upgrade's artifacts phase, on every node, for the pins
+    book = yaml.safe_load((ROOT / "playbooks" / "upgrade.yml").read_text())
+    assert [p["ansible.builtin.import_playbook"] for p in book] == ["artifacts.yml", "upgrade_nodes.yml"]
+    staged = yaml.safe_load((ROOT / "roles" / "artifacts" / "defaults" / "main.yml").read_text())["artifacts_node_items"]
+    assert {"containerd", "runc", "cni_plugins", "crictl"} <= set(staged)
 
 
 def test_the_containerd_wait_asks_the_real_ctr_with_flags_it_has():
