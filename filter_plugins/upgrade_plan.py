@@ -32,9 +32,10 @@ def upgrade_plan(cluster: dict[str, Any], control_plane: list[str], workers: lis
         raise AnsibleFilterError(f"upgrade refused: {exc}") from None
 
 
-def node_at(node_doc: dict[str, Any], target: str) -> bool:
-    """A Node (`kubectl get node NAME -o json`) Ready with its kubelet at *target*."""
-    return upgrade.node_at(node_doc, str(target))
+def node_at(node_doc: dict[str, Any], target: str, runtime: str = "") -> bool:
+    """A Node (`kubectl get node NAME -o json`) Ready with its kubelet at *target* and, given *runtime* (the plan's
+    pinned containerd), its containerd at that version."""
+    return upgrade.node_at(node_doc, str(target), str(runtime or "") or None)
 
 
 class FilterModule:

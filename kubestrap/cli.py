@@ -369,23 +369,47 @@ _UPGRADE_WORK = {
     (upgrade.APPLY, upgrade.CONTROL_PLANE): "kubeadm upgrade apply; drain; kubelet + kubectl; restart; uncordon",
     (upgrade.NODE, upgrade.CONTROL_PLANE): "kubeadm upgrade node; drain; kubelet + kubectl; restart; uncordon",
     (upgrade.NODE, upgrade.WORKER): "kubeadm upgrade node; drain; kubelet; restart; uncordon",
+    (upgrade.RUNTIME, upgrade.CONTROL_PLANE): "drain; containerd + runc; restart containerd, kubelet; uncordon",
+    (upgrade.RUNTIME, upgrade.WORKER): "drain; containerd + runc; restart containerd, kubelet; uncordon",
 }
+
+
+def _upgrade_work(step: upgrade.Step) -> str:
+    """What a step does on its nodes; a kubelet step that also replaces containerd says so (in the drained window)."""
+    work = _UPGRADE_WORK[(step.action, step.role)]
+    if step.action == upgrade.RUNTIME or not step.runtime_nodes:
+        return work
+    on = "" if len(step.runtime_nodes) == len(step.nodes) else f" on {', '.join(step.runtime_nodes)}"
+    return work.replace("; drain;", f"; drain; containerd + runc{on};")
+
+
+def _upgrade_versions(step: upgrade.Step) -> str:
+    """from -> to of a step: the kubelets', then containerd's when the step replaces it."""
+    kubelets = f"{', '.join(step.versions_from)} -> {step.version_to}"
+    containerd = f"containerd {', '.join(step.runtime_from)} -> {step.runtime_to}" if step.runtime_nodes else ""
+    if step.action == upgrade.RUNTIME:
+        return containerd
+    return f"{kubelets}; {containerd}" if containerd else kubelets
 
 
 def print_upgrade_plan(console: Console, plan: upgrade.Plan) -> None:
     """The plan as a table (step, nodes, action, from -> to), the nodes already at the target and the notes."""
     if plan.nothing_to_do:
-        console.print(f"upgrade: nothing to do, the API server and every node run {plan.target}", markup=False)
+        runtime = f", containerd {plan.runtime}" if plan.runtime else ""
+        console.print(f"upgrade: nothing to do, the API server and every node run {plan.target}{runtime}", markup=False)
     else:
-        table = Table(title=escape(f"upgrade: API server {plan.apiserver} -> {plan.target}"), title_justify="left")
+        runtime = f", containerd -> {plan.runtime}" if any(step.runtime_nodes for step in plan.steps) else ""
+        table = Table(title=escape(f"upgrade: API server {plan.apiserver} -> {plan.target}{runtime}"),
+                      title_justify="left")
         for col in ("step", "node(s)", "action", "from -> to"):
             table.add_column(col)
         for step in plan.steps:
-            table.add_row(str(step.number), Text(", ".join(step.nodes)), Text(_UPGRADE_WORK[(step.action, step.role)]),
-                          Text(f"{', '.join(step.versions_from)} -> {step.version_to}"))
+            table.add_row(str(step.number), Text(", ".join(step.nodes)), Text(_upgrade_work(step)),
+                          Text(_upgrade_versions(step)))
         print_table(console, table)
         if plan.current:
-            console.print(f"already at {plan.target} (not touched): {', '.join(plan.current)}", markup=False)
+            runtime = f" with containerd {plan.runtime}" if plan.runtime else ""
+            console.print(f"already at {plan.target}{runtime} (not touched): {', '.join(plan.current)}", markup=False)
     for note in plan.notes:
         console.print(f"note: {note}", markup=False)
 
@@ -422,7 +446,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         _emit_json(args, {"upgrade": plan_.as_dict()})
         return EXIT_OK
     cluster_name = str(inv.value("cluster_name"))
-    question = f"Upgrade cluster {cluster_name} to {plan_.target} in this order? Nodes are drained one batch at a time."
+    runtime = f" (containerd {plan_.runtime})" if any(step.runtime_nodes for step in plan_.steps) else ""
+    question = (f"Upgrade cluster {cluster_name} to {plan_.target}{runtime} in this order? Nodes are drained one batch "
+                "at a time.")
     if not args.yes and not _confirmed_by_name("upgrade", cluster_name, question):
         return EXIT_OK
     extravars = {"kube_upgrade_batch_size": size}
@@ -750,7 +776,7 @@ def _plan_options(parser: argparse.ArgumentParser) -> None:
 def _plan_upgrade_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upgrade", action="store_true",
                         help="read the running versions from the cluster (read-only) and show the order `upgrade` "
-                             "would take to the pinned version, or why it is refused")
+                             "would take to the pinned versions (Kubernetes, containerd), or why it is refused")
     _batch_option(parser)
 
 
@@ -830,8 +856,9 @@ COMMANDS: dict[str, Register] = {
                        cmd_backup, _backup_options),
     "restore": _command("restore", "restore etcd from a backup on the one control-plane node (stops the control "
                         "plane)", cmd_restore, _restore_options),
-    "upgrade": _command("upgrade", "upgrade the cluster to the pinned Kubernetes version: first control plane, other "
-                        "control planes, then workers in batches, each drained", cmd_upgrade, _upgrade_options),
+    "upgrade": _command("upgrade", "upgrade the cluster to the pinned Kubernetes and containerd versions: first control "
+                        "plane, other control planes, then workers in batches, each drained", cmd_upgrade,
+                        _upgrade_options),
     "certs": _command("certs", "certificates of the control plane: `certs renew` renews them", cmd_certs,
                       _certs_options),
     "lab": lab_cli.register,

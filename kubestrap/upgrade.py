@@ -14,6 +14,13 @@ The rules, from the upstream Version Skew Policy (kubernetes.io/releases/version
 kubeadm adds: `kubeadm upgrade apply` on one control plane first, `kubeadm upgrade node` on every other node after
 it, no downgrades. The order here: the first control plane (apply), the other control planes one at a time (node),
 then the workers in batches. A node already at the target is listed as current and gets no step (a re-run resumes).
+
+The container runtime goes the same way (issue 21): kubestrap pins one containerd (kubestrap_artifacts.containerd);
+a node whose kubelet is at the target but whose containerd (status.nodeInfo.containerRuntimeVersion,
+`containerd://X.Y.Z`) is not the pin gets a step of its own (RUNTIME: drained, containerd replaced and restarted,
+the kubelet restarted, uncordoned once Ready), in the same order; a node that gets a kubelet step anyway has its
+containerd replaced in the same drained window (Step.runtime_nodes). A containerd newer than the pin is refused (no
+downgrade, as for kubelets), and so is a runtime that is not containerd (kubestrap installs containerd only).
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from typing import Any
 
 CONTROL_PLANE, WORKER = "control-plane", "worker"
 APPLY, NODE = "kubeadm upgrade apply", "kubeadm upgrade node"
+# A step for nodes whose kubelet is at the target but whose containerd is not the pin.
+RUNTIME = "containerd upgrade"
+# How a kubelet names a containerd runtime in status.nodeInfo.containerRuntimeVersion (`containerd://2.3.4`).
+CONTAINERD_SCHEME = "containerd://"
 # kubelets may trail the API server by this many minors (the skew policy; older kubelets by LEGACY_MAX_BEHIND)
 MAX_KUBELET_BEHIND, LEGACY_MAX_BEHIND, LEGACY_BEFORE_MINOR = 3, 2, 25
 
@@ -59,13 +70,15 @@ class Version:
 
 @dataclass(frozen=True)
 class Node:
-    """A node as the cluster reports it: kubelet version, Ready; *managed*: in the inventory (kubestrap upgrades it)."""
+    """A node as the cluster reports it: kubelet version, Ready; *managed*: in the inventory (kubestrap upgrades it);
+    *runtime*: its containerRuntimeVersion (`containerd://2.3.4`; read only when the plan is given a containerd pin)."""
 
     name: str
     role: str
     kubelet: str
     ready: bool = True
     managed: bool = True
+    runtime: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,15 @@ class Step:
     role: str
     versions_from: tuple[str, ...]
     version_to: str
+    # the members whose containerd is replaced in this step's drained window, from which versions, to which
+    runtime_nodes: tuple[str, ...] = ()
+    runtime_from: tuple[str, ...] = ()
+    runtime_to: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.number, "action": self.action, "nodes": list(self.nodes), "role": self.role,
-                "from": list(self.versions_from), "to": self.version_to}
+                "from": list(self.versions_from), "to": self.version_to, "runtime_nodes": list(self.runtime_nodes),
+                "runtime_from": list(self.runtime_from), "runtime_to": self.runtime_to}
 
 
 @dataclass
@@ -87,6 +105,7 @@ class Plan:
     apiserver: str
     target: str
     steps: list[Step] = field(default_factory=list)
+    runtime: str = ""  # the pinned containerd ('' when the plan does not look at the runtime)
     current: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -100,7 +119,8 @@ class Plan:
         return [name for step in self.steps for name in step.nodes]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"apiserver": self.apiserver, "target": self.target, "steps": [s.as_dict() for s in self.steps],
+        return {"apiserver": self.apiserver, "target": self.target, "runtime": self.runtime,
+                "steps": [s.as_dict() for s in self.steps],
                 "pending": self.pending, "current": self.current, "notes": self.notes,
                 "nothing_to_do": self.nothing_to_do}
 
@@ -119,11 +139,13 @@ def _supports(apiserver: Version, kubelet: Version) -> bool:
     return apiserver.minor - kubelet.minor <= behind
 
 
-def plan(apiserver: str, nodes: list[Node], target: str, batch_size: int = 1, first_control_plane: str | None = None) -> Plan:
+def plan(apiserver: str, nodes: list[Node], target: str, batch_size: int = 1, first_control_plane: str | None = None,
+         runtime: str | None = None) -> Plan:
     """The ordered upgrade of *nodes* from the API server's version *apiserver* to *target*, or Refused.
 
     *nodes* in the order to work in (the inventory's); *first_control_plane* runs `kubeadm upgrade apply` (default:
-    the first managed control-plane node); workers go in batches of *batch_size*."""
+    the first managed control-plane node); workers go in batches of *batch_size*. *runtime*: the pinned containerd
+    version; given, each managed node's containerd is brought to it as well (None: the runtime is not looked at)."""
     if batch_size < 1:
         raise Refused(f"batch size {batch_size}: upgrade workers in batches of at least 1 (--batch-size N)")
     running = Version.parse(apiserver, "the API server")
@@ -132,6 +154,8 @@ def plan(apiserver: str, nodes: list[Node], target: str, batch_size: int = 1, fi
     _refuse_version_jump(running, wanted)
     managed = [n for n in nodes if n.managed]
     _refuse_broken_nodes(managed, kubelets, wanted)
+    pin = Version.parse(runtime, "the pinned containerd (kubestrap_artifacts.containerd)") if runtime is not None else None
+    runtimes = _runtimes(managed, pin) if pin else {}
     _refuse_skew(nodes, kubelets, running, wanted)
     control = [n for n in managed if n.role == CONTROL_PLANE]
     if not control:
@@ -141,22 +165,68 @@ def plan(apiserver: str, nodes: list[Node], target: str, batch_size: int = 1, fi
     if first is None:
         raise Refused(f"the first control-plane node {first_control_plane} is not registered in the cluster: "
                       "`kubeadm upgrade apply` runs there; check the inventory against `bootstrap.py status`")
-    result = Plan(str(running), str(wanted))
-    result.current = [n.name for n in managed if kubelets[n.name] == wanted and not (n is first and running != wanted)]
+
+    def kubelet_due(n: Node) -> bool:
+        return kubelets[n.name] != wanted
+
+    def runtime_due(n: Node) -> bool:
+        return bool(pin) and runtimes[n.name] != pin
+
+    result = Plan(str(running), str(wanted), runtime=str(pin) if pin else "")
+    result.current = [n.name for n in managed if not kubelet_due(n) and not runtime_due(n)
+                      and not (n is first and running != wanted)]
     result.notes = _notes(nodes, kubelets, running)
     steps: list[tuple[str, list[Node], str]] = []
     if running != wanted:
         steps.append((APPLY, [first], CONTROL_PLANE))
-    elif kubelets[first.name] != wanted:
-        steps.append((NODE, [first], CONTROL_PLANE))
-    steps += [(NODE, [n], CONTROL_PLANE) for n in control if n is not first and kubelets[n.name] != wanted]
-    workers = [n for n in managed if n.role != CONTROL_PLANE and kubelets[n.name] != wanted]
-    steps += [(NODE, workers[i:i + batch_size], WORKER) for i in range(0, len(workers), batch_size)]
+    elif kubelet_due(first) or runtime_due(first):
+        steps.append((NODE if kubelet_due(first) else RUNTIME, [first], CONTROL_PLANE))
+    steps += [(NODE if kubelet_due(n) else RUNTIME, [n], CONTROL_PLANE) for n in control
+              if n is not first and (kubelet_due(n) or runtime_due(n))]
+    workers = [n for n in managed if n.role != CONTROL_PLANE and (kubelet_due(n) or runtime_due(n))]
+    # a batch is what the workers' play runs at once (its serial, in the inventory's order): one step whose action
+    # applies to every member, `kubeadm upgrade node` when one of them needs its kubelet upgraded (on a member already
+    # at the target it only rewrites the same kubelet configuration)
+    for i in range(0, len(workers), batch_size):
+        batch = workers[i:i + batch_size]
+        steps.append((NODE if any(kubelet_due(n) for n in batch) else RUNTIME, batch, WORKER))
     for number, (action, members, role) in enumerate(steps, start=1):
         versions = sorted({kubelets[n.name] for n in members} | ({running} if action == APPLY else set()))
+        replaced = [n for n in members if runtime_due(n)]
         result.steps.append(Step(number, action, tuple(n.name for n in members), role,
-                                 tuple(str(v) for v in versions), str(wanted)))
+                                 tuple(str(v) for v in versions), str(wanted),
+                                 tuple(n.name for n in replaced),
+                                 tuple(str(v) for v in sorted({runtimes[n.name] for n in replaced})),
+                                 str(pin) if replaced else ""))
     return result
+
+
+def runtime_version(reported: str, name: str) -> Version:
+    """The containerd version of a node's containerRuntimeVersion (`containerd://2.3.4`), or Refused: kubestrap
+    installs and upgrades containerd only."""
+    text = str(reported or "").strip()
+    if not text:
+        raise Refused(f"node {name} reports no container runtime (status.nodeInfo.containerRuntimeVersion is empty): "
+                      "kubestrap upgrades containerd with the kubelet and needs its version; check the node with "
+                      f"`kubectl get node {name} -o wide` (is its kubelet running?)")
+    if not text.startswith(CONTAINERD_SCHEME):
+        raise Refused(f"node {name} runs the container runtime {text!r}, not containerd: kubestrap installs and upgrades "
+                      f"containerd only (roles/containerd). Move the node to containerd (`bootstrap.py reset --node {name}`, "
+                      "then `bootstrap.py up` joins it again with the pinned containerd) or take it out of the inventory")
+    return Version.parse(text[len(CONTAINERD_SCHEME):], f"node {name}'s containerd")
+
+
+def _runtimes(managed: list[Node], pin: Version) -> dict[str, Version]:
+    """Each managed node's containerd version; refuses a runtime that is not containerd and a containerd newer than
+    the pin (kubestrap does not downgrade it)."""
+    runtimes = {n.name: runtime_version(n.runtime, n.name) for n in managed}
+    newer = [n for n in managed if runtimes[n.name] > pin]
+    if newer:
+        names = ", ".join(f"{n.name} (containerd {runtimes[n.name]})" for n in newer)
+        raise Refused(f"{names} run(s) a containerd newer than the pinned {pin}: kubestrap does not downgrade containerd; "
+                      f"pin {max(runtimes[n.name] for n in newer)} (kubestrap_artifacts.containerd with its checksums in "
+                      "group_vars/all/versions.yml)")
+    return runtimes
 
 
 def _refuse_version_jump(running: Version, wanted: Version) -> None:
@@ -228,14 +298,17 @@ CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 def report(version_doc: dict[str, Any], nodes_doc: dict[str, Any]) -> dict[str, Any]:
     """The few facts the policy needs from `kubectl version -o json` and `kubectl get nodes -o json`: the API server's
-    gitVersion and, per Node, its kubelet version, Ready condition and control-plane label."""
+    gitVersion and, per Node, its kubelet version, container runtime (`containerd://2.3.4`), Ready condition and
+    control-plane label."""
     server = (version_doc or {}).get("serverVersion") or {}
     nodes = []
     for item in (nodes_doc or {}).get("items") or []:
         meta, status = item.get("metadata") or {}, item.get("status") or {}
         ready = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "Unknown")
-        nodes.append({"name": str(meta.get("name", "")), "kubelet": str((status.get("nodeInfo") or {}).get("kubeletVersion", "")),
-                      "ready": ready == "True", "control_plane": CONTROL_PLANE_LABEL in (meta.get("labels") or {}),
+        info = status.get("nodeInfo") or {}
+        nodes.append({"name": str(meta.get("name", "")), "kubelet": str(info.get("kubeletVersion", "")),
+                      "runtime": str(info.get("containerRuntimeVersion", "")), "ready": ready == "True",
+                      "control_plane": CONTROL_PLANE_LABEL in (meta.get("labels") or {}),
                       "schedulable": not (item.get("spec") or {}).get("unschedulable", False)})
     return {"apiserver": str(server.get("gitVersion", "")), "nodes": nodes}
 
@@ -250,6 +323,12 @@ def pinned_target(artifacts: dict[str, Any]) -> str:
     return pins["kubeadm"]
 
 
+def pinned_runtime(artifacts: dict[str, Any]) -> str | None:
+    """The containerd version kubestrap runs (kubestrap_artifacts.containerd), or None when none is pinned."""
+    version = str(((artifacts or {}).get("containerd") or {}).get("version", "") or "")
+    return version or None
+
+
 def nodes_of(cluster: dict[str, Any], control_plane: list[str], workers: list[str]) -> list[Node]:
     """The cluster's nodes as the policy takes them, in the inventory's order (control planes, then workers), then
     the nodes only the cluster knows; the inventory's groups give the role of the nodes it holds."""
@@ -261,20 +340,23 @@ def nodes_of(cluster: dict[str, Any], control_plane: list[str], workers: list[st
         entry = reported[name]
         role = (CONTROL_PLANE if name in control_plane else WORKER if name in workers
                 else CONTROL_PLANE if entry.get("control_plane") else WORKER)
-        nodes.append(Node(name, role, str(entry.get("kubelet", "")), bool(entry.get("ready", False)), name in order))
+        nodes.append(Node(name, role, str(entry.get("kubelet", "")), bool(entry.get("ready", False)), name in order,
+                          str(entry.get("runtime", ""))))
     return nodes
 
 
 def plan_cluster(cluster: dict[str, Any], control_plane: list[str], workers: list[str], artifacts: dict[str, Any],
                  batch_size: int = 1) -> Plan:
     """plan() on what the cluster reported (report()) for the inventory's nodes and pins; the first control-plane
-    node of the inventory runs `kubeadm upgrade apply`."""
+    node of the inventory runs `kubeadm upgrade apply`; with a containerd pin (kubestrap_artifacts.containerd), each
+    node's containerd is brought to it too."""
     if not cluster.get("apiserver"):
         raise Refused("the API server did not report its version: is the cluster up? (`bootstrap.py status`)")
     target = pinned_target(artifacts)
     nodes = nodes_of(cluster, control_plane, workers)
     unjoined = [n for n in [*control_plane, *workers] if n not in {node.name for node in nodes}]
-    result = plan(cluster["apiserver"], nodes, target, batch_size, control_plane[0] if control_plane else None)
+    result = plan(cluster["apiserver"], nodes, target, batch_size, control_plane[0] if control_plane else None,
+                  pinned_runtime(artifacts))
     result.notes += [f"{name} is in the inventory but not registered in the cluster: `bootstrap.py up` joins it at "
                      f"{target} once the control plane runs it" for name in unjoined]
     result.notes += [f"{n['name']} is cordoned (unschedulable): if an interrupted upgrade left it so, "
@@ -282,13 +364,16 @@ def plan_cluster(cluster: dict[str, Any], control_plane: list[str], workers: lis
     return result
 
 
-def node_at(node_doc: dict[str, Any], target: str) -> bool:
-    """Whether a Node (`kubectl get node NAME -o json`) reports Ready with its kubelet at *target*: what the upgrade
-    waits for on each node before it uncordons it and goes on."""
+def node_at(node_doc: dict[str, Any], target: str, runtime: str | None = None) -> bool:
+    """Whether a Node (`kubectl get node NAME -o json`) reports Ready with its kubelet at *target* (and, given
+    *runtime*, its containerd at that version): what the upgrade waits for on each node before it uncordons it."""
     status = (node_doc or {}).get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    kubelet = str((status.get("nodeInfo") or {}).get("kubeletVersion", ""))
+    info = status.get("nodeInfo") or {}
     try:
-        return ready and Version.parse(kubelet, "the node") == Version.parse(target, "the target")
+        at = ready and Version.parse(str(info.get("kubeletVersion", "")), "the node") == Version.parse(target, "the target")
+        if at and runtime:
+            at = runtime_version(str(info.get("containerRuntimeVersion", "")), "the node") == Version.parse(runtime, "the pin")
+        return at
     except Refused:
         return False

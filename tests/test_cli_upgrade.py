@@ -16,11 +16,14 @@ from helpers import ROOT
 from kubestrap import cli, exits, phases, upgrade
 
 PIN = "1.36.4"  # group_vars/all/versions.yml kubeadm/kubelet/kubectl
+CONTAINERD = "2.3.4"  # group_vars/all/versions.yml containerd
 
 
-def cluster(apiserver: str, **kubelets: str) -> dict[str, Any]:
+def cluster(apiserver: str, runtimes: dict[str, str] | None = None, **kubelets: str) -> dict[str, Any]:
+    """What playbooks/upgrade_versions.yml reports; each node's containerd at the pin unless *runtimes* says otherwise."""
     nodes = [{"name": name.replace("_", "-"), "kubelet": f"v{version}", "ready": True, "control_plane": name == "k8s_cp",
-              "schedulable": True} for name, version in kubelets.items()]
+              "schedulable": True, "runtime": (runtimes or {}).get(name, f"containerd://{CONTAINERD}")}
+             for name, version in kubelets.items()]
     return {"apiserver": f"v{apiserver}", "nodes": nodes}
 
 
@@ -152,3 +155,59 @@ def test_upgrade_asks_for_the_cluster_name_after_showing_the_order(fake, monkeyp
     err = capsys.readouterr().err
     assert "Type the cluster name homelab to go on" in err
     assert len(fake["runs"]) == runs and ("upgrade cancelled; nothing was touched" in err) == (runs == 0)
+
+
+def _rows(out: str) -> dict[str, str]:
+    return {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+
+
+def test_plan_upgrade_prints_the_containerd_steps(fake, capsys):
+    """Kubelets at the pin, containerd behind on two nodes: a runtime step each, in the same order (issue 21)."""
+    fake["cluster"] = cluster(PIN, runtimes={"k8s_cp": "containerd://2.2.1", "k8s_worker2": "containerd://2.3.0"},
+                              **dict.fromkeys(HOMELAB, PIN))
+    assert main("plan", "-i", "inventories/homelab", "--upgrade") == exits.OK
+    out = capsys.readouterr().out
+    assert f"upgrade: API server {PIN} -> {PIN}, containerd -> {CONTAINERD}" in out
+    rows = _rows(out)
+    assert set(rows) == {"1", "2"}
+    assert "k8s-cp" in rows["1"] and "drain; containerd + runc; restart containerd, kubelet; uncordon" in rows["1"]
+    assert f"containerd 2.2.1 -> {CONTAINERD}" in rows["1"]
+    assert "k8s-worker2" in rows["2"] and f"containerd 2.3.0 -> {CONTAINERD}" in rows["2"]
+    assert f"already at {PIN} with containerd {CONTAINERD} (not touched): k8s-worker1, k8s-worker3" in out
+
+
+def test_a_kubelet_step_says_when_it_replaces_containerd_too(fake, capsys):
+    fake["cluster"] = cluster("1.35.4", runtimes={"k8s_worker1": "containerd://2.2.1"}, **HOMELAB)
+    assert main("plan", "-i", "inventories/homelab", "--upgrade", "--batch-size", "2") == exits.OK
+    rows = _rows(capsys.readouterr().out)
+    assert "kubeadm upgrade apply; drain; kubelet + kubectl; restart; uncordon" in rows["1"]  # containerd at the pin
+    assert "kubeadm upgrade node; drain; containerd + runc on k8s-worker1; kubelet; restart; uncordon" in rows["2"]
+    assert f"1.35.4 -> {PIN}; containerd 2.2.1 -> {CONTAINERD}" in rows["2"]
+    assert "containerd" not in rows["3"]
+
+
+def test_plan_upgrade_json_has_the_runtime_fields(fake, capsys):
+    fake["cluster"] = cluster(PIN, runtimes={"k8s_worker3": "containerd://2.2.1"}, **dict.fromkeys(HOMELAB, PIN))
+    assert main("plan", "-i", "inventories/homelab", "--upgrade", "--json") == exits.OK
+    plan = json.loads(capsys.readouterr().out)["upgrade"]
+    assert plan["runtime"] == CONTAINERD and plan["pending"] == ["k8s-worker3"]
+    [step] = plan["steps"]
+    assert (step["action"], step["runtime_nodes"], step["runtime_from"], step["runtime_to"]) == (
+        upgrade.RUNTIME, ["k8s-worker3"], ["2.2.1"], CONTAINERD)
+
+
+@pytest.mark.parametrize(("runtime", "message"), [
+    ("containerd://2.4.0", "k8s-worker1 (containerd 2.4.0) run(s) a containerd newer than the pinned 2.3.4"),
+    ("cri-o://1.36.1", "node k8s-worker1 runs the container runtime 'cri-o://1.36.1', not containerd"),
+])  # fmt: skip
+def test_a_refused_runtime_exits_2_and_touches_no_node(fake, capsys, runtime, message):
+    fake["cluster"] = cluster(PIN, runtimes={"k8s_worker1": runtime}, **dict.fromkeys(HOMELAB, PIN))
+    assert main("upgrade", "-i", "inventories/homelab", "--yes") == exits.INPUT
+    err = capsys.readouterr().err
+    assert message in err and "nothing was changed" in err and fake["runs"] == []
+
+
+def test_a_cluster_with_kubelets_and_runtimes_at_the_pins_has_nothing_to_do(fake, capsys):
+    fake["cluster"] = cluster(PIN, **dict.fromkeys(HOMELAB, PIN))
+    assert main("plan", "-i", "inventories/homelab", "--upgrade") == exits.OK
+    assert f"nothing to do, the API server and every node run {PIN}, containerd {CONTAINERD}" in capsys.readouterr().out

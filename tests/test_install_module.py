@@ -4,6 +4,7 @@ written only when their content differs, through Ansible itself (check mode incl
 from __future__ import annotations
 
 import grp
+import importlib.util
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ANSIBLE, ROOT
 
 LIBRARY = ROOT / "playbooks" / "library"
@@ -179,3 +181,87 @@ def test_a_file_needs_exactly_one_of_src_and_content(tmp_path, staged):
     archive = install(tmp_path, {"files": [{"content": "x", "dest": str(tmp_path / "d"), "archive": True}]})
     assert archive.get("failed") and "archive needs src" in archive["msg"], archive
     assert not (tmp_path / "d").exists()
+
+
+# --- hold: `up` does not replace the containerd of a joined node with another version (issue 21) ---
+def _containerd(version: str, trace: Path | None = None) -> bytes:
+    """A program answering `--version` as containerd does (and, given *trace*, noting that it was asked)."""
+    note = f"echo asked >> {trace}\n" if trace else ""
+    return f"#!/bin/sh\n{note}echo 'containerd github.com/containerd/containerd/v2 v{version} 0123abc'\n".encode()
+
+
+def _held(tmp_path: Path, installed: bytes, staged_version: str = "2.3.4", joined: bool = True,
+          trace: Path | None = None) -> tuple[dict, Path]:
+    """bin/containerd installed as *installed*, the staged archive's at *staged_version* plus a new member; the hold
+    on bin/containerd while a kubelet.conf exists (*joined*)."""
+    root, stage = tmp_path / "root", tmp_path / "stage"
+    (root / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+    stage.mkdir(exist_ok=True)
+    (root / "usr/local/bin/containerd").write_bytes(installed)
+    (root / "usr/local/bin/containerd").chmod(0o755)
+    (root / "usr/local/bin/ctr").write_bytes(b"old ctr\n")
+    archive = _tarball(stage / "containerd.tar.gz", {"containerd": _containerd(staged_version, trace), "ctr": b"new ctr\n",
+                                                     "containerd-new": b"new\n"}, "bin/")  # fmt: skip
+    marker = tmp_path / "kubelet.conf"
+    if joined:
+        marker.write_text("x")
+    hold = {"paths": [str(root / "usr/local/bin/containerd")], "version": staged_version, "while_exists": str(marker),
+            "msg": "Run `bootstrap.py upgrade`."}  # fmt: skip
+    args = {"files": [{"src": str(archive), "dest": str(root / "usr/local"), "archive": True},
+                      {"content": "new config\n", "dest": str(root / "etc/containerd/config.toml")}], "hold": hold}
+    return args, root
+
+
+def test_a_held_program_of_another_version_is_not_replaced_and_nothing_is_written(tmp_path):
+    args, root = _held(tmp_path, _containerd("2.2.1"))
+    result = install(tmp_path, args)
+    assert result.get("failed") and not result.get("changed")
+    message = result["msg"]
+    assert f"{root}/usr/local/bin/containerd on " in message and "is v2.2.1, the staged one v2.3.4" in message
+    assert f"{tmp_path / 'kubelet.conf'} exists: not replaced. Run `bootstrap.py upgrade`. Nothing was written." in message
+    assert b"v2.2.1" in (root / "usr/local/bin/containerd").read_bytes()
+    assert (root / "usr/local/bin/ctr").read_bytes() == b"old ctr\n"
+    assert not (root / "usr/local/bin/containerd-new").exists() and not (root / "etc/containerd").exists()
+
+
+def test_a_held_program_is_replaced_on_a_node_that_has_not_joined_or_when_it_reports_the_version(tmp_path):
+    args, root = _held(tmp_path, _containerd("2.2.1"), joined=False)  # a fresh node: up installs as before
+    assert install(tmp_path, args)["changed"] and b"v2.3.4" in (root / "usr/local/bin/containerd").read_bytes()
+    assert (root / "usr/local/bin/containerd-new").read_bytes() == b"new\n"
+    (root / "usr/local/bin/containerd").write_bytes(_containerd("2.3.4") + b"# edited by hand\n")  # same version: repaired
+    (tmp_path / "kubelet.conf").write_text("x")
+    result = install(tmp_path, args)
+    assert result["changed"] and not result.get("failed"), result
+    assert (root / "usr/local/bin/containerd").read_bytes() == _containerd("2.3.4")
+
+
+def test_an_unchanged_held_program_is_not_even_asked_its_version(tmp_path):
+    trace = tmp_path / "asked"
+    args, root = _held(tmp_path, _containerd("2.3.4", trace), trace=trace)
+    result = install(tmp_path, args)
+    assert result["changed"] and not result.get("failed"), result  # ctr, the new member and the config: written
+    assert (root / "usr/local/bin/ctr").read_bytes() == b"new ctr\n" and (root / "usr/local/bin/containerd-new").exists()
+    assert not trace.exists()
+    assert install(tmp_path, args)["changed"] is False
+
+
+def test_the_module_documents_its_options():
+    """DOCUMENTATION parses (ansible-doc reads it) and names every option, the hold's too."""
+    spec = importlib.util.spec_from_file_location("kubestrap_install_doc", LIBRARY / "kubestrap_install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    options = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert sorted(options) == ["directories", "files", "group", "hold", "owner"]
+    assert sorted(options["hold"]["suboptions"]) == ["msg", "paths", "version", "version_args", "while_exists"]
+
+
+def test_an_archive_limited_to_other_members_is_not_held_up(tmp_path):
+    """crictl's archive goes to the held program's directory but installs crictl only: written as before, the held
+    program (an older one, which notes it when asked its version) neither replaced nor asked."""
+    trace = tmp_path / "asked"
+    args, root = _held(tmp_path, _containerd("2.2.1", trace))
+    crictl = _tarball(tmp_path / "stage" / "crictl.tar.gz", {"crictl": b"crictl\n", "containerd": b"not this one\n"})
+    args["files"] = [{"src": str(crictl), "dest": str(root / "usr/local/bin"), "archive": True, "members": ["crictl"]}]
+    result = install(tmp_path, args)
+    assert result["changed"] and not result.get("failed"), result
+    assert (root / "usr/local/bin/crictl").read_bytes() == b"crictl\n" and not trace.exists()

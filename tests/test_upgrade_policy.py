@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kubestrap import upgrade
-from kubestrap.upgrade import APPLY, CONTROL_PLANE, NODE, WORKER, Node, Refused, Version
+from kubestrap.upgrade import APPLY, CONTROL_PLANE, NODE, RUNTIME, WORKER, Node, Refused, Version
 
 
 def cluster(cp: str = "1.35.4", *workers: str, cps: tuple[str, ...] = ()) -> list[Node]:
@@ -203,9 +203,11 @@ def test_the_plan_as_json():
         "apiserver": "1.35.4", "target": "1.36.4", "pending": ["cp1", "w2"], "current": ["w1"], "notes": [
             "w1's kubelet 1.36.4 is newer than the API server 1.35.4 (outside the skew policy): the first step brings "
             "the API server to the pin"],
-        "nothing_to_do": False, "steps": [
-            {"step": 1, "action": APPLY, "nodes": ["cp1"], "role": CONTROL_PLANE, "from": ["1.35.4"], "to": "1.36.4"},
-            {"step": 2, "action": NODE, "nodes": ["w2"], "role": WORKER, "from": ["1.35.4"], "to": "1.36.4"}],
+        "nothing_to_do": False, "runtime": "", "steps": [
+            {"step": 1, "action": APPLY, "nodes": ["cp1"], "role": CONTROL_PLANE, "from": ["1.35.4"], "to": "1.36.4",
+             "runtime_nodes": [], "runtime_from": [], "runtime_to": ""},
+            {"step": 2, "action": NODE, "nodes": ["w2"], "role": WORKER, "from": ["1.35.4"], "to": "1.36.4",
+             "runtime_nodes": [], "runtime_from": [], "runtime_to": ""}],
     }  # fmt: skip
 
 
@@ -213,13 +215,16 @@ def test_the_report_reads_what_kubectl_prints():
     version = {"clientVersion": {"gitVersion": "v1.36.4"}, "serverVersion": {"gitVersion": "v1.35.4", "minor": "35"}}
     nodes = {"items": [
         {"metadata": {"name": "cp1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
-         "status": {"nodeInfo": {"kubeletVersion": "v1.35.4"}, "conditions": [{"type": "Ready", "status": "True"}]}},
+         "status": {"nodeInfo": {"kubeletVersion": "v1.35.4", "containerRuntimeVersion": "containerd://2.3.4"},
+                    "conditions": [{"type": "Ready", "status": "True"}]}},
         {"metadata": {"name": "w1"}, "spec": {"unschedulable": True},
          "status": {"nodeInfo": {"kubeletVersion": "v1.35.2"}, "conditions": [{"type": "Ready", "status": "Unknown"}]}},
     ]}  # fmt: skip
     assert upgrade.report(version, nodes) == {"apiserver": "v1.35.4", "nodes": [
-        {"name": "cp1", "kubelet": "v1.35.4", "ready": True, "control_plane": True, "schedulable": True},
-        {"name": "w1", "kubelet": "v1.35.2", "ready": False, "control_plane": False, "schedulable": False}]}  # fmt: skip
+        {"name": "cp1", "kubelet": "v1.35.4", "runtime": "containerd://2.3.4", "ready": True, "control_plane": True,
+         "schedulable": True},
+        {"name": "w1", "kubelet": "v1.35.2", "runtime": "", "ready": False, "control_plane": False,
+         "schedulable": False}]}  # fmt: skip
     assert upgrade.report({}, {}) == {"apiserver": "", "nodes": []}
 
 
@@ -257,3 +262,113 @@ def test_node_at_wants_ready_and_the_target_kubelet():
     assert not upgrade.node_at(node, "1.36.5")
     assert not upgrade.node_at({"status": {**node["status"], "conditions": [{"type": "Ready", "status": "False"}]}}, "1.36.4")
     assert not upgrade.node_at({}, "1.36.4")
+
+
+# --- containerd, upgraded the same way (issue 21: "containerd upgrades the same way") ---
+CTR = "2.3.4"  # the containerd pin of these tests
+
+
+def runtimes(kubelet: str, **containerd: str) -> list[Node]:
+    """cp1, cp2, w1, w2, w3 with their kubelets at *kubelet*; containerd at CTR unless given (`w2="2.2.1"`)."""
+    names = [("cp1", CONTROL_PLANE), ("cp2", CONTROL_PLANE), ("w1", WORKER), ("w2", WORKER), ("w3", WORKER)]
+    return [Node(name, role, kubelet, runtime=f"containerd://{containerd.get(name, CTR)}") for name, role in names]
+
+
+def runtime_rows(plan: upgrade.Plan) -> list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]]:
+    return [(s.action, s.nodes, s.runtime_nodes, s.runtime_from, s.runtime_to) for s in plan.steps]
+
+
+def test_nodes_with_the_kubelet_at_the_target_and_an_old_containerd_get_a_runtime_step_in_the_same_order():
+    plan = upgrade.plan("1.36.4", runtimes("1.36.4", cp1="2.2.1", cp2="v2.3.0", w1="2.2.1", w3="2.3.3"), "1.36.4",
+                        batch_size=2, runtime=CTR)
+    assert runtime_rows(plan) == [
+        (RUNTIME, ("cp1",), ("cp1",), ("2.2.1",), CTR),  # the first control plane, then the others one at a time
+        (RUNTIME, ("cp2",), ("cp2",), ("2.3.0",), CTR),
+        (RUNTIME, ("w1", "w3"), ("w1", "w3"), ("2.2.1", "2.3.3"), CTR),  # workers in batches; w2 is at the pins
+    ]
+    assert [s.role for s in plan.steps] == [CONTROL_PLANE, CONTROL_PLANE, WORKER]
+    assert plan.current == ["w2"] and plan.pending == ["cp1", "cp2", "w1", "w3"] and plan.runtime == CTR
+    assert all(s.versions_from == ("1.36.4",) and s.version_to == "1.36.4" for s in plan.steps)
+
+
+def test_a_node_that_gets_a_kubelet_step_replaces_containerd_in_the_same_drained_window():
+    plan = upgrade.plan("1.35.4", runtimes("1.35.4", cp1="2.2.1", w1="2.2.1"), "1.36.4", runtime=CTR)
+    assert runtime_rows(plan) == [
+        (APPLY, ("cp1",), ("cp1",), ("2.2.1",), CTR),
+        (NODE, ("cp2",), (), (), ""),  # containerd already at the pin: the kubelet only
+        (NODE, ("w1",), ("w1",), ("2.2.1",), CTR),
+        (NODE, ("w2",), (), (), ""),
+        (NODE, ("w3",), (), (), ""),
+    ]
+    assert plan.steps[0].as_dict()["runtime_nodes"] == ["cp1"] and plan.steps[0].as_dict()["runtime_to"] == CTR
+
+
+def test_a_worker_batch_is_one_step_in_the_inventory_order_whatever_each_member_needs():
+    """The workers' play runs a batch at once (its serial): a batch with a kubelet to upgrade is a `kubeadm upgrade node`
+    step for all its members, the ones whose containerd is behind named in runtime_nodes."""
+    plan = upgrade.plan("1.36.4", [*runtimes("1.36.4")[:2], Node("w1", WORKER, "1.36.4", runtime="containerd://2.2.1"),
+                                   Node("w2", WORKER, "1.35.4", runtime=f"containerd://{CTR}")], "1.36.4", batch_size=2,
+                        runtime=CTR)
+    assert runtime_rows(plan) == [(NODE, ("w1", "w2"), ("w1",), ("2.2.1",), CTR)]
+
+
+def test_kubelets_and_runtimes_at_the_pins_have_nothing_to_do():
+    plan = upgrade.plan("1.36.4", runtimes("1.36.4"), "1.36.4", runtime=CTR)
+    assert plan.nothing_to_do and plan.current == ["cp1", "cp2", "w1", "w2", "w3"]
+    assert upgrade.plan("1.36.4", runtimes("1.36.4", w1="2.2.1"), "1.36.4", runtime=CTR).pending == ["w1"]
+
+
+def test_a_rerun_after_a_runtime_step_failed_resumes_at_that_node():
+    """cp1, cp2 and w1 got containerd 2.3.4, w2 did not come back Ready: refused until it is; then it resumes at w2."""
+    nodes = runtimes("1.36.4", w2="2.2.1", w3="2.2.1")
+    with pytest.raises(Refused, match="w2 is NotReady"):
+        upgrade.plan("1.36.4", [n if n.name != "w2" else Node("w2", WORKER, "1.36.4", False, runtime=n.runtime)
+                                for n in nodes], "1.36.4", runtime=CTR)
+    plan = upgrade.plan("1.36.4", nodes, "1.36.4", runtime=CTR)
+    assert plan.pending == ["w2", "w3"] and plan.current == ["cp1", "cp2", "w1"]
+
+
+def test_a_containerd_newer_than_the_pin_is_refused_naming_the_node_and_both_versions():
+    with pytest.raises(Refused, match=r"w3 \(containerd 2\.4\.0\) run\(s\) a containerd newer than the pinned 2\.3\.4: "
+                                      r"kubestrap does not downgrade containerd; pin 2\.4\.0 \(kubestrap_artifacts\.containerd"):
+        upgrade.plan("1.35.4", runtimes("1.35.4", w3="2.4.0"), "1.36.4", runtime=CTR)
+
+
+@pytest.mark.parametrize(("reported", "message"), [
+    ("cri-o://1.36.1", r"node w2 runs the container runtime 'cri-o://1\.36\.1', not containerd: kubestrap installs and "
+                       r"upgrades containerd only.*reset --node w2"),
+    ("docker://28.1.1", r"'docker://28\.1\.1', not containerd"),
+    ("", r"node w2 reports no container runtime \(status\.nodeInfo\.containerRuntimeVersion is empty\)"),
+    ("containerd://1.7", r"node w2's containerd reports version '1\.7', which is not vX\.Y\.Z"),
+])  # fmt: skip
+def test_a_runtime_that_is_not_a_readable_containerd_is_refused(reported, message):
+    nodes = [Node(n.name, n.role, n.kubelet, runtime=reported) if n.name == "w2" else n for n in runtimes("1.36.4")]
+    with pytest.raises(Refused, match=message):
+        upgrade.plan("1.36.4", nodes, "1.36.4", runtime=CTR)
+    assert upgrade.plan("1.36.4", nodes, "1.36.4").nothing_to_do  # without a containerd pin the runtime is not read
+
+
+def test_nodes_outside_the_inventory_keep_their_runtime():
+    foreign = Node("foreign", WORKER, "1.36.4", managed=False, runtime="cri-o://1.36.1")
+    plan = upgrade.plan("1.36.4", [*runtimes("1.36.4"), foreign], "1.36.4", runtime=CTR)
+    assert plan.nothing_to_do and "foreign" not in plan.current
+
+
+def test_the_runtime_pin_comes_from_the_containerd_artifact():
+    assert upgrade.pinned_runtime({**PINS, "containerd": {"version": CTR}}) == CTR
+    assert upgrade.pinned_runtime(PINS) is None
+    reported = {"apiserver": "v1.36.4", "nodes": [
+        {"name": "cp1", "kubelet": "v1.36.4", "ready": True, "runtime": "containerd://2.2.1"},
+        {"name": "w1", "kubelet": "v1.36.4", "ready": True, "runtime": "containerd://v2.3.4"}]}  # fmt: skip
+    plan = upgrade.plan_cluster(reported, ["cp1"], ["w1"], {**PINS, "containerd": {"version": CTR}})
+    assert runtime_rows(plan) == [(RUNTIME, ("cp1",), ("cp1",), ("2.2.1",), CTR)] and plan.current == ["w1"]
+    assert upgrade.plan_cluster(reported, ["cp1"], ["w1"], PINS).nothing_to_do
+
+
+def test_node_at_wants_the_pinned_containerd_when_given_one():
+    node = {"status": {"nodeInfo": {"kubeletVersion": "v1.36.4", "containerRuntimeVersion": "containerd://2.3.4"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert upgrade.node_at(node, "1.36.4", CTR) and upgrade.node_at(node, "1.36.4")
+    assert not upgrade.node_at(node, "1.36.4", "2.3.5")
+    other = {"status": {**node["status"], "nodeInfo": {"kubeletVersion": "v1.36.4", "containerRuntimeVersion": "cri-o://2.3.4"}}}
+    assert not upgrade.node_at(other, "1.36.4", CTR) and upgrade.node_at(other, "1.36.4")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import stat
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -65,6 +67,27 @@ options:
         description: With I(archive), leading path components removed from member names (as C(tar --strip-components)).
         type: int
         default: 0
+  hold:
+    description:
+      - >-
+        Programs not to replace with another version while I(while_exists) exists (the containerd of a node that has
+        joined the cluster, which C(bootstrap.py upgrade) replaces drained). Looked at only when such a program's
+        installed bytes differ from the staged ones, so an unchanged node pays nothing. Then the installed program is
+        asked its version (I(version_args)); a readable version other than I(version) fails the run before anything
+        of its file or archive is written (list that item first, only the directories come before it), naming the
+        path, both versions and I(msg). A program that reports I(version) or no readable version is replaced as usual
+        (a repair).
+    type: dict
+    suboptions:
+      paths: {description: The installed programs held., type: list, elements: path, required: true}
+      version: {description: "The version the staged files carry (the pin).", type: str, required: true}
+      version_args:
+        description: Arguments that make a program print its version.
+        type: list
+        elements: str
+        default: [--version]
+      while_exists: {description: The hold applies while this path exists., type: path, required: true}
+      msg: {description: What to do instead; appended to the failure., type: str, default: ""}
   owner: {description: Owner of everything installed., type: str, default: root}
   group: {description: Group of everything installed., type: str, default: root}
 """
@@ -159,12 +182,52 @@ def text_diff(dest: str, data: bytes) -> dict:
     return {"before_header": dest, "after_header": dest, "before": before, "after": shown(data)}
 
 
+VERSION = re.compile(r"v?(\d+\.\d+\.\d+)")
+
+
+class Hold:
+    """Programs not replaced with another version (the option `hold`): active only while its marker exists."""
+
+    def __init__(self, spec: dict | None) -> None:
+        spec = spec or {}
+        self.active = bool(spec) and os.path.lexists(spec["while_exists"])
+        self.paths = {os.path.normpath(p) for p in spec.get("paths") or []} if self.active else set()
+        self.spec = spec
+
+    def holds(self, path: str) -> bool:
+        return os.path.normpath(path) in self.paths
+
+    def under(self, dest: str) -> bool:
+        """Whether a held program may be installed under the directory *dest* (an archive's)."""
+        root = os.path.normpath(dest) + os.sep
+        return any(p.startswith(root) for p in self.paths)
+
+    def check(self, path: str, written: list[str]) -> None:
+        """*path* is held and its installed bytes differ from the staged ones: refuse unless it reports the version
+        given (or none readable). *written*: what this run changed before (named in the refusal)."""
+        try:
+            out = subprocess.run([path, *self.spec["version_args"]], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return
+        found = VERSION.search(out.stdout + out.stderr) if out.returncode == 0 else None
+        wanted = VERSION.search(self.spec["version"])
+        if not found or not wanted or found.group(1) == wanted.group(1):
+            return
+        before = f" Only these were created before: {', '.join(written)}." if written else " Nothing was written."
+        raise InstallError(f"{path} on {os.uname().nodename} is v{found.group(1)}, the staged one v{wanted.group(1)}, and "
+                           f"{self.spec['while_exists']} exists: not replaced. {self.spec['msg']}{before}".strip())
+
+
 class Installer:
-    def __init__(self, uid: int, gid: int, check_mode: bool, diff: bool = False) -> None:
+    def __init__(self, uid: int, gid: int, check_mode: bool, diff: bool = False, hold: Hold | None = None) -> None:
         self.uid, self.gid, self.check_mode = uid, gid, check_mode
         self.diff: list[dict] | None = [] if diff else None
         self.directories: list[str] = []
         self.installed: list[dict] = []
+        self.hold = hold or Hold(None)
+
+    def _written(self) -> list[str]:
+        return self.directories + [entry["path"] for entry in self.installed]
 
     def directory(self, path: str, mode: int) -> None:
         missing = []
@@ -235,6 +298,8 @@ class Installer:
                     self.installed.append({"path": dest, "changed": wrong})
                 return
         reason = "content" if os.path.lexists(dest) else "new"
+        if reason == "content" and self.hold.holds(dest):
+            self.hold.check(dest, self._written())
         with open(src, "rb") as handle:
             self._write(dest, mode, _chunks(handle), reason)
 
@@ -252,6 +317,11 @@ class Installer:
         wanted = {member_name(m) for m in members} if members is not None else None
         found: set[str] = set()
         redo: list[str] = []
+        # with a held program among what this archive may install, every write of it waits until its held members were
+        # compared (an archive limited to other members, crictl's, is not held up)
+        held_here = self.hold.under(dest) and (wanted is None or any(
+            self.hold.holds(os.path.join(dest, "/".join(m.split("/")[strip:]))) for m in wanted))
+        held_differ: list[str] = []
         with tarfile.open(src, "r:*") as tar:
             for info in tar:
                 name = member_name(info.name)
@@ -277,10 +347,17 @@ class Installer:
                             self.installed.append({"path": target, "changed": wrong})
                     else:
                         redo.append(name)  # the stream is partly consumed: written in a second pass
+                        if self.hold.holds(target):
+                            held_differ.append(target)
+                    continue
+                if held_here:
+                    redo.append(name)
                     continue
                 self._write(target, file_mode, _chunks(handle), "new")
         if wanted is not None and wanted - found:
             raise InstallError(f"{src} has no member {', '.join(sorted(wanted - found))}")
+        for target in held_differ:
+            self.hold.check(target, self._written())
         if redo:
             with tarfile.open(src, "r:*") as tar:
                 for info in tar:
@@ -288,7 +365,8 @@ class Installer:
                     if name in redo and info.isfile():
                         file_mode = mode if mode is not None else (info.mode & 0o7777)
                         target = safe_join(dest, "/".join(name.split("/")[strip:]))
-                        self._write(target, file_mode, _chunks(tar.extractfile(info)), "content")
+                        reason = "content" if os.path.lexists(target) else "new"
+                        self._write(target, file_mode, _chunks(tar.extractfile(info)), reason)
 
 
 def _mode(value: str | None, what: str) -> int | None:
@@ -307,7 +385,7 @@ def run(module: AnsibleModule) -> dict:
         gid = grp.getgrnam(params["group"]).gr_gid
     except KeyError as exc:
         raise InstallError(f"no such user or group: {exc.args[0]}") from None
-    installer = Installer(uid, gid, module.check_mode, diff=module._diff)
+    installer = Installer(uid, gid, module.check_mode, diff=module._diff, hold=Hold(params.get("hold")))
     for item in params["directories"]:
         installer.directory(item["path"], _mode(item["mode"], item["path"]))
     for item in params["files"]:
@@ -357,6 +435,16 @@ def main() -> None:
                     "members": {"type": "list", "elements": "str"},
                     "mode": {"type": "str"},
                     "strip_components": {"type": "int", "default": 0},
+                },
+            },
+            "hold": {
+                "type": "dict",
+                "options": {
+                    "paths": {"type": "list", "elements": "path", "required": True},
+                    "version": {"type": "str", "required": True},
+                    "version_args": {"type": "list", "elements": "str", "default": ["--version"]},
+                    "while_exists": {"type": "path", "required": True},
+                    "msg": {"type": "str", "default": ""},
                 },
             },
             "owner": {"type": "str", "default": "root"},
