@@ -1,0 +1,301 @@
+"""HA control plane (cluster_api_vip): the files the roles render for three control planes behind a floating
+address, judged by the REAL programs - kubeadm v1.36 (`kubeadm config validate`: the first control plane's
+configuration with the VIP as controlPlaneEndpoint, the certificate upload configuration holding the certificate
+key, the control-plane and worker JoinConfigurations) and Debian bookworm's haproxy (`haproxy -c`) and keepalived
+(`keepalived --config-test`), fetched as .debs (tests/fixtures/debian_programs.py); what they say; and the tasks'
+handling of the secrets (no_log, 0600 files, never an argument)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures import debian_programs
+from helpers import CORPUS, ROOT, render_configs
+from k8s_real import upstream_dir
+
+VIP = "192.168.1.5"
+CPS = {"k8s-cp": "192.168.1.10", "k8s-cp2": "192.168.1.8", "k8s-cp3": "192.168.1.9"}
+WORKERS = {"k8s-worker1": "192.168.1.11", "k8s-worker2": "192.168.1.12", "k8s-worker3": "192.168.1.13"}
+KEY = "a1" * 32  # the render playbook's stand-in certificate key
+# keepalived's check looks the interface up on the machine it runs on: one of this machine's (not loopback)
+IFACE = next((p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo" and (p / "device").exists()),
+             next(p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo"))
+
+
+def _inventory(dest: Path, control_planes: int, **settings: object) -> Path:
+    cps = dict(list(CPS.items())[:control_planes])
+    hosts = {"all": {"children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in cps.items()}},
+        "k8s_workers": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in WORKERS.items()}}}}}}}  # fmt: skip
+    (dest / "group_vars").mkdir(parents=True)
+    (dest / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    base = yaml.safe_load((CORPUS / "base" / "group_vars" / "k8s_cluster.yml").read_text())
+    base.pop("cluster_api_endpoint")
+    (dest / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump({**base, "cluster_api_vip": VIP, **settings}))
+    return dest
+
+
+def _render(tmp: Path, control_planes: int, roles: dict | None = None, **settings: object) -> tuple[dict[str, list], Path]:
+    """Render for *control_planes* control planes with cluster *settings* in the inventory and *roles*' settings as
+    extra variables (the test playbook reads the roles' defaults as vars_files, above inventory variables)."""
+    inv = _inventory(tmp / "inventory", control_planes, **settings)
+    from kubestrap import validate
+    assert [str(p) for p in validate.check_path(inv)] == []  # an inventory `check` accepts
+    dest = tmp / "rendered"
+    extra = tmp / "roles.json"
+    extra.write_text(json.dumps({"api_lb_interface": IFACE, **(roles or {})}))
+    return render_configs(dest, "-e", f"@{extra}", inventory=inv, playbook="render_ha_configs.yml"), dest
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory) -> tuple[dict[str, list], Path]:
+    return _render(tmp_path_factory.mktemp("ha"), 3)
+
+
+@pytest.fixture(scope="module")
+def kubeadm() -> str:
+    return str(upstream_dir("kubernetes") / "kubeadm")
+
+
+@pytest.fixture(scope="module")
+def programs() -> debian_programs.Programs:
+    return debian_programs.get()
+
+
+def _doc(docs: list, kind: str) -> dict:
+    return next(d for d in docs if d and d.get("kind") == kind)
+
+
+def _validate(kubeadm: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([kubeadm, "config", "validate", "--config", str(path)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+# --- kubeadm -----------------------------------------------------------------------------------------------
+def test_real_kubeadm_accepts_every_rendered_ha_kubeadm_file(ha, kubeadm):
+    _, dest = ha
+    files = sorted(dest.glob("*.yaml"))
+    assert [p.name for p in files] == [
+        "k8s-cp-kubeadm-config.yaml", "k8s-cp-kubeadm-upload-certs.yaml", "k8s-cp2-kubeadm-join.yaml",
+        "k8s-cp3-kubeadm-join.yaml", "k8s-worker1-kubeadm-join.yaml", "k8s-worker2-kubeadm-join.yaml",
+        "k8s-worker3-kubeadm-join.yaml"]  # fmt: skip
+    for path in files:
+        done = _validate(kubeadm, path)
+        assert (done.returncode, done.stdout.strip()) == (0, "ok"), f"{path.name}: {done.stderr}"
+
+
+def test_init_names_the_floating_address_and_its_port_and_binds_the_api_server_to_its_own(ha):
+    files, _ = ha
+    docs = files["k8s-cp-kubeadm-config.yaml"]
+    init, cluster = _doc(docs, "InitConfiguration"), _doc(docs, "ClusterConfiguration")
+    assert cluster["controlPlaneEndpoint"] == f"{VIP}:8443"  # haproxy's port at the VIP
+    assert init["localAPIEndpoint"] == {"advertiseAddress": CPS["k8s-cp"], "bindPort": 6443}
+    assert VIP in cluster["apiServer"]["certSANs"]
+    assert "certificateKey" not in init  # init uploads nothing; the join phase uploads for the joins it runs
+
+
+def test_the_certificate_upload_file_holds_the_key_for_the_first_control_plane(ha):
+    files, _ = ha
+    docs = files["k8s-cp-kubeadm-upload-certs.yaml"]
+    init, cluster = _doc(docs, "InitConfiguration"), _doc(docs, "ClusterConfiguration")
+    assert init["certificateKey"] == KEY and init["nodeRegistration"]["name"] == "k8s-cp"
+    assert init["localAPIEndpoint"]["advertiseAddress"] == CPS["k8s-cp"]
+    pinned = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_artifacts"]["kubeadm"]["version"]
+    assert cluster["kubernetesVersion"] == f"v{pinned}" and cluster["controlPlaneEndpoint"] == f"{VIP}:8443"
+
+
+def test_control_planes_join_through_the_vip_with_their_own_endpoint_and_the_key(ha):
+    files, _ = ha
+    for name in ("k8s-cp2", "k8s-cp3"):
+        join = files[f"{name}-kubeadm-join.yaml"][0]
+        assert join["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": CPS[name], "bindPort": 6443},
+                                        "certificateKey": KEY}  # fmt: skip
+        assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == f"{VIP}:8443"
+        assert join["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": CPS[name]}]
+    for name in WORKERS:
+        join = files[f"{name}-kubeadm-join.yaml"][0]
+        assert "controlPlane" not in join
+        assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == f"{VIP}:8443"
+
+
+def test_a_control_plane_join_gets_the_init_patches_and_timeouts(tmp_path):
+    probe = {"failureThreshold": 60}
+    patches = {"kube-apiserver": {"spec": {"containers": [{"name": "kube-apiserver", "livenessProbe": probe}]}}}
+    files, _ = _render(tmp_path, 3, {"kubeadm_init_patches": patches, "kubeadm_init_control_plane_timeout": "15m0s",
+                                        "kubeadm_init_api_call_timeout": "5m0s"})  # fmt: skip
+    join = files["k8s-cp2-kubeadm-join.yaml"][0]
+    assert join["patches"] == {"directory": "/etc/kubernetes/kubestrap/patches"}
+    assert join["timeouts"]["controlPlaneComponentHealthCheck"] == "15m0s" and join["timeouts"]["kubernetesAPICall"] == "5m0s"
+    assert "patches" not in files["k8s-worker1-kubeadm-join.yaml"][0]
+
+
+# (file, text, replacement, what real kubeadm says)
+REFUSED = {
+    "misspelt controlPlane field": ("k8s-cp2-kubeadm-join.yaml", "localAPIEndpoint:", "localAPIEndpoints:",
+                                    'unknown field "controlPlane.localAPIEndpoints"'),
+    "a key that is no key (join)": ("k8s-cp2-kubeadm-join.yaml", f'"{KEY}"', '"not-a-key"', "controlPlane.certificateKey"),
+    "a key that is no key (upload)": ("k8s-cp-kubeadm-upload-certs.yaml", f'"{KEY}"', '"not-a-key"', "certificateKey"),
+    "misspelt upload field": ("k8s-cp-kubeadm-upload-certs.yaml", "certificateKey:", "certificatesKey:",
+                              'unknown field "certificatesKey"'),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_real_kubeadm_refuses_a_broken_ha_file(ha, kubeadm, tmp_path, case):
+    name, text, replacement, said = REFUSED[case]
+    _, dest = ha
+    content = (dest / name).read_text()
+    assert text in content
+    broken = tmp_path / name
+    broken.write_text(content.replace(text, replacement, 1))
+    done = _validate(kubeadm, broken)
+    assert done.returncode != 0 and said in done.stderr, done.stderr
+
+
+# --- haproxy and keepalived ----------------------------------------------------------------------------------
+def _haproxy_check(programs: debian_programs.Programs, config: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`haproxy -c` on *config*. haproxy resolves `user`/`group` while parsing, and the user Debian's package
+    creates (haproxy) exists on the nodes, not here: those two lines name this machine's root instead (the test
+    below checks that they name the package's user)."""
+    text = config.read_text()
+    assert "\n    user haproxy\n    group haproxy\n" in text
+    local = tmp / config.name
+    local.write_text(text.replace("user haproxy", "user root").replace("group haproxy", "group root"))
+    return programs.run("haproxy", "-c", "-f", str(local))
+
+
+def test_real_haproxy_accepts_every_control_plane_configuration(ha, programs, tmp_path):
+    _, dest = ha
+    for name in CPS:
+        done = _haproxy_check(programs, dest / f"{name}-haproxy.cfg", tmp_path)
+        assert done.returncode == 0 and "Configuration file is valid" in done.stdout, done.stdout + done.stderr
+    # the user and group it names are the ones Debian's package creates
+    assert re.search(r"adduser .*haproxy", programs.postinst("haproxy")), programs.postinst("haproxy")
+
+
+def test_real_haproxy_refuses_a_broken_configuration(ha, programs, tmp_path):
+    _, dest = ha
+    broken = tmp_path / "broken" / "k8s-cp-haproxy.cfg"
+    broken.parent.mkdir()
+    broken.write_text((dest / "k8s-cp-haproxy.cfg").read_text().replace("http-check connect ssl", "http-check connekt ssl"))
+    done = _haproxy_check(programs, broken, tmp_path)
+    assert done.returncode != 0 and "connekt" in done.stdout + done.stderr
+
+
+def test_haproxy_forwards_to_every_control_plane_health_checked_over_tls(ha):
+    _, dest = ha
+    text = (dest / "k8s-cp2-haproxy.cfg").read_text()
+    assert "    bind :8443\n" in text and "    mode tcp\n" in text
+    servers = re.findall(r"^\s+server (\S+) (\S+) check verify none$", text, re.M)
+    assert servers == [(name, f"{ip}:6443") for name, ip in CPS.items()]
+    for line in ("option httpchk", "http-check connect ssl", "http-check send meth GET uri /healthz",
+                 "http-check expect status 200"):
+        assert f"    {line}\n" in text
+
+
+def test_real_keepalived_accepts_every_control_plane_configuration(ha, programs):
+    _, dest = ha
+    for name in CPS:
+        done = programs.run("keepalived", "--config-test", "-f", str(dest / f"{name}-keepalived.conf"))
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_real_keepalived_refuses_a_broken_configuration(ha, programs, tmp_path):
+    _, dest = ha
+    broken = tmp_path / "keepalived.conf"
+    broken.write_text((dest / "k8s-cp-keepalived.conf").read_text().replace("virtual_router_id 51", "virtual_router_id 351"))
+    done = programs.run("keepalived", "--config-test", "-f", str(broken))
+    assert done.returncode != 0 and "351" in done.stdout + done.stderr
+
+
+def test_keepalived_peers_by_unicast_with_the_others_and_ranks_by_position(ha):
+    _, dest = ha
+    priorities = []
+    for name, ip in CPS.items():
+        text = (dest / f"{name}-keepalived.conf").read_text()
+        peers = re.search(r"unicast_peer \{\n(.*?)\n    \}", text, re.S).group(1).split()
+        assert peers == [other for other in CPS.values() if other != ip]
+        assert f"unicast_src_ip {ip}\n" in text and "check_unicast_src\n" in text
+        assert f"{VIP}/24 dev {IFACE}" in text and f"interface {IFACE}\n" in text
+        assert 'script "/usr/bin/systemctl is-active --quiet haproxy.service"' in text
+        assert "auth_pass" not in text  # no VRRP password (cleartext on the wire); the peer list restricts
+        priorities.append(int(re.search(r"priority (\d+)", text).group(1)))
+    assert priorities == [150, 140, 130]
+
+
+def test_one_control_plane_with_a_vip_is_valid_for_the_real_programs(tmp_path, kubeadm, programs):
+    """Day one of growing 1 -> 3: one control plane behind the VIP (keepalived has no peer yet)."""
+    files, dest = _render(tmp_path, 1, {"api_lb_vrrp_router_id": 77})
+    text = (dest / "k8s-cp-keepalived.conf").read_text()
+    assert "unicast_peer" not in text and "virtual_router_id 77\n" in text
+    done = programs.run("keepalived", "--config-test", "-f", str(dest / "k8s-cp-keepalived.conf"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _haproxy_check(programs, dest / "k8s-cp-haproxy.cfg", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")["controlPlaneEndpoint"] == f"{VIP}:8443"
+    assert _validate(kubeadm, dest / "k8s-cp-kubeadm-config.yaml").returncode == 0
+
+
+def test_without_a_vip_nothing_changes_for_one_control_plane(tmp_path):
+    """The single control plane's files as before HA existed: endpoint and port from cluster_api_endpoint /
+    cluster_api_port, no VIP in the certificate, workers discover through it."""
+    files = render_configs(tmp_path / "r", inventory=CORPUS / "base")
+    cluster = _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")
+    assert cluster["controlPlaneEndpoint"] == "192.168.1.10:6443"
+    assert cluster["apiServer"]["certSANs"] == ["192.168.1.10", "k8s-cp"]
+    assert files["k8s-worker1-kubeadm-join.yaml"][0]["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "192.168.1.10:6443"
+
+
+# --- secrets in the tasks -------------------------------------------------------------------------------------
+def _tasks(path: Path) -> list[dict]:
+    found: list[dict] = []
+
+    def walk(items: list) -> None:
+        for task in items or []:
+            if any(key in task for key in ("block", "rescue", "always")):
+                for key in ("block", "rescue", "always"):
+                    walk(task.get(key))
+            else:
+                found.append(task)
+    walk(yaml.safe_load(path.read_text()))
+    return found
+
+
+def test_every_task_touching_the_token_or_the_key_hides_it_and_files_are_0600():
+    tasks = _tasks(ROOT / "roles/kubeadm_join/tasks/control_plane.yml")
+    secret = re.compile(r"cp_token_result|cp_key_result|__kubeadm_join_cp_token\b|__kubeadm_join_certificate_key|--upload-certs")
+    touching = [t for t in tasks if secret.search(yaml.safe_dump({k: v for k, v in t.items() if k != "name"}))
+                or t.get("ansible.builtin.template")]  # fmt: skip
+    assert len(touching) >= 5
+    for task in touching:
+        assert task.get("no_log") is True, task["name"]
+        if "ansible.builtin.template" in task:
+            assert task["ansible.builtin.template"]["mode"] == "0600", task["name"]
+    # no secret on a command line: every command's argv is made of fixed words and file paths
+    for task in tasks:
+        argv = (task.get("ansible.builtin.command") or {}).get("argv", [])
+        assert not any("__kubeadm_join_cp_token " in str(a) or "certificate_key" in str(a) for a in argv), task["name"]
+    # the files with the token and the key are removed, the Secret and the token deleted, also after a failure
+    block = next(t for t in yaml.safe_load((ROOT / "roles/kubeadm_join/tasks/control_plane.yml").read_text()) if "always" in t)
+    removed = [t["ansible.builtin.file"]["path"] for t in block["always"] if "ansible.builtin.file" in t]
+    assert [Path(p).name for p in removed] == ["kubeadm-join.yaml", "kubeadm-upload-certs.yaml"]
+    deleting = [t["ansible.builtin.command"]["argv"] for t in block["always"] if "ansible.builtin.command" in t]
+    assert any("secret" in argv and "{{ kubeadm_join_certs_secret }}" in argv for argv in deleting)
+    assert any(argv[:3] == ["kubeadm", "token", "delete"] for argv in deleting)
+
+
+def test_the_journal_redacts_a_certificate_key():
+    from kubestrap.redact import Redactor
+    text = f"kubeadm join --certificate-key {KEY} and certificateKey: \"{KEY}\""
+    assert KEY not in str(Redactor([]).obj(text))
+
+
+def test_debian_programs_fixture_is_not_checked_in_copies():
+    """The programs come from Debian's archive at test time; nothing of them is stored in the repository."""
+    assert not list(ROOT.glob("tests/**/*.deb")) and shutil.which("dpkg-deb")
