@@ -7,7 +7,9 @@ handling of the secrets (no_log, 0600 files, never an argument)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -299,3 +301,53 @@ def test_the_journal_redacts_a_certificate_key():
 def test_debian_programs_fixture_is_not_checked_in_copies():
     """The programs come from Debian's archive at test time; nothing of them is stored in the repository."""
     assert not list(ROOT.glob("tests/**/*.deb")) and shutil.which("dpkg-deb")
+
+
+# --- the certificate upload, for real ---------------------------------------------------------------------------
+def _task(name: str) -> dict:
+    return next(t for t in _tasks(ROOT / "roles/kubeadm_join/tasks/control_plane.yml") if t["name"] == name)
+
+
+def test_real_kubeadm_uploads_the_certificates_with_the_key_from_the_file_and_the_secret_is_deleted(tmp_path, kubeadm):
+    """The upload step against the REAL kube-apiserver of tests/k8s_real.py: a key from REAL `kubeadm certs
+    certificate-key`, the rendered upload file holding it, the task's own argv (`kubeadm init phase upload-certs
+    --upload-certs --config FILE`; --kubeconfig added: the node's /etc/kubernetes/admin.conf is not here). kubeadm
+    stores the certificates encrypted with the file's key (a joining control plane decrypts them with it: done here
+    with AES-GCM as kubeadm does), and the cleanup task's argv deletes the Secret."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from k8s_real import started
+
+    key = subprocess.run([kubeadm, "certs", "certificate-key"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.strip()  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    _, dest = _render(tmp_path / "render", 3)
+    with started(tmp_path / "plane") as plane:
+        config = tmp_path / "kubeadm-upload-certs.yaml"
+        text = (dest / "k8s-cp-kubeadm-upload-certs.yaml").read_text().replace(KEY, key)
+        config.write_text(text + f"certificatesDir: {plane.pki}\n")  # the test control plane's certificates
+        argv = [str(a).replace("{{ kubeadm_join_config_dir }}/kubeadm-upload-certs.yaml", str(config))
+                for a in _task("Upload the control plane's certificates encrypted with the key (kubeadm-certs Secret; "
+                               "kubeadm lets it expire after 2 h)")["ansible.builtin.command"]["argv"]]  # fmt: skip
+        assert argv[:6] == ["kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config"] and key not in argv
+        env = {**os.environ, "HOME": plane.home}
+        done = subprocess.run([kubeadm, *argv[1:], "--kubeconfig", str(plane.kubeconfig)], capture_output=True,
+                              text=True, env=env, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert key in done.stdout  # the key it used is the file's (kubeadm prints it: the task is no_log)
+        kubectl = [plane.kubectl_bin, "--kubeconfig", str(plane.kubeconfig)]
+        got = subprocess.run([*kubectl, "-n", "kube-system", "get", "secret", "kubeadm-certs", "-o", "json"],
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        data = json.loads(got.stdout)["data"]
+        sealed = base64.b64decode(data["ca.crt"])
+        plain = AESGCM(bytes.fromhex(key)).decrypt(sealed[:12], sealed[12:], None)
+        assert plain == (plane.pki / "ca.crt").read_bytes()
+        # the cleanup task's own argv (the always section): the Secret is deleted
+        delete = _task("Delete the uploaded certificates (kubeadm-certs Secret in kube-system) on the first control-plane node")
+        words = {"{{ kubeadm_join_kubectl_bin }}": plane.kubectl_bin,
+                 "{{ kubeadm_join_admin_kubeconfig }}": str(plane.kubeconfig),
+                 "{{ kubeadm_join_certs_secret }}": "kubeadm-certs"}  # fmt: skip
+        argv = [words.get(str(a), str(a)) for a in delete["ansible.builtin.command"]["argv"]]
+        deleted = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+        assert deleted.returncode == 0 and "deleted" in deleted.stdout, deleted.stderr
+        again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)  # --ignore-not-found
+        assert again.returncode == 0 and "deleted" not in again.stdout
