@@ -119,8 +119,8 @@ def ha(tmp_path_factory):
     env = dict(os.environ, KUBESTRAP_RUNS_DIR=str(work / "runs"), KUBESTRAP_SECRETS_DIR=str(work / "secrets"),
                PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
     c = HACluster(work, work / "one-control-plane", work / "three-control-planes", env, made.image_tar)
-    c.lab("up", "--spec", str(_spec(work / "lab-spec.json")))
     try:
+        c.lab("up", "--spec", str(_spec(work / "lab-spec.json")))
         c.overrides = yaml.safe_load((ROOT / ".lab" / LAB / "group_vars" / "k8s_cluster" / "local-mirror.yml").read_text())
         # the floating address as controlPlaneEndpoint from day one (the lab's own settings name the first control
         # plane's node_ip as cluster_api_endpoint: with a VIP it is left empty, so the endpoint is the VIP)
