@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,60 @@ def test_real_kubeadm_uploads_the_certificates_with_the_key_from_the_file_and_th
         assert deleted.returncode == 0 and "deleted" in deleted.stdout, deleted.stderr
         again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)  # --ignore-not-found
         assert again.returncode == 0 and "deleted" not in again.stdout
+
+
+def test_real_haproxy_forwards_to_a_real_api_server_and_takes_dead_ones_out(tmp_path, programs):
+    """The rendered haproxy configuration RUN by Debian's haproxy in front of the REAL kube-apiserver of
+    tests/k8s_real.py (the first control plane's backend) and two closed ports (the others, down): the TLS health
+    check (`GET /healthz`, anonymous as on a kubeadm cluster) keeps the real one in and takes the dead ones out, so
+    every request through haproxy is answered, and real kubectl verifies the API server's certificate through it (TCP
+    passthrough). Changed for this machine only: the listening address and the servers' addresses, no chroot, stats
+    socket or syslog (node paths), root instead of Debian's haproxy user."""
+    import socket
+
+    from k8s_real import free_port, started
+
+    _, dest = _render(tmp_path / "render", 3)
+    text = (dest / "k8s-cp-haproxy.cfg").read_text()
+    with started(tmp_path / "plane") as plane:
+        listen, dead = free_port(), [free_port(), free_port()]
+        backends = iter([plane.port, *dead])
+        lines = []
+        for line in text.splitlines():
+            words = line.split()
+            if words[:1] in (["chroot"], ["stats"], ["log"], ["daemon"]) or words[:2] == ["option", "tcplog"]:
+                continue
+            if words[:1] == ["bind"]:
+                line = f"    bind 127.0.0.1:{listen}"
+            elif words[:1] == ["server"]:
+                line = line.replace(words[2], f"127.0.0.1:{next(backends)}")
+            lines.append(line.replace("user haproxy", "user root").replace("group haproxy", "group root"))
+        config = tmp_path / "haproxy.cfg"
+        config.write_text("\n".join(lines) + "\n")
+        assert config.read_text().count(" check verify none") == 3
+        process = subprocess.Popen([str(programs.root / "usr/sbin/haproxy"), "-db", "-f", str(config)], env=programs.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            kubectl = [plane.kubectl_bin, "--kubeconfig", str(plane.kubeconfig), "--server", f"https://127.0.0.1:{listen}",
+                       "--request-timeout=10s"]  # fmt: skip
+            env = {**os.environ, "HOME": plane.home}
+            answered, deadline = 0, time.monotonic() + 90
+            while answered < 12 and time.monotonic() < deadline:  # 12 in a row: no request went to a dead backend
+                done = subprocess.run([*kubectl, "get", "--raw", "/readyz"], capture_output=True, text=True, env=env,
+                                      timeout=30)  # fmt: skip
+                answered = answered + 1 if (done.returncode, done.stdout.strip()) == (0, "ok") else 0
+                time.sleep(0.5)
+            assert answered >= 12, f"haproxy did not settle on the live API server: {done.stdout} {done.stderr}"
+            namespaces = subprocess.run([*kubectl, "get", "namespace", "kube-system", "-o", "name"], capture_output=True,
+                                        text=True, env=env, timeout=30)  # fmt: skip
+            assert namespaces.stdout.strip() == "namespace/kube-system", namespaces.stderr
+            for port in dead:  # nothing listens there: the health check, not luck, kept them out
+                with socket.socket() as probe:
+                    assert probe.connect_ex(("127.0.0.1", port)) != 0
+        finally:
+            process.terminate()
+            output = process.communicate(timeout=30)[0]
+        assert process.returncode is not None and "ALERT" not in output, output
+        # haproxy's own account: the two dead API servers were taken out by the health check, the live one never
+        assert "kubestrap-api/k8s-cp2 is DOWN" in output and "kubestrap-api/k8s-cp3 is DOWN" in output, output
+        assert "kubestrap-api/k8s-cp is DOWN" not in output, output
