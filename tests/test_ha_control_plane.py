@@ -409,3 +409,85 @@ def test_real_haproxy_forwards_to_a_real_api_server_and_takes_dead_ones_out(tmp_
         # haproxy's own account: the two dead API servers were taken out by the health check, the live one never
         assert "kubestrap-api/k8s-cp2 is DOWN" in output and "kubestrap-api/k8s-cp3 is DOWN" in output, output
         assert "kubestrap-api/k8s-cp is DOWN" not in output, output
+
+
+# --- keepalived, for real: three "control planes" in network namespaces ----------------------------------------
+def _ip(*argv: str, ns: str | None = None) -> None:
+    command = ["ip", *(["netns", "exec", ns, "ip"] if ns else []), *argv]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+
+
+def _holds_vip(ns: str) -> bool:
+    done = subprocess.run(["ip", "netns", "exec", ns, "ip", "-o", "-4", "addr", "show", "dev", "eth0"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    return f" {VIP}/24 " in done.stdout
+
+
+def _wait_holder(namespaces: dict[str, str], expected: str, seconds: int = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        holders = [name for name, ns in namespaces.items() if _holds_vip(ns)]
+        if holders == [expected]:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{VIP} held by {holders} after {seconds} s, expected {expected} alone")
+
+
+def test_real_keepalived_moves_the_vip_when_haproxy_stops_and_when_a_node_goes(tmp_path, programs):
+    """The three rendered keepalived configurations RUN by Debian's keepalived, one per network namespace standing for
+    a control-plane node (eth0 with its node_ip, all on one bridge, as on the node LAN): VRRP over unicast between
+    them puts the VIP on the first control plane (highest priority); when its tracked haproxy stops the VIP moves
+    to the second; when the second node goes away, to the third. Changed for this machine only: the tracked command
+    (`systemctl is-active haproxy.service` stands for a file's presence: no systemd here) and keepalived's pid files."""
+    tag = f"{os.getpid() % 100000}"
+    bridge_ns = f"kst-br-{tag}"
+    namespaces = {name: f"kst-{i}-{tag}" for i, name in enumerate(CPS)}
+    _, dest = _render(tmp_path / "render", 3, {"api_lb_interface": "eth0"})
+    processes: list[subprocess.Popen] = []
+    try:
+        _ip("netns", "add", bridge_ns)
+        _ip("link", "add", "br0", "type", "bridge", ns=bridge_ns)
+        _ip("link", "set", "br0", "up", ns=bridge_ns)
+        for i, (name, ns) in enumerate(namespaces.items()):
+            _ip("netns", "add", ns)
+            _ip("link", "add", f"kst{i}-{tag}", "type", "veth", "peer", "name", f"kstp{i}-{tag}")
+            _ip("link", "set", f"kst{i}-{tag}", "netns", ns)
+            _ip("link", "set", f"kstp{i}-{tag}", "netns", bridge_ns)
+            _ip("link", "set", f"kst{i}-{tag}", "name", "eth0", ns=ns)
+            _ip("addr", "add", f"{CPS[name]}/24", "dev", "eth0", ns=ns)
+            _ip("link", "set", "eth0", "up", ns=ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+            _ip("link", "set", f"kstp{i}-{tag}", "master", "br0", ns=bridge_ns)
+            _ip("link", "set", f"kstp{i}-{tag}", "up", ns=bridge_ns)
+        for name, ns in namespaces.items():
+            up = tmp_path / f"{name}-haproxy-up"
+            up.touch()
+            text = (dest / f"{name}-keepalived.conf").read_text()
+            tracked = 'script "/usr/bin/systemctl is-active --quiet haproxy.service"'
+            assert tracked in text
+            config = tmp_path / f"{name}-keepalived.conf"
+            config.write_text(text.replace(tracked, f'script "/usr/bin/test -e {up}"'))
+            pids = [f"--pid={tmp_path / f'{name}.pid'}", f"--vrrp_pid={tmp_path / f'{name}-vrrp.pid'}",
+                    f"--checkers_pid={tmp_path / f'{name}-checkers.pid'}", f"--bfd_pid={tmp_path / f'{name}-bfd.pid'}"]
+            processes.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, str(programs.root / "usr/sbin/keepalived"), "--dont-fork", "--log-console",
+                 "--vrrp", "--use-file", str(config), *pids],
+                env=programs.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        _wait_holder(namespaces, "k8s-cp")
+        (tmp_path / "k8s-cp-haproxy-up").unlink()  # haproxy "stops" on the first control plane
+        _wait_holder(namespaces, "k8s-cp2")
+        processes[1].terminate()  # the second node goes away
+        processes[1].wait(timeout=30)
+        _wait_holder({n: ns for n, ns in namespaces.items() if n != "k8s-cp2"}, "k8s-cp3")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        logs = [process.communicate(timeout=30)[0] for process in processes]
+        for ns in [*namespaces.values(), bridge_ns]:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    # keepalived's own account: each became MASTER in turn; the first gave the VIP up when its check failed
+    assert not any("Defaulting to multicast" in log or "unknown keyword" in log.lower() for log in logs), logs
+    for log in logs:
+        assert "(kubestrap_api) Entering MASTER STATE" in log, log
+    assert "(kubestrap_api) Entering FAULT STATE" in logs[0], logs[0]
