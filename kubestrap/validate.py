@@ -21,6 +21,10 @@ from kubestrap.netcheck import IPAddress, IPNetwork
 # Control-plane node counts etcd's quorum tolerates a failure with best (an even count adds a member and no
 # tolerance); more than one needs the floating API address (cluster_api_vip, keepalived + haproxy).
 CONTROL_PLANE_COUNTS = (1, 3, 5, 7)
+# What else listens on a kubeadm control-plane node (haproxy's cluster_api_lb_port must not be one of them).
+_CONTROL_PLANE_PORTS = {2379: "etcd's clients", 2380: "etcd's peers", 2381: "etcd's metrics", 10250: "the kubelet",
+                        10256: "kube-proxy's health check", 10257: "kube-controller-manager",
+                        10259: "kube-scheduler"}  # fmt: skip
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
@@ -291,6 +295,10 @@ class _Checker:
             self.add(lb_src, "cluster_api_lb_port",
                      f"{lb_port} is also cluster_api_port: haproxy listens on cluster_api_lb_port on every control "
                      "plane beside the API server on cluster_api_port; pick another port (default 8443)")
+        elif isinstance(lb_port, int) and lb_port in _CONTROL_PLANE_PORTS:
+            self.add(lb_src, "cluster_api_lb_port",
+                     f"{lb_port} is the port of {_CONTROL_PLANE_PORTS[lb_port]} on every control-plane node, where "
+                     "haproxy listens too; pick another port (default 8443)")
         return ip
 
     def scalars(self) -> None:
