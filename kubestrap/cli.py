@@ -292,6 +292,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         declared, extravars = phases.of(args.command_for), {}
     elif args.add_node:
         _require_node(inv, args.add_node, _again(args, "plan", "--add-node", args.add_node))
+        _require_joinable(inv, args.add_node)
         declared, extravars = phases.of("add-node"), {"kubestrap_node_scope": args.add_node}
     else:
         declared, extravars = phases.of("up"), {}
@@ -511,12 +512,25 @@ def _require_known_node(inv: inv_mod.Inventory, name: str) -> None:
         raise UserError(f"{name} is not in {paths.display(inv.hosts_file)}; its nodes are: {', '.join(known)}")
 
 
+def _require_joinable(inv: inv_mod.Inventory, name: str) -> None:
+    """add-node joins a worker, or (HA control plane, cluster_api_vip set) a control-plane node other than the first,
+    which `up` initialises; a control plane is set up behind the floating address, which a cluster without one lacks."""
+    if name in inv.workers:
+        return
+    cps = inv.control_plane
+    if name == cps[0]:
+        raise UserError(f"{name} is the first node of {inv_mod.CONTROL_PLANE_GROUP}: `bootstrap.py up` initialises "
+                        "it; add-node joins the other nodes")
+    if not inv.value("cluster_api_vip"):
+        raise UserError(f"{name} is in {inv_mod.CONTROL_PLANE_GROUP}, but the cluster has no floating API address: "
+                        "control-plane nodes join behind cluster_api_vip (README, \"HA control plane\"); set it in "
+                        f"{paths.display(inv.path / 'group_vars' / 'k8s_cluster.yml')} before the first `up`")
+
+
 def cmd_add_node(args: argparse.Namespace) -> int:
     inv = _inventory(args, "add-node")
     _require_node(inv, args.name, _again(args, "add-node", args.name))
-    if args.name not in inv.workers:
-        raise UserError(f"{args.name} is in {inv_mod.CONTROL_PLANE_GROUP}: add-node joins workers; control-plane "
-                        "nodes are formed by `bootstrap.py up`")
+    _require_joinable(inv, args.name)
     selected = _phase_selection(phases.of("add-node"), args)
     _host_keys("add-node", selected, inv, args, {"kubestrap_node_scope": args.name})
     code, result = _execute("add-node", _again(args, "add-node", args.name), selected, inv, args,
@@ -843,7 +857,9 @@ def _command(name: str, text: str, func: Callable[[argparse.Namespace], int],
 COMMANDS: dict[str, Register] = {
     "up": _command("up", "bring every node and the platform to the declared state", cmd_up,
                    _run_options, _phase_options),
-    "add-node": _command("add-node", "join a node that is already in the inventory, touching no other node",
+    "add-node": _command("add-node", "join a node that is already in the inventory (a worker, or a control plane behind "
+                                     "cluster_api_vip), touching no other node but for the first control plane's token "
+                                     "step and, for a control plane, the earlier control planes' keepalived/haproxy",
                          cmd_add_node, _node_name, _run_options, _phase_options),
     "check": _command("check", "validate the inventory offline; --hosts also runs host preflight", cmd_check,
                       _check_options),

@@ -18,9 +18,13 @@ from kubestrap import netcheck, paths, schema, spec_check
 from kubestrap.inventory import CLUSTER_GROUP, CONTROL_PLANE_GROUP, WORKERS_GROUP, Inventory
 from kubestrap.netcheck import IPAddress, IPNetwork
 
-# Only the first control-plane node is set up (kubeadm init); others would never join. The HA
-# issue raises this once control-plane joins exist.
-MAX_CONTROL_PLANE_NODES = 1
+# Control-plane node counts etcd's quorum tolerates a failure with best (an even count adds a member and no
+# tolerance); more than one needs the floating API address (cluster_api_vip, keepalived + haproxy).
+CONTROL_PLANE_COUNTS = (1, 3, 5, 7)
+# What else listens on a kubeadm control-plane node (haproxy's cluster_api_lb_port must not be one of them).
+_CONTROL_PLANE_PORTS = {2379: "etcd's clients", 2380: "etcd's peers", 2381: "etcd's metrics", 10250: "the kubelet",
+                        10256: "kube-proxy's health check", 10257: "kube-controller-manager",
+                        10259: "kube-scheduler"}  # fmt: skip
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
@@ -143,11 +147,11 @@ class _Checker:
         if CONTROL_PLANE_GROUP in self.inv.children:
             if not cps:
                 self.add(src, CONTROL_PLANE_GROUP, "needs at least one control-plane node")
-            elif len(cps) > MAX_CONTROL_PLANE_NODES:
+            elif len(cps) not in CONTROL_PLANE_COUNTS:
                 self.add(src, CONTROL_PLANE_GROUP,
-                         f"{len(cps)} control-plane nodes ({', '.join(cps)}); HA (several control-plane nodes) is "
-                         "not supported yet and the extra ones would never join: keep exactly one control-plane "
-                         f"node for now (move the others to {WORKERS_GROUP} or out of the inventory)")
+                         f"{len(cps)} control-plane nodes ({', '.join(cps)}); etcd needs an odd number of them "
+                         f"({', '.join(map(str, CONTROL_PLANE_COUNTS))}): an even count tolerates no more failed "
+                         f"nodes than one fewer; move one to {WORKERS_GROUP} or add one")
         if WORKERS_GROUP in self.inv.children and not workers:
             self.add(src, WORKERS_GROUP, "needs at least one worker node")
         for host in sorted(set(cps) & set(workers)):
@@ -245,6 +249,58 @@ class _Checker:
             self.add(source, "cluster_api_endpoint", wrong)
         return ip
 
+    def api_vip(self, node_ips: dict[IPAddress, str], node_net: IPNetwork | None) -> IPAddress | None:
+        """The floating API address (keepalived + haproxy on the control-plane nodes): required with more than
+        one control-plane node; inside the node network, no node's address; the endpoint agrees with it."""
+        raw, source = self.setting("cluster_api_vip")
+        key = "cluster_api_vip"
+        cps = self.inv.control_plane
+        if raw in (None, ""):
+            if len(cps) > 1 and len(cps) in CONTROL_PLANE_COUNTS:  # an even count is refused on its own
+                self.add(self.inv.hosts_file, key,
+                         f"must be set with {len(cps)} control-plane nodes ({', '.join(cps)}): a free address in "
+                         f"cluster_node_network that keepalived moves to a working control plane; set it in "
+                         f"{paths.display(self.inv.path / 'group_vars' / 'k8s_cluster.yml')}")
+            return None
+        try:
+            ip = ipaddress.ip_address(str(raw))
+        except ValueError:
+            self.add(source, key, f"must be an IP address (keepalived holds it on the node LAN), got {raw!r}")
+            return None
+        if node_net is not None and (ip.version != node_net.version or ip not in node_net):
+            self.add(source, key, f"{ip} is outside cluster_node_network {node_net}: keepalived can only move an "
+                                  "address of the nodes' own LAN; pick a free one inside it")
+            return ip
+        if node_net is not None and ip in (node_net.network_address, node_net.broadcast_address):
+            self.add(source, key, f"{ip} is the network or broadcast address of {node_net}; pick a free host address")
+            return ip
+        if ip in node_ips:
+            self.add(source, key, f"{ip} is the node_ip of {node_ips[ip]}; the floating address must be one no node "
+                                  "has: pick a free address in cluster_node_network")
+            return ip
+        endpoint, endpoint_src = self.setting("cluster_api_endpoint")
+        if endpoint not in (None, ""):
+            try:
+                other = ipaddress.ip_address(str(endpoint))
+            except ValueError:
+                other = None  # a DNS name: it must resolve to the VIP (not checked offline)
+            if other is not None and other != ip:
+                self.add(endpoint_src, "cluster_api_endpoint",
+                         f"{other} differs from cluster_api_vip {ip}: with a floating address the controlPlaneEndpoint "
+                         "is that address (or a DNS name for it); leave cluster_api_endpoint empty or set it to "
+                         f"{ip}")
+        lb_port, lb_src = self.setting("cluster_api_lb_port")
+        api_port, _ = self.setting("cluster_api_port")
+        if isinstance(lb_port, int) and lb_port == api_port:
+            self.add(lb_src, "cluster_api_lb_port",
+                     f"{lb_port} is also cluster_api_port: haproxy listens on cluster_api_lb_port on every control "
+                     "plane beside the API server on cluster_api_port; pick another port (default 8443)")
+        elif isinstance(lb_port, int) and lb_port in _CONTROL_PLANE_PORTS:
+            self.add(lb_src, "cluster_api_lb_port",
+                     f"{lb_port} is the port of {_CONTROL_PLANE_PORTS[lb_port]} on every control-plane node, where "
+                     "haproxy listens too; pick another port (default 8443)")
+        return ip
+
     def scalars(self) -> None:
         repo, source = self.setting("argocd_app_of_apps_repo")
         if isinstance(repo, str) and repo and not spec_check.is_template(repo) and not _HTTPS_URL.match(repo):
@@ -259,7 +315,7 @@ class _Checker:
             self.add(source, "cluster_dns_domain", f"not a valid DNS domain: {domain!r}")
 
     def metallb(self, node_net: IPNetwork | None, node_ips: dict[IPAddress, str],
-                endpoint: IPAddress | None) -> None:
+                endpoint: IPAddress | None, vip: IPAddress | None = None) -> None:
         flags = self.setting("addons_enabled")[0]
         enabled = flags.get("metallb", False) if isinstance(flags, dict) else False
         raw, source = self.setting("metallb_address_pool")
@@ -283,6 +339,10 @@ class _Checker:
         if endpoint is not None and endpoint.version == first.version and first <= endpoint <= last \
                 and endpoint not in node_ips:
             self.add(source, key, f"{raw} contains the API endpoint {endpoint}")
+        if vip is not None and vip != endpoint and vip.version == first.version and first <= vip <= last \
+                and vip not in node_ips:
+            self.add(source, key, f"{raw} contains cluster_api_vip {vip}: MetalLB would hand the floating API address "
+                                  "to a Service; keep the pool and the VIP apart")
 
     # --- versions --------------------------------------------------------------------------
     def _charts(self) -> None:
@@ -458,8 +518,9 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     node_net, svc_net = c.networks()
     node_ips = c.hosts(node_net)
     endpoint = c.api_endpoint(node_ips, node_net, svc_net)
+    vip = c.api_vip(node_ips, node_net)
     c.scalars()
-    c.metallb(node_net, node_ips, endpoint)
+    c.metallb(node_net, node_ips, endpoint, vip)
     c.versions()
     return _dedupe(c.problems)
 

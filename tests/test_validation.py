@@ -242,3 +242,44 @@ def test_vars_file_shadowed_by_a_vars_folder_is_refused(tmp_path: Path):
     lines = list(validate.check_path(inv))
     shadowed = paths.display(inv / "group_vars" / "k8s_cluster.yml")
     assert any(line.startswith(f"{shadowed}: Ansible ignores this because") for line in lines), lines
+
+
+# --- HA control plane (cluster_api_vip) ----------------------------------------------------------------------
+def _ha_inventory(tmp_path: Path, control_planes: int, settings: dict) -> Path:
+    """The base inventory with *control_planes* control-plane nodes (192.168.1.20, .21, ...) and *settings*."""
+    inv = build_case(CORPUS / "base", tmp_path / "ha")
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    cps = {f"k8s-cp{i + 1}" if i else "k8s-cp": {"ansible_host": f"192.168.1.{20 + i}", "node_ip": f"192.168.1.{20 + i}"}
+           for i in range(control_planes)}  # fmt: skip
+    hosts["all"]["children"]["k8s_cluster"]["children"]["k8s_control_plane"]["hosts"] = cps
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    base = yaml.safe_load((inv / "group_vars" / "k8s_cluster.yml").read_text())
+    base.pop("cluster_api_endpoint")
+    (inv / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump({**base, **settings}))
+    return inv
+
+
+@pytest.mark.parametrize("control_planes", [1, 3, 5, 7])
+def test_an_odd_number_of_control_planes_with_a_free_vip_is_valid(tmp_path: Path, control_planes: int):
+    inv = _ha_inventory(tmp_path, control_planes, {"cluster_api_vip": "192.168.1.5"})
+    assert list(validate.check_path(inv)) == []
+
+
+def test_the_endpoint_may_name_the_vip_or_a_dns_name_for_it(tmp_path: Path):
+    for endpoint in ("192.168.1.5", "k8s-api.home.arpa"):
+        inv = _ha_inventory(tmp_path / endpoint, 3, {"cluster_api_vip": "192.168.1.5", "cluster_api_endpoint": endpoint})
+        assert list(validate.check_path(inv)) == []
+
+
+@pytest.mark.parametrize("control_planes", [2, 4, 6])
+def test_an_even_number_of_control_planes_is_refused_saying_why(tmp_path: Path, control_planes: int):
+    inv = _ha_inventory(tmp_path, control_planes, {"cluster_api_vip": "192.168.1.5"})
+    lines = [str(p) for p in validate.check_path(inv)]
+    assert len(lines) == 1 and f"k8s_control_plane: {control_planes} control-plane nodes" in lines[0], lines
+    assert "etcd needs an odd number" in lines[0] and "move one to k8s_workers or add one" in lines[0]
+
+
+def test_a_vip_inside_the_metallb_pool_is_refused_also_when_metallb_is_off(tmp_path: Path):
+    inv = _ha_inventory(tmp_path, 1, {"cluster_api_vip": "192.168.1.240", "addons_enabled": {"metallb": False, "cilium": True}})
+    lines = [str(p) for p in validate.check_path(inv)]
+    assert len(lines) == 1 and "contains cluster_api_vip 192.168.1.240" in lines[0], lines

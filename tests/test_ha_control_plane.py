@@ -1,0 +1,479 @@
+"""HA control plane (cluster_api_vip): the files the roles render for three control planes behind a floating
+address, judged by the REAL programs - kubeadm v1.36 (`kubeadm config validate`: the first control plane's
+configuration with the VIP as controlPlaneEndpoint, the certificate upload configuration holding the certificate
+key, the control-plane and worker JoinConfigurations) and Debian bookworm's haproxy (`haproxy -c`) and keepalived
+(`keepalived --config-test`), fetched as .debs (tests/fixtures/debian_programs.py); what they say; and the tasks'
+handling of the secrets (no_log, 0600 files, never an argument)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures import debian_programs
+from helpers import ANSIBLE_PLAYBOOK, CORPUS, ROOT, render_configs
+from k8s_real import upstream_dir
+
+VIP = "192.168.1.5"
+CPS = {"k8s-cp": "192.168.1.10", "k8s-cp2": "192.168.1.8", "k8s-cp3": "192.168.1.9"}
+WORKERS = {"k8s-worker1": "192.168.1.11", "k8s-worker2": "192.168.1.12", "k8s-worker3": "192.168.1.13"}
+KEY = "a1" * 32  # the render playbook's stand-in certificate key
+CP_TASK_FILES = [ROOT / "roles/kubeadm_join/tasks" / f"control_plane{part}.yml" for part in ("", "_certs", "_cleanup")]
+# keepalived's check looks the interface up on the machine it runs on: one of this machine's (not loopback)
+IFACE = next((p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo" and (p / "device").exists()),
+             next(p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo"))
+
+
+def _inventory(dest: Path, control_planes: int, **settings: object) -> Path:
+    cps = dict(list(CPS.items())[:control_planes])
+    hosts = {"all": {"children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in cps.items()}},
+        "k8s_workers": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in WORKERS.items()}}}}}}}  # fmt: skip
+    (dest / "group_vars").mkdir(parents=True)
+    (dest / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    base = yaml.safe_load((CORPUS / "base" / "group_vars" / "k8s_cluster.yml").read_text())
+    base.pop("cluster_api_endpoint")
+    (dest / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump({**base, "cluster_api_vip": VIP, **settings}))
+    return dest
+
+
+def _render(tmp: Path, control_planes: int, roles: dict | None = None, **settings: object) -> tuple[dict[str, list], Path]:
+    """Render for *control_planes* control planes with cluster *settings* in the inventory and *roles*' settings as
+    extra variables (the test playbook reads the roles' defaults as vars_files, above inventory variables)."""
+    inv = _inventory(tmp / "inventory", control_planes, **settings)
+    from kubestrap import validate
+    assert [str(p) for p in validate.check_path(inv)] == []  # an inventory `check` accepts
+    dest = tmp / "rendered"
+    extra = tmp / "roles.json"
+    extra.write_text(json.dumps({"api_lb_interface": IFACE, **(roles or {})}))
+    return render_configs(dest, "-e", f"@{extra}", inventory=inv, playbook="render_ha_configs.yml"), dest
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory) -> tuple[dict[str, list], Path]:
+    return _render(tmp_path_factory.mktemp("ha"), 3)
+
+
+@pytest.fixture(scope="module")
+def kubeadm() -> str:
+    return str(upstream_dir("kubernetes") / "kubeadm")
+
+
+@pytest.fixture(scope="module")
+def programs() -> debian_programs.Programs:
+    return debian_programs.get()
+
+
+def _doc(docs: list, kind: str) -> dict:
+    return next(d for d in docs if d and d.get("kind") == kind)
+
+
+def _validate(kubeadm: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([kubeadm, "config", "validate", "--config", str(path)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+# --- kubeadm -----------------------------------------------------------------------------------------------
+def test_real_kubeadm_accepts_every_rendered_ha_kubeadm_file(ha, kubeadm):
+    _, dest = ha
+    files = sorted(dest.glob("*.yaml"))
+    assert [p.name for p in files] == [
+        "k8s-cp-kubeadm-config.yaml", "k8s-cp-kubeadm-upload-certs.yaml", "k8s-cp2-kubeadm-join.yaml",
+        "k8s-cp3-kubeadm-join.yaml", "k8s-worker1-kubeadm-join.yaml", "k8s-worker2-kubeadm-join.yaml",
+        "k8s-worker3-kubeadm-join.yaml"]  # fmt: skip
+    for path in files:
+        done = _validate(kubeadm, path)
+        assert (done.returncode, done.stdout.strip()) == (0, "ok"), f"{path.name}: {done.stderr}"
+
+
+def test_init_names_the_floating_address_and_its_port_and_binds_the_api_server_to_its_own(ha):
+    files, _ = ha
+    docs = files["k8s-cp-kubeadm-config.yaml"]
+    init, cluster = _doc(docs, "InitConfiguration"), _doc(docs, "ClusterConfiguration")
+    assert cluster["controlPlaneEndpoint"] == f"{VIP}:8443"  # haproxy's port at the VIP
+    assert init["localAPIEndpoint"] == {"advertiseAddress": CPS["k8s-cp"], "bindPort": 6443}
+    assert VIP in cluster["apiServer"]["certSANs"]
+    assert "certificateKey" not in init  # init uploads nothing; the join phase uploads for the joins it runs
+
+
+def test_the_certificate_upload_file_holds_the_key_for_the_first_control_plane(ha):
+    files, _ = ha
+    docs = files["k8s-cp-kubeadm-upload-certs.yaml"]
+    init, cluster = _doc(docs, "InitConfiguration"), _doc(docs, "ClusterConfiguration")
+    assert init["certificateKey"] == KEY and init["nodeRegistration"]["name"] == "k8s-cp"
+    assert init["localAPIEndpoint"]["advertiseAddress"] == CPS["k8s-cp"]
+    pinned = yaml.safe_load((ROOT / "group_vars/all/versions.yml").read_text())["kubestrap_artifacts"]["kubeadm"]["version"]
+    assert cluster["kubernetesVersion"] == f"v{pinned}" and cluster["controlPlaneEndpoint"] == f"{VIP}:8443"
+
+
+def test_control_planes_join_through_the_vip_with_their_own_endpoint_and_the_key(ha):
+    files, _ = ha
+    for name in ("k8s-cp2", "k8s-cp3"):
+        join = files[f"{name}-kubeadm-join.yaml"][0]
+        assert join["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": CPS[name], "bindPort": 6443},
+                                        "certificateKey": KEY}  # fmt: skip
+        assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == f"{VIP}:8443"
+        assert join["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": CPS[name]}]
+    for name in WORKERS:
+        join = files[f"{name}-kubeadm-join.yaml"][0]
+        assert "controlPlane" not in join
+        assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == f"{VIP}:8443"
+
+
+def test_a_control_plane_join_gets_the_init_patches_and_timeouts(tmp_path):
+    probe = {"failureThreshold": 60}
+    patches = {"kube-apiserver": {"spec": {"containers": [{"name": "kube-apiserver", "livenessProbe": probe}]}}}
+    files, _ = _render(tmp_path, 3, {"kubeadm_init_patches": patches, "kubeadm_init_control_plane_timeout": "15m0s",
+                                        "kubeadm_init_api_call_timeout": "5m0s"})  # fmt: skip
+    join = files["k8s-cp2-kubeadm-join.yaml"][0]
+    assert join["patches"] == {"directory": "/etc/kubernetes/kubestrap/patches"}
+    assert join["timeouts"]["controlPlaneComponentHealthCheck"] == "15m0s" and join["timeouts"]["kubernetesAPICall"] == "5m0s"
+    assert "patches" not in files["k8s-worker1-kubeadm-join.yaml"][0]
+
+
+# (file, text, replacement, what real kubeadm says)
+REFUSED = {
+    "misspelt controlPlane field": ("k8s-cp2-kubeadm-join.yaml", "localAPIEndpoint:", "localAPIEndpoints:",
+                                    'unknown field "controlPlane.localAPIEndpoints"'),
+    "a key that is no key (join)": ("k8s-cp2-kubeadm-join.yaml", f'"{KEY}"', '"not-a-key"', "controlPlane.certificateKey"),
+    "a key that is no key (upload)": ("k8s-cp-kubeadm-upload-certs.yaml", f'"{KEY}"', '"not-a-key"', "certificateKey"),
+    "misspelt upload field": ("k8s-cp-kubeadm-upload-certs.yaml", "certificateKey:", "certificatesKey:",
+                              'unknown field "certificatesKey"'),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_real_kubeadm_refuses_a_broken_ha_file(ha, kubeadm, tmp_path, case):
+    name, text, replacement, said = REFUSED[case]
+    _, dest = ha
+    content = (dest / name).read_text()
+    assert text in content
+    broken = tmp_path / name
+    broken.write_text(content.replace(text, replacement, 1))
+    done = _validate(kubeadm, broken)
+    assert done.returncode != 0 and said in done.stderr, done.stderr
+
+
+# --- haproxy and keepalived ----------------------------------------------------------------------------------
+def _haproxy_check(programs: debian_programs.Programs, config: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`haproxy -c` on *config*. haproxy resolves `user`/`group` while parsing, and the user Debian's package
+    creates (haproxy) exists on the nodes, not here: those two lines name this machine's root instead (the test
+    below checks that they name the package's user)."""
+    text = config.read_text()
+    assert "\n    user haproxy\n    group haproxy\n" in text
+    local = tmp / config.name
+    local.write_text(text.replace("user haproxy", "user root").replace("group haproxy", "group root"))
+    return programs.run("haproxy", "-c", "-f", str(local))
+
+
+def test_real_haproxy_accepts_every_control_plane_configuration(ha, programs, tmp_path):
+    _, dest = ha
+    for name in CPS:
+        done = _haproxy_check(programs, dest / f"{name}-haproxy.cfg", tmp_path)
+        assert done.returncode == 0 and "Configuration file is valid" in done.stdout, done.stdout + done.stderr
+    # the user and group it names are the ones Debian's package creates
+    assert re.search(r"adduser .*haproxy", programs.postinst("haproxy")), programs.postinst("haproxy")
+
+
+def test_real_haproxy_refuses_a_broken_configuration(ha, programs, tmp_path):
+    _, dest = ha
+    broken = tmp_path / "broken" / "k8s-cp-haproxy.cfg"
+    broken.parent.mkdir()
+    broken.write_text((dest / "k8s-cp-haproxy.cfg").read_text().replace("http-check connect ssl", "http-check connekt ssl"))
+    done = _haproxy_check(programs, broken, tmp_path)
+    assert done.returncode != 0 and "connekt" in done.stdout + done.stderr
+
+
+def test_haproxy_forwards_to_every_control_plane_health_checked_over_tls(ha):
+    _, dest = ha
+    text = (dest / "k8s-cp2-haproxy.cfg").read_text()
+    assert "    bind :8443\n" in text and "    mode tcp\n" in text
+    servers = re.findall(r"^\s+server (\S+) (\S+) check verify none$", text, re.M)
+    assert servers == [(name, f"{ip}:6443") for name, ip in CPS.items()]
+    for line in ("option httpchk", "http-check connect ssl", "http-check send meth GET uri /healthz",
+                 "http-check expect status 200"):
+        assert f"    {line}\n" in text
+
+
+def test_real_keepalived_accepts_every_control_plane_configuration(ha, programs):
+    _, dest = ha
+    for name in CPS:
+        done = programs.run("keepalived", "--config-test", "-f", str(dest / f"{name}-keepalived.conf"))
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_real_keepalived_refuses_a_broken_configuration(ha, programs, tmp_path):
+    _, dest = ha
+    broken = tmp_path / "keepalived.conf"
+    broken.write_text((dest / "k8s-cp-keepalived.conf").read_text().replace("virtual_router_id 51", "virtual_router_id 351"))
+    done = programs.run("keepalived", "--config-test", "-f", str(broken))
+    assert done.returncode != 0 and "351" in done.stdout + done.stderr
+
+
+def test_keepalived_peers_by_unicast_with_the_others_and_ranks_by_position(ha):
+    _, dest = ha
+    priorities = []
+    for name, ip in CPS.items():
+        text = (dest / f"{name}-keepalived.conf").read_text()
+        peers = re.search(r"unicast_peer \{\n(.*?)\n    \}", text, re.S).group(1).split()
+        assert peers == [other for other in CPS.values() if other != ip]
+        assert f"unicast_src_ip {ip}\n" in text and "check_unicast_src\n" in text
+        assert f"{VIP}/24 dev {IFACE}" in text and f"interface {IFACE}\n" in text
+        assert 'script "/usr/bin/systemctl is-active --quiet haproxy.service"' in text
+        assert "auth_pass" not in text  # no VRRP password (cleartext on the wire); the peer list restricts
+        priorities.append(int(re.search(r"priority (\d+)", text).group(1)))
+    assert priorities == [150, 140, 130]
+
+
+def test_one_control_plane_with_a_vip_is_valid_for_the_real_programs(tmp_path, kubeadm, programs):
+    """Day one of growing 1 -> 3: one control plane behind the VIP (keepalived has no peer yet)."""
+    files, dest = _render(tmp_path, 1, {"api_lb_vrrp_router_id": 77})
+    text = (dest / "k8s-cp-keepalived.conf").read_text()
+    assert "unicast_peer" not in text and "virtual_router_id 77\n" in text
+    done = programs.run("keepalived", "--config-test", "-f", str(dest / "k8s-cp-keepalived.conf"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _haproxy_check(programs, dest / "k8s-cp-haproxy.cfg", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")["controlPlaneEndpoint"] == f"{VIP}:8443"
+    assert _validate(kubeadm, dest / "k8s-cp-kubeadm-config.yaml").returncode == 0
+
+
+def test_without_a_vip_nothing_changes_for_one_control_plane(tmp_path):
+    """The single control plane's files as before HA existed: endpoint and port from cluster_api_endpoint /
+    cluster_api_port, no VIP in the certificate, workers discover through it."""
+    files = render_configs(tmp_path / "r", inventory=CORPUS / "base")
+    cluster = _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")
+    assert cluster["controlPlaneEndpoint"] == "192.168.1.10:6443"
+    assert cluster["apiServer"]["certSANs"] == ["192.168.1.10", "k8s-cp"]
+    assert files["k8s-worker1-kubeadm-join.yaml"][0]["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "192.168.1.10:6443"
+
+
+# --- secrets in the tasks -------------------------------------------------------------------------------------
+def _tasks(path: Path) -> list[dict]:
+    found: list[dict] = []
+
+    def walk(items: list) -> None:
+        for task in items or []:
+            if any(key in task for key in ("block", "rescue", "always")):
+                for key in ("block", "rescue", "always"):
+                    walk(task.get(key))
+            else:
+                found.append(task)
+    walk(yaml.safe_load(path.read_text()))
+    return found
+
+
+def test_every_task_touching_the_token_or_the_key_hides_it_and_files_are_0600():
+    tasks = [t for path in CP_TASK_FILES for t in _tasks(path)]
+    secret = re.compile(r"cp_token_result|cp_key_result|__kubeadm_join_cp_token\b|__kubeadm_join_certificate_key|--upload-certs")
+    touching = [t for t in tasks if secret.search(yaml.safe_dump({k: v for k, v in t.items() if k != "name"}))
+                or t.get("ansible.builtin.template")]  # fmt: skip
+    assert len(touching) >= 5
+    for task in touching:
+        assert task.get("no_log") is True, task["name"]
+        if "ansible.builtin.template" in task:
+            assert task["ansible.builtin.template"]["mode"] == "0600", task["name"]
+    # no secret on a command line: every command's argv is made of fixed words and file paths
+    for task in tasks:
+        argv = (task.get("ansible.builtin.command") or {}).get("argv", [])
+        assert not any("__kubeadm_join_cp_token " in str(a) or "certificate_key" in str(a) for a in argv), task["name"]
+    # the files with the token and the key are removed, the Secret and the token deleted, also after a failure
+    block = next(t for t in yaml.safe_load(CP_TASK_FILES[0].read_text()) if "always" in t)
+    assert [t.get("ansible.builtin.import_tasks") for t in block["always"]] == ["control_plane_cleanup.yml"]
+    cleanup = yaml.safe_load(CP_TASK_FILES[2].read_text())
+    removed = [t["ansible.builtin.file"]["path"] for t in cleanup if "ansible.builtin.file" in t]
+    assert [Path(p).name for p in removed] == ["kubeadm-join.yaml", "kubeadm-upload-certs.yaml"]
+    deleting = [t["ansible.builtin.command"]["argv"] for t in cleanup if "ansible.builtin.command" in t]
+    assert any("'delete', 'secret'" in str(argv) and "kubeadm_join_certs_secret" in str(argv) for argv in deleting)
+    assert any(argv[:3] == ["kubeadm", "token", "delete"] for argv in deleting)
+
+
+def test_the_journal_redacts_a_certificate_key():
+    from kubestrap.redact import Redactor
+    text = f"kubeadm join --certificate-key {KEY} and certificateKey: \"{KEY}\""
+    assert KEY not in str(Redactor([]).obj(text))
+
+
+def test_debian_programs_fixture_is_not_checked_in_copies():
+    """The programs come from Debian's archive at test time; nothing of them is stored in the repository."""
+    assert not list(ROOT.glob("tests/**/*.deb")) and shutil.which("dpkg-deb")
+
+
+# --- the certificate upload, for real ---------------------------------------------------------------------------
+def _task(name: str) -> dict:
+    return next(t for path in CP_TASK_FILES for t in _tasks(path) if t["name"] == name)
+
+
+def test_real_kubeadm_uploads_the_certificates_with_the_key_from_the_file_and_the_secret_is_deleted(tmp_path, kubeadm):
+    """The upload step against the REAL kube-apiserver of tests/k8s_real.py: a key from REAL `kubeadm certs
+    certificate-key`, the rendered upload file holding it, the task's own argv (`kubeadm init phase upload-certs
+    --upload-certs --config FILE`; --kubeconfig added: the node's /etc/kubernetes/admin.conf is not here). kubeadm
+    stores the certificates encrypted with the file's key (a joining control plane decrypts them with it: done here
+    with AES-GCM as kubeadm does)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from k8s_real import started
+
+    key = subprocess.run([kubeadm, "certs", "certificate-key"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.strip()  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    _, dest = _render(tmp_path / "render", 3)
+    with started(tmp_path / "plane") as plane:
+        config = tmp_path / "kubeadm-upload-certs.yaml"
+        text = (dest / "k8s-cp-kubeadm-upload-certs.yaml").read_text().replace(KEY, key)
+        config.write_text(text + f"certificatesDir: {plane.pki}\n")  # the test control plane's certificates
+        argv = [str(a).replace("{{ kubeadm_join_config_dir }}/kubeadm-upload-certs.yaml", str(config))
+                for a in _task("Upload the control plane's certificates encrypted with the key (kubeadm-certs Secret; "
+                               "kubeadm lets it expire after 2 h)")["ansible.builtin.command"]["argv"]]  # fmt: skip
+        assert argv[:6] == ["kubeadm", "init", "phase", "upload-certs", "--upload-certs", "--config"] and key not in argv
+        env = {**os.environ, "HOME": plane.home}
+        done = subprocess.run([kubeadm, *argv[1:], "--kubeconfig", str(plane.kubeconfig)], capture_output=True,
+                              text=True, env=env, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert key in done.stdout  # the key it used is the file's (kubeadm prints it: the task is no_log)
+        kubectl = [plane.kubectl_bin, "--kubeconfig", str(plane.kubeconfig)]
+        got = subprocess.run([*kubectl, "-n", "kube-system", "get", "secret", "kubeadm-certs", "-o", "json"],
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        data = json.loads(got.stdout)["data"]
+        sealed = base64.b64decode(data["ca.crt"])
+        plain = AESGCM(bytes.fromhex(key)).decrypt(sealed[:12], sealed[12:], None)
+        assert plain == (plane.pki / "ca.crt").read_bytes()
+        # (the role's cleanup of the Secret and of the token kubeadm made for it runs for real below)
+
+
+# --- keepalived, for real: three "control planes" in network namespaces ----------------------------------------
+def _ip(*argv: str, ns: str | None = None) -> None:
+    command = ["ip", *(["netns", "exec", ns, "ip"] if ns else []), *argv]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=30)
+
+
+def _holds_vip(ns: str) -> bool:
+    done = subprocess.run(["ip", "netns", "exec", ns, "ip", "-o", "-4", "addr", "show", "dev", "eth0"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    return f" {VIP}/24 " in done.stdout
+
+
+def _wait_holder(namespaces: dict[str, str], expected: str, seconds: int = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        holders = [name for name, ns in namespaces.items() if _holds_vip(ns)]
+        if holders == [expected]:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{VIP} held by {holders} after {seconds} s, expected {expected} alone")
+
+
+def test_real_keepalived_moves_the_vip_when_haproxy_stops_and_when_a_node_goes(tmp_path, programs):
+    """The three rendered keepalived configurations RUN by Debian's keepalived, one per network namespace standing for
+    a control-plane node (eth0 with its node_ip, all on one bridge, as on the node LAN): VRRP over unicast between
+    them puts the VIP on the first control plane (highest priority); when its tracked haproxy stops the VIP moves
+    to the second; when the second node goes away, to the third. Changed for this machine only: the tracked command
+    (`systemctl is-active haproxy.service` stands for a file's presence: no systemd here) and keepalived's pid files."""
+    tag = f"{os.getpid() % 100000}"
+    bridge_ns = f"kst-br-{tag}"
+    namespaces = {name: f"kst-{i}-{tag}" for i, name in enumerate(CPS)}
+    _, dest = _render(tmp_path / "render", 3, {"api_lb_interface": "eth0"})
+    processes: list[subprocess.Popen] = []
+    try:
+        _ip("netns", "add", bridge_ns)
+        _ip("link", "add", "br0", "type", "bridge", ns=bridge_ns)
+        _ip("link", "set", "br0", "up", ns=bridge_ns)
+        for i, (name, ns) in enumerate(namespaces.items()):
+            _ip("netns", "add", ns)
+            _ip("link", "add", f"kst{i}-{tag}", "type", "veth", "peer", "name", f"kstp{i}-{tag}")
+            _ip("link", "set", f"kst{i}-{tag}", "netns", ns)
+            _ip("link", "set", f"kstp{i}-{tag}", "netns", bridge_ns)
+            _ip("link", "set", f"kst{i}-{tag}", "name", "eth0", ns=ns)
+            _ip("addr", "add", f"{CPS[name]}/24", "dev", "eth0", ns=ns)
+            _ip("link", "set", "eth0", "up", ns=ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+            _ip("link", "set", f"kstp{i}-{tag}", "master", "br0", ns=bridge_ns)
+            _ip("link", "set", f"kstp{i}-{tag}", "up", ns=bridge_ns)
+        for name, ns in namespaces.items():
+            up = tmp_path / f"{name}-haproxy-up"
+            up.touch()
+            text = (dest / f"{name}-keepalived.conf").read_text()
+            tracked = 'script "/usr/bin/systemctl is-active --quiet haproxy.service"'
+            assert tracked in text
+            config = tmp_path / f"{name}-keepalived.conf"
+            config.write_text(text.replace(tracked, f'script "/usr/bin/test -e {up}"'))
+            pids = [f"--pid={tmp_path / f'{name}.pid'}", f"--vrrp_pid={tmp_path / f'{name}-vrrp.pid'}",
+                    f"--checkers_pid={tmp_path / f'{name}-checkers.pid'}", f"--bfd_pid={tmp_path / f'{name}-bfd.pid'}"]
+            processes.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, str(programs.root / "usr/sbin/keepalived"), "--dont-fork", "--log-console",
+                 "--vrrp", "--use-file", str(config), *pids],
+                env=programs.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))  # fmt: skip
+        _wait_holder(namespaces, "k8s-cp")
+        (tmp_path / "k8s-cp-haproxy-up").unlink()  # haproxy "stops" on the first control plane
+        _wait_holder(namespaces, "k8s-cp2")
+        processes[1].terminate()  # the second node goes away
+        processes[1].wait(timeout=30)
+        _wait_holder({n: ns for n, ns in namespaces.items() if n != "k8s-cp2"}, "k8s-cp3")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        logs = [process.communicate(timeout=30)[0] for process in processes]
+        for ns in [*namespaces.values(), bridge_ns]:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    # keepalived's own account: each became MASTER in turn; the first gave the VIP up when its check failed
+    assert not any("Defaulting to multicast" in log or "unknown keyword" in log.lower() for log in logs), logs
+    for log in logs:
+        assert "(kubestrap_api) Entering MASTER STATE" in log, log
+    assert "(kubestrap_api) Entering FAULT STATE" in logs[0], logs[0]
+
+
+def test_the_roles_certificate_step_and_cleanup_run_for_real_and_leave_nothing_behind(tmp_path, kubeadm):
+    """kubeadm_join's control_plane_certs.yml and control_plane_cleanup.yml run by Ansible (tests/playbooks/
+    control_plane_certs.yml) with the REAL kubeadm and kubectl against the REAL kube-apiserver of tests/k8s_real.py,
+    a failed join between them: the token is minted, a key generated, the certificates uploaded with the key from
+    the 0600 file; then, after the failure, the JoinConfiguration and the upload file are gone, the kubeadm-certs
+    Secret deleted (it existed), the token deleted, and neither the token nor the key was printed."""
+    from k8s_real import started
+
+    token_re = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+    with started(tmp_path / "plane") as plane:
+        bindir = Path(kubeadm).parent
+        env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "HOME": plane.home, "ANSIBLE_NOCOLOR": "1"}
+        config_dir, record = tmp_path / "kubestrap", tmp_path / "record"
+        config_dir.mkdir(mode=0o700)
+        record.mkdir()
+        node_vars = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        inventory = tmp_path / "hosts.yml"
+        inventory.write_text(json.dumps({"all": {
+            "hosts": {"k8s-cp": {**node_vars, "node_ip": CPS["k8s-cp"]}, "k8s-cp2": {**node_vars, "node_ip": CPS["k8s-cp2"]}},
+            "children": {"k8s_control_plane": {"hosts": {"k8s-cp": {}, "k8s-cp2": {}}}}}}))  # fmt: skip
+        # (kubeadm refuses a loopback advertise address: the homelab's node_ip stand in, as in the rendered files)
+        settings = tmp_path / "settings.json"
+        settings.write_text(json.dumps({
+            "kubeadm_join_control_plane": "k8s-cp", "kubeadm_join_admin_kubeconfig": str(plane.kubeconfig),
+            "kubeadm_join_config_dir": str(config_dir), "kubeadm_join_certificates_dir": str(plane.pki),
+            "kubeadm_join_kubectl_bin": plane.kubectl_bin, "cluster_api_vip": VIP, "record_dir": str(record)}))  # fmt: skip
+        done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"@{settings}",
+                               str(ROOT / "tests/playbooks/control_plane_certs.yml")],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)  # fmt: skip
+        out = done.stdout + done.stderr
+        assert done.returncode != 0 and "join failed (test)" in out, out[-3000:]
+        for task in ("Mint a join token on the first control-plane node", "Upload the control plane's certificates",
+                     "Delete the uploaded certificates", "Delete the control-plane joins' token"):
+            assert re.search(rf"TASK \[kubeadm_join : {re.escape(task)}[^\]]*\][ *]*\nchanged: \[k8s-cp2 -> k8s-cp\]", out), \
+                (task, out[-4000:])
+        uploaded = json.loads((record / "uploaded.json").read_text())
+        assert {"ca.crt", "ca.key", "sa.key", "sa.pub"} <= set(uploaded)  # the certificates were there, encrypted
+        assert list(config_dir.iterdir()) == []  # JoinConfiguration and upload file removed
+        secret = subprocess.run([plane.kubectl_bin, "--kubeconfig", str(plane.kubeconfig), "-n", "kube-system", "get",
+                                 "secret", "kubeadm-certs"], capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert "NotFound" in secret.stderr, secret.stdout + secret.stderr
+        tokens = subprocess.run([kubeadm, "token", "list", "--kubeconfig", str(plane.kubeconfig)], capture_output=True,
+                                text=True, env=env, timeout=60)  # fmt: skip
+        assert tokens.returncode == 0 and not token_re.search(tokens.stdout), tokens.stdout
+        assert not token_re.search(out), "a token was printed"
+        assert not re.search(r"\b[0-9a-f]{64}\b", out), "a certificate key was printed"
