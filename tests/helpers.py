@@ -146,3 +146,18 @@ def render_configs(dest: Path, *extra: str, inventory: Path | None = None,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {p.name: list(yaml.safe_load_all(p.read_text())) for p in sorted(dest.iterdir()) if p.suffix in (".yaml", ".yml")}
+
+
+def ha_inventory(dest: Path, control_planes: dict[str, str], workers: dict[str, str], **settings: object) -> Path:
+    """An inventory at *dest*: the corpus's base settings without cluster_api_endpoint, updated with *settings* (a
+    None value drops the setting), and the given control-plane and worker nodes (name -> node IP)."""
+    hosts = {"all": {"children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in control_planes.items()}},
+        "k8s_workers": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in workers.items()}}}}}}}  # fmt: skip
+    (dest / "group_vars").mkdir(parents=True)
+    (dest / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    base = yaml.safe_load((CORPUS / "base" / "group_vars" / "k8s_cluster.yml").read_text())
+    base.pop("cluster_api_endpoint")
+    merged = {key: value for key, value in {**base, **settings}.items() if value is not None}
+    (dest / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump(merged))
+    return dest

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-from helpers import CORPUS, ROOT
+from helpers import ROOT, ha_inventory
 
 from kubestrap import inventory, phases, plan
 
@@ -24,18 +23,7 @@ def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
 
 
 def _inventory(dest: Path, vip: str | None = "192.168.1.5", control_planes: int = 3) -> Path:
-    cps = dict(list(CPS.items())[:control_planes])
-    hosts = {"all": {"children": {"k8s_cluster": {"children": {
-        "k8s_control_plane": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in cps.items()}},
-        "k8s_workers": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in WORKERS.items()}}}}}}}  # fmt: skip
-    (dest / "group_vars").mkdir(parents=True)
-    (dest / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    settings = yaml.safe_load((CORPUS / "base" / "group_vars" / "k8s_cluster.yml").read_text())
-    settings.pop("cluster_api_endpoint")
-    if vip:
-        settings["cluster_api_vip"] = vip
-    (dest / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump(settings))
-    return dest
+    return ha_inventory(dest, dict(list(CPS.items())[:control_planes]), WORKERS, cluster_api_vip=vip)
 
 
 def test_add_node_of_a_control_plane_touches_it_the_earlier_control_planes_lb_and_the_token_step(tmp_path: Path):

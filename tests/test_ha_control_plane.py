@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fixtures import debian_programs
-from helpers import ANSIBLE_PLAYBOOK, CORPUS, ROOT, render_configs
+from helpers import ANSIBLE_PLAYBOOK, CORPUS, ROOT, ha_inventory, render_configs
 from k8s_real import upstream_dir
 
 VIP = "192.168.1.5"
@@ -34,16 +34,7 @@ IFACE = next((p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name
 
 
 def _inventory(dest: Path, control_planes: int, **settings: object) -> Path:
-    cps = dict(list(CPS.items())[:control_planes])
-    hosts = {"all": {"children": {"k8s_cluster": {"children": {
-        "k8s_control_plane": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in cps.items()}},
-        "k8s_workers": {"hosts": {n: {"ansible_host": ip, "node_ip": ip} for n, ip in WORKERS.items()}}}}}}}  # fmt: skip
-    (dest / "group_vars").mkdir(parents=True)
-    (dest / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    base = yaml.safe_load((CORPUS / "base" / "group_vars" / "k8s_cluster.yml").read_text())
-    base.pop("cluster_api_endpoint")
-    (dest / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump({**base, "cluster_api_vip": VIP, **settings}))
-    return dest
+    return ha_inventory(dest, dict(list(CPS.items())[:control_planes]), WORKERS, **{"cluster_api_vip": VIP, **settings})
 
 
 def _render(tmp: Path, control_planes: int, roles: dict | None = None, **settings: object) -> tuple[dict[str, list], Path]:
