@@ -129,7 +129,7 @@ def test_backup_tasks_snapshot_and_restore_tasks_bring_back_what_was_there(progr
     done = _play(tmp_path, "etcd_restore", "data", {
         "__etcd_restore_exec": [], "__etcd_restore_file": str(work / "etcd" / "snapshot.db"), "__etcd_restore_member": member,
         "__etcd_restore_new_dir": str(restored), "etcd_restore_snapshot": str(archive), "kubestrap_secrets_dir": str(tmp_path),
-        "kubestrap_admin_kubeconfig": "/nonexistent",
+        "kubestrap_admin_kubeconfig": "/nonexistent", "kubestrap_kubeadm_dir": str(tmp_path),
     }, programs)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
     assert json.loads((tmp_path / "facts.json").read_text())["restore"]["revision"] == facts["revision"]
@@ -151,6 +151,7 @@ def test_a_file_that_is_no_snapshot_is_refused_before_anything_changes(programs,
         "__etcd_restore_exec": [], "__etcd_restore_file": str(bogus), "__etcd_restore_member": {},
         "__etcd_restore_new_dir": str(tmp_path / "new"), "etcd_restore_snapshot": str(bogus),
         "kubestrap_secrets_dir": str(tmp_path), "kubestrap_admin_kubeconfig": "/nonexistent",
+        "kubestrap_kubeadm_dir": str(tmp_path),
     }, programs)  # fmt: skip
     assert done.returncode != 0
     assert "is not an etcd snapshot etcdutl can read" in done.stdout and "nothing was stopped or changed" in done.stdout

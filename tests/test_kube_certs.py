@@ -59,7 +59,8 @@ def _run_role(tmp_path: Path, kubeadm: Path, pki: Path, tasks_from: str, **extra
     book.write_text(yaml.safe_dump(play))
     variables = {"kube_certs_kubeadm": str(kubeadm), "kube_certs_cert_dir": str(pki), "certs_expiry_warn_days": 30,
                  "certs_renew_days": 30, "kube_certs_static_pods": [], "kubestrap_admin_kubeconfig": str(tmp_path / "admin.conf"),
-                 "kubestrap_secrets_dir": str(tmp_path / "secrets"), "ansible_python_interpreter": sys.executable,
+                 "kubestrap_secrets_dir": str(tmp_path / "secrets"), "kubestrap_kubeadm_dir": str(tmp_path / "kubeadm"),
+                 "ansible_python_interpreter": sys.executable,
                  **extra}  # fmt: skip
     env = {**os.environ, **ROLE_PATHS, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(book), "-e", json.dumps(variables)],

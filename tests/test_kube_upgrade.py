@@ -114,6 +114,38 @@ def test_every_kubectl_flag_the_role_passes_exists(kubernetes):
     assert "--force" not in drain and "--disable-eviction" not in drain  # evictions, so PodDisruptionBudgets hold
 
 
+@pytest.mark.parametrize("patches", [{"kube-apiserver0+strategic.yaml": {"metadata": {"name": "kube-apiserver"}}}, {}],
+                         ids=["patches", "none"])
+def test_every_control_plane_keeps_its_kubeadm_patches_through_the_upgrade(tmp_path, patches):
+    """`kubeadm upgrade apply` (first control plane) and `kubeadm upgrade node` (another control plane) name the
+    patches directory kubeadm_init/kubeadm_join wrote; a worker (no static pods) and a cluster without patches pass
+    an empty --patches, which kubeadm takes as none. The role's own argv, rendered per host by Ansible."""
+    tasks = {t["name"]: t["ansible.builtin.command"]["argv"] for t in _tasks(yaml.safe_load(ROLE_TASKS.read_text()))
+             if "kube_upgrade_kubeadm" in str(t.get("ansible.builtin.command", {}).get("argv", [""])[0])}  # fmt: skip
+    apply, node = (next(argv for name, argv in tasks.items() if word in name) for word in ("upgrade apply", "upgrade node"))
+    out = tmp_path / "argv"
+    out.mkdir()
+    play = [{"name": "render", "ansible.builtin.copy": {
+        "dest": f"{out}/{{{{ inventory_hostname }}}}.json", "mode": "0600",
+        "content": "{{ {'apply': probe_apply, 'node': probe_node} | to_json }}"},
+        "vars": {"probe_apply": apply, "probe_node": node, "__kube_upgrade_target": "1.36.3"}}]  # fmt: skip
+    inventory = {"all": {"children": {"k8s_cluster": {"children": {
+        "k8s_control_plane": {"hosts": {"cp1": LOCAL, "cp2": LOCAL}}, "k8s_workers": {"hosts": {"w1": LOCAL}}}}}}}  # fmt: skip
+    defaults = yaml.safe_load((ROOT / "roles/kube_upgrade/defaults/main.yml").read_text())
+    variables = {"kube_upgrade_patches_dir": defaults["kube_upgrade_patches_dir"], "kube_upgrade_kubeadm": "kubeadm",
+                 "kubestrap_kubeadm_dir": "/etc/kubernetes/kubestrap", "kubeadm_init_patches": patches}  # fmt: skip
+    _play(tmp_path, "argv", "all", play, inventory, variables)
+    rendered = {host: json.loads((out / f"{host}.json").read_text()) for host in ("cp1", "cp2", "w1")}
+    want = "--patches=/etc/kubernetes/kubestrap/patches" if patches else "--patches="
+    assert rendered["cp1"]["apply"] == ["kubeadm", "upgrade", "apply", "v1.36.3", "--yes", want]
+    assert rendered["cp2"]["node"] == ["kubeadm", "upgrade", "node", want]
+    assert rendered["w1"]["node"] == ["kubeadm", "upgrade", "node", "--patches="]
+    # the joining control plane writes its patches where `kubeadm upgrade node` reads them
+    join = yaml.safe_load((ROOT / "roles/kubeadm_join/defaults/main.yml").read_text())["kubeadm_join_patches_dir"]
+    assert join.replace("kubeadm_init_config_dir | default(kubestrap_kubeadm_dir)", "kubestrap_kubeadm_dir") == (
+        "{{ kubestrap_kubeadm_dir }}/patches")
+
+
 def _play(tmp_path: Path, name: str, hosts: str, tasks: list[dict], inventory: dict, variables: dict,
           check: bool = True) -> subprocess.CompletedProcess[str]:
     book = tmp_path / f"{name}.yml"
