@@ -3,7 +3,8 @@ with the first control plane and the worker behind the floating address (cluster
 Debian's packages), then `add-node` of the second and the third control plane, one at a time (1 -> 3 on a running
 cluster, each touching only the new node, the earlier control planes' keepalived/haproxy and the first one's token
 and certificate step); `kubectl get nodes` through the VIP; then the control plane holding the VIP is stopped and the
-API stays reachable through the VIP (kubectl on a surviving control plane, /healthz from the worker).
+API stays reachable through the VIP (kubectl on a surviving control plane, /healthz from the worker). The lab also
+switches the etcd backup timer on and runs it once on the first control plane.
 
 The VIP lives on the lab's VM switch, which the controller cannot reach (it reaches the VMs through forwarded
 ports): every check through the VIP runs on a VM over SSH. Its own lab (`e2e-ha`), so it never shares VMs with
@@ -124,7 +125,7 @@ def ha(tmp_path_factory):
         c.overrides = yaml.safe_load((ROOT / ".lab" / LAB / "group_vars" / "k8s_cluster" / "local-mirror.yml").read_text())
         # the floating address as controlPlaneEndpoint from day one (the lab's own settings name the first control
         # plane's node_ip as cluster_api_endpoint: with a VIP it is left empty, so the endpoint is the VIP)
-        c.overrides.update({"cluster_api_vip": VIP, "cluster_api_endpoint": ""})
+        c.overrides.update({"cluster_api_vip": VIP, "cluster_api_endpoint": "", "etcd_backup_timer": True})
         c.write_inventories()
         with contextlib.ExitStack() as stack:
             if APT_SOURCE == "local":
@@ -167,6 +168,25 @@ def test_up_with_one_control_plane_behind_the_vip(ha: HACluster):
     # the worker joined through the VIP
     kubelet = ha.ssh(WORKER, "grep", "server:", "/etc/kubernetes/kubelet.conf")
     assert f"https://{VIP}:{LB_PORT}" in kubelet.stdout, kubelet.stdout
+
+
+def test_the_backup_timer_keeps_a_snapshot_on_the_first_control_plane(ha: HACluster):
+    """etcd_backup_timer (on in this lab): `up` installed the timer; its service, started now instead of at the
+    schedule, leaves one 0600 archive with the snapshot, the encryption configuration and the PKI in a 0700 dir."""
+    timer = ha.ssh(CP, "systemctl", "is-active", "kubestrap-etcd-backup.timer")
+    assert timer.stdout.strip() == "active", timer.stdout + timer.stderr
+    ran = ha.ssh(CP, "systemctl", "start", "kubestrap-etcd-backup.service", timeout=900)  # oneshot: waits for it
+    assert ran.returncode == 0, ran.stderr + ha.ssh(CP, "journalctl", "-u", "kubestrap-etcd-backup", "-n", "30").stdout
+    modes = ha.ssh(CP, "sh", "-c", "'stat -c \"%a %n\" /var/backups/kubestrap /var/backups/kubestrap/*'")
+    lines = modes.stdout.split("\n")
+    assert lines[0] == "700 /var/backups/kubestrap", modes.stdout + modes.stderr
+    archives = [line.split(" ", 1) for line in lines[1:] if line]
+    assert len(archives) == 1 and archives[0][0] == "600", modes.stdout
+    assert re.fullmatch(r"/var/backups/kubestrap/.+-etcd-\d{8}T\d{6}Z\.tar\.gz", archives[0][1]), archives
+    listed = ha.ssh(CP, "tar", "-tzf", archives[0][1])
+    assert {"etcd/snapshot.db", "encryption/config.yaml", "pki/ca.crt", "pki/etcd/ca.key"} <= set(listed.stdout.split()), (
+        listed.stdout[-2000:] + listed.stderr)
+    assert ha.ssh(WORKER, "systemctl", "cat", "kubestrap-etcd-backup.timer").returncode != 0  # on no other node
 
 
 @pytest.mark.parametrize("new", [CP2, CP3])
