@@ -26,12 +26,13 @@ def k8s_schema_version() -> str:
 
 def test_every_role_renders_values(rendered):
     assert set(rendered.values) == {
-        "cilium", "metallb", "cert_manager", "longhorn", "istio", "argocd", "argo_rollouts", "falco", "monitoring",
+        "cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio", "argocd", "argo_rollouts",
+        "falco", "monitoring",
     }  # fmt: skip
     keys = {key for _, key, _ in rendered.releases()}
     assert keys == {
-        "cilium", "metallb", "cert_manager", "longhorn", "istio_base", "istiod", "istio_gateway", "argocd",
-        "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy",
+        "cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio_base", "istiod", "istio_gateway",
+        "argocd", "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy",
     }  # fmt: skip
 
 
@@ -170,3 +171,36 @@ def test_core_kind_wrong_api_version_fails(rendered_default):
     doc["apiVersion"] = "v2"
     with pytest.raises((kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError)):
         kubernetes_validate.validate(doc, k8s_schema_version(), strict=True)
+
+
+# --- storage add-ons: nfs_csi and local_path --------------------------------------------------------------------
+def test_nfs_class_is_on_the_nas_and_never_the_default(rendered):
+    values = rendered.values["nfs_csi"]["nfs_csi"]
+    klass = values["storageClass"]
+    assert klass["create"] is True and klass["name"] == "nfs-csi"
+    assert klass["annotations"] == {"storageclass.kubernetes.io/is-default-class": "false"}
+    assert klass["reclaimPolicy"] == "Delete" and klass["volumeBindingMode"] == "Immediate"
+    assert klass["mountOptions"] == ["nfsvers=4.1"]
+
+
+def test_nfs_class_takes_the_cluster_settings(rendered_default, rendered_max):
+    assert rendered_default.values["nfs_csi"]["nfs_csi"]["storageClass"]["parameters"] == {
+        "server": "", "share": "/srv/nfs/kubernetes"}  # fmt: skip
+    values = rendered_max.values["nfs_csi"]["nfs_csi"]
+    assert values["storageClass"]["parameters"] == {
+        "server": "nas.homelab.lan", "share": "/volume1/kubernetes", "subDir": "${pvc.metadata.name}"}  # fmt: skip
+    assert values["controller"] == {"replicas": 1, "logLevel": 3}  # extra values merged recursively
+
+
+def test_local_path_class_is_not_the_default(rendered):
+    values = rendered.values["local_path"]["local_path"]
+    assert values["fullnameOverride"] == "local-path-provisioner"
+    assert values["storageClass"] == {
+        "create": True, "name": "local-path", "defaultClass": False, "provisionerName": "rancher.io/local-path",
+        "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"}  # fmt: skip
+    assert values["nodePathMap"] == [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/opt/local-path-provisioner"]}]
+
+
+def test_monitoring_data_can_live_on_the_nfs_class(rendered_max):
+    loki = rendered_max.values["monitoring"]["loki"]
+    assert loki["singleBinary"]["persistence"]["storageClass"] == "nfs-csi"
