@@ -4,12 +4,15 @@ checked against the upstream charts in test_chart_values_upstream.py)."""
 from __future__ import annotations
 
 import copy
+import json
 import stat
+import subprocess
 import warnings
 
 import kubernetes_validate
 import pytest
 import yaml
+from helpers import ANSIBLE
 
 from tests.addons import validator
 from tests.addons.conftest import ROOT
@@ -199,6 +202,27 @@ def test_local_path_class_is_not_the_default(rendered):
         "create": True, "name": "local-path", "defaultClass": False, "provisionerName": "rancher.io/local-path",
         "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"}  # fmt: skip
     assert values["nodePathMap"] == [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/opt/local-path-provisioner"]}]
+    # the helper pod's image is the pinned one (versions.yml kubestrap_images.local_path_helper), not the chart's latest
+    assert values["helperImage"] == {"repository": "docker.io/library/busybox", "tag": "1.37.0"}
+
+
+@pytest.mark.parametrize(("reference", "repository", "tag"), [
+    ("busybox:1.37.0", "busybox", "1.37.0"),
+    ("registry.lan:5000/mirror/busybox:1.37.0", "registry.lan:5000/mirror/busybox", "1.37.0"),
+    ("docker.io/library/busybox:1.37.0@sha256:" + "a" * 64, "docker.io/library/busybox", "1.37.0@sha256:" + "a" * 64),
+])  # fmt: skip
+def test_the_local_path_helper_image_splits_into_the_charts_repository_and_tag(tmp_path, reference, repository, tag):
+    """The chart joins helperImage.repository and .tag with a colon: the template's own split, rendered by Ansible."""
+    template = (ROOT / "roles/local_path/templates/values.yml.j2").read_text()
+    lines = [line for line in template.splitlines() if "local_path_helper_image" in line]
+    src = tmp_path / "helper.j2"
+    src.write_text("helperImage:\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "helper.yml"
+    done = subprocess.run([ANSIBLE, "localhost", "-c", "local", "-m", "ansible.builtin.template", "-a",
+                           f"src={src} dest={out} mode=0600", "-e", json.dumps({"local_path_helper_image": reference})],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert yaml.safe_load(out.read_text()) == {"helperImage": {"repository": repository, "tag": tag}}
 
 
 def test_monitoring_data_can_live_on_the_nfs_class(rendered_max):
