@@ -458,11 +458,12 @@ class _Checker:
                 elif not isinstance(digest, str) or not _SHA256.match(digest):
                     self.add(source, f"{key}.sha256.{arch}", "must be 64 lowercase hex characters")
         self._charts()
-        images, img_src = self.setting("kubestrap_images")
-        for name, ref in (images.items() if isinstance(images, dict) else []):
-            problem = _image_problem(ref)
-            if problem:
-                self.add(img_src, f"kubestrap_images.{name}", problem)
+        for setting in ("kubestrap_images", "kubestrap_addon_images"):
+            images, img_src = self.setting(setting)
+            for name, ref in (images.items() if isinstance(images, dict) else []):
+                problem = _image_problem(ref)
+                if problem:
+                    self.add(img_src, f"{setting}.{name}", problem)
         self._cluster_images()
         self._kubeadm_extras()
 

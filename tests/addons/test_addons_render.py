@@ -202,7 +202,7 @@ def test_local_path_class_is_not_the_default(rendered):
         "create": True, "name": "local-path", "defaultClass": False, "provisionerName": "rancher.io/local-path",
         "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"}  # fmt: skip
     assert values["nodePathMap"] == [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/opt/local-path-provisioner"]}]
-    # the helper pod's image is the pinned one (versions.yml kubestrap_images.local_path_helper), not the chart's latest
+    # the helper pod's image is the pinned one (versions.yml kubestrap_addon_images.local_path_helper), not the chart's latest
     assert values["helperImage"] == {"repository": "docker.io/library/busybox", "tag": "1.37.0"}
 
 
