@@ -344,6 +344,70 @@ class _Checker:
             self.add(source, key, f"{raw} contains cluster_api_vip {vip}: MetalLB would hand the floating API address "
                                   "to a Service; keep the pool and the VIP apart")
 
+    def _enabled(self, addon: str) -> bool:
+        flags = self.setting("addons_enabled")[0]
+        return isinstance(flags, dict) and flags.get(addon) is True
+
+    def _role_value(self, key: str, default: Any) -> Any:
+        """A role variable as the inventory sets it, else its role default (a wrong type is the spec's to report)."""
+        value = self.setting(key)[0]
+        return default if value is None else value
+
+    def storage(self) -> None:
+        """The storage add-ons: the NAS of nfs_csi, local-path never the default beside Longhorn, and the monitoring
+        data on a class that exists."""
+        nfs_on = self._enabled("nfs_csi")
+        server, source = self.setting("nfs_csi_server")
+        if isinstance(server, str) and not spec_check.is_template(server):
+            if not server:
+                if nfs_on:
+                    self.add(source, "nfs_csi_server", "must be set while addons_enabled.nfs_csi is true: the IP address "
+                                                       "or DNS name of the NAS holding the nfs-csi volumes")
+            elif (problem := _nas_problem(server)) is not None:
+                self.add(source, "nfs_csi_server", problem)
+        export, source = self.setting("nfs_csi_export_path")
+        if isinstance(export, str) and not spec_check.is_template(export) and not export.startswith("/"):
+            self.add(source, "nfs_csi_export_path", f"must be the absolute path of the export on the NAS (starting with "
+                                                    f"/), got {export!r}")
+        nfs_annotations = _dig(self.setting("nfs_csi_extra_values")[0], "storageClass", "annotations")
+        if isinstance(nfs_annotations, dict) and \
+                str(nfs_annotations.get(DEFAULT_CLASS_ANNOTATION, "")).lower() == "true":
+            self.add(self.setting("nfs_csi_extra_values")[1], "nfs_csi_extra_values.storageClass.annotations",
+                     "kubestrap keeps the NAS-backed class out of the default (one NAS is a single point of failure); "
+                     f"drop {DEFAULT_CLASS_ANNOTATION}")
+        self._local_path()
+        self._monitoring_class()
+
+    def _local_path(self) -> None:
+        if self._enabled("longhorn"):
+            for key, value in (("local_path_default_storage_class", self.setting("local_path_default_storage_class")[0]),
+                               ("local_path_extra_values.storageClass.defaultClass",
+                                _dig(self.setting("local_path_extra_values")[0], "storageClass", "defaultClass"))):
+                if value is True:
+                    self.add(self.setting(key.split(".", 1)[0])[1], key,
+                             "the local-path StorageClass cannot be the cluster default while addons_enabled.longhorn is "
+                             "true (Longhorn's class is; two defaults make every claim without a class ambiguous): set it "
+                             "to false, or turn Longhorn off")
+        node_path, source = self.setting("local_path_node_path")
+        if isinstance(node_path, str) and not spec_check.is_template(node_path) and \
+                (not node_path.startswith("/") or node_path.strip("/") == ""):
+            self.add(source, "local_path_node_path", f"must be an absolute directory other than / (each volume is a "
+                                                     f"directory under it on its node), got {node_path!r}")
+
+    def _monitoring_class(self) -> None:
+        """monitoring_storage_class naming the class of an add-on that is off: the volumes would never bind."""
+        wanted, source = self.setting("monitoring_storage_class")
+        if not isinstance(wanted, str) or not wanted or spec_check.is_template(wanted):
+            return
+        owners = {str(self._role_value("nfs_csi_storage_class", "nfs-csi")): "nfs_csi",
+                  str(self._role_value("local_path_storage_class", "local-path")): "local_path",
+                  "longhorn": "longhorn"}  # fmt: skip
+        addon = owners.get(wanted)
+        if addon is not None and not self._enabled(addon):
+            self.add(source, "monitoring_storage_class",
+                     f"{wanted!r} is the StorageClass of the {addon} add-on, which is off: Prometheus' and Loki's volumes "
+                     f"would never bind; set addons_enabled.{addon}: true, or name a class the cluster has")
+
     # --- versions --------------------------------------------------------------------------
     def _charts(self) -> None:
         charts, source = self.setting("kubestrap_charts")
@@ -394,11 +458,12 @@ class _Checker:
                 elif not isinstance(digest, str) or not _SHA256.match(digest):
                     self.add(source, f"{key}.sha256.{arch}", "must be 64 lowercase hex characters")
         self._charts()
-        images, img_src = self.setting("kubestrap_images")
-        for name, ref in (images.items() if isinstance(images, dict) else []):
-            problem = _image_problem(ref)
-            if problem:
-                self.add(img_src, f"kubestrap_images.{name}", problem)
+        for setting in ("kubestrap_images", "kubestrap_addon_images"):
+            images, img_src = self.setting(setting)
+            for name, ref in (images.items() if isinstance(images, dict) else []):
+                problem = _image_problem(ref)
+                if problem:
+                    self.add(img_src, f"{setting}.{name}", problem)
         self._cluster_images()
         self._kubeadm_extras()
 
@@ -451,6 +516,34 @@ class _Checker:
 # kubeadm's ClusterConfiguration components with extraArgs, and the targets of its patches
 KUBEADM_COMPONENTS = ("apiServer", "controllerManager", "scheduler", "etcd")
 KUBEADM_PATCH_TARGETS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "kubeletconfiguration")
+
+
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _nas_problem(raw: str) -> str | None:
+    """Why *raw* cannot name an NFS server every node mounts from (None: an IP address or a DNS name will do)."""
+    try:
+        ip = ipaddress.ip_address(raw)
+    except ValueError:
+        name = raw.lower().rstrip(".")
+        if not _DNS_NAME.match(name) or name.rsplit(".", 1)[-1].isdigit():  # a top-level label is never all digits
+            return (f"neither an IP address nor a DNS name: {raw!r} (write the NAS's address alone, without a scheme, "
+                    "port or path)")
+        if name == "localhost" or name.endswith(".localhost"):
+            return f"{raw!r} is a loopback name: every node would mount from itself; name the NAS"
+        return None
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        return f"{ip} is not an address of a NAS the nodes can reach; write the NAS's own address"
+    return None
 
 
 def _orphan(inv: Inventory, layer: inv_mod.VarLayer) -> bool:
@@ -521,6 +614,7 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     vip = c.api_vip(node_ips, node_net)
     c.scalars()
     c.metallb(node_net, node_ips, endpoint, vip)
+    c.storage()
     c.versions()
     return _dedupe(c.problems)
 

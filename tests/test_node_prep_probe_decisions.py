@@ -103,3 +103,22 @@ def test_the_fstab_edit_comments_out_exactly_the_swap_entries_the_probe_saw(tmp_
         "/swapfile none swap sw 0 0", "# kubestrap: swap off for kubelet: /swapfile none swap sw 0 0")
     got = _decisions(tmp_path, {"/etc/fstab": fstab.read_text()}, _live())
     assert got["__node_prep_fstab_has_swap"] is False  # the next run has nothing to edit
+
+
+def test_nfs_common_joins_the_one_apt_run_only_while_the_nfs_addon_is_on(tmp_path):
+    """The NFS CSI driver's package is folded into the existing package install (no task of its own, no module run
+    while the add-on is off), once even when Longhorn wants it too."""
+    tasks = [{"name": "packages", "ansible.builtin.debug": {"msg": "{{ __node_prep_packages }}"}},
+             {"name": "recorded", "ansible.builtin.debug": {"msg": "{{ __node_prep_state.packages }}"}}]
+    units = {"stdout_lines": ["chrony.service enabled enabled"]}
+    base = DEFAULTS["node_prep_packages"]
+    got = {}
+    for name, flags in {"off": {"longhorn": False, "nfs_csi": False}, "nfs": {"longhorn": False, "nfs_csi": True},
+                        "both": {"longhorn": True, "nfs_csi": True}}.items():  # fmt: skip
+        results = _play(tmp_path, tasks, {"addons_enabled": flags, "node_prep_time_units": units})
+        assert results["packages"]["msg"] == results["recorded"]["msg"]
+        got[name] = results["packages"]["msg"]
+    assert got["off"] == base
+    assert got["nfs"] == [*base, "nfs-common"]
+    assert got["both"] == [*base, *DEFAULTS["node_prep_longhorn_packages"]]
+    assert got["both"].count("nfs-common") == 1

@@ -283,3 +283,60 @@ def test_a_vip_inside_the_metallb_pool_is_refused_also_when_metallb_is_off(tmp_p
     inv = _ha_inventory(tmp_path, 1, {"cluster_api_vip": "192.168.1.240", "addons_enabled": {"metallb": False, "cilium": True}})
     lines = [str(p) for p in validate.check_path(inv)]
     assert len(lines) == 1 and "contains cluster_api_vip 192.168.1.240" in lines[0], lines
+
+
+# --- storage add-ons (nfs_csi, local_path) and the class of the monitoring data ------------------------------
+def _storage_inventory(tmp_path: Path, settings: dict) -> Path:
+    inv = build_case(CORPUS / "base", tmp_path / "storage")
+    base = yaml.safe_load((inv / "group_vars" / "k8s_cluster.yml").read_text())
+    (inv / "group_vars" / "k8s_cluster.yml").write_text(yaml.safe_dump({**base, **settings}))
+    return inv
+
+
+ALL_STORAGE_ON = {"cilium": True, "metallb": True, "longhorn": True, "nfs_csi": True, "local_path": True}
+
+
+@pytest.mark.parametrize("server", ["192.168.1.5", "nas.homelab.lan", "NAS", "fd00::5", "nas.homelab.lan."])
+def test_an_nfs_server_given_as_an_ip_or_a_dns_name_is_valid(tmp_path: Path, server: str):
+    inv = _storage_inventory(tmp_path, {"addons_enabled": ALL_STORAGE_ON, "nfs_csi_server": server,
+                                        "nfs_csi_export_path": "/volume1/kubernetes"})
+    assert list(validate.check_path(inv)) == []
+
+
+@pytest.mark.parametrize("server", ["nas.homelab.lan:2049", "nas/export", "-nas", "127.0.0.1", "localhost", "10.0.0.256"])
+def test_an_nfs_server_that_is_no_nas_address_is_refused(tmp_path: Path, server: str):
+    inv = _storage_inventory(tmp_path, {"nfs_csi_server": server})
+    lines = list(validate.check_path(inv))
+    assert len(lines) == 1 and ": nfs_csi_server: " in lines[0], lines
+
+
+def test_an_empty_nfs_server_is_fine_while_the_addon_is_off(tmp_path: Path):
+    inv = _storage_inventory(tmp_path, {"addons_enabled": {**ALL_STORAGE_ON, "nfs_csi": False}, "nfs_csi_server": ""})
+    assert list(validate.check_path(inv)) == []
+
+
+@pytest.mark.parametrize(("klass", "addon"), [("nfs-csi", "nfs_csi"), ("local-path", "local_path"), ("longhorn", "longhorn")])
+def test_monitoring_data_may_live_on_the_class_of_an_addon_that_is_on(tmp_path: Path, klass: str, addon: str):
+    flags = {**ALL_STORAGE_ON}
+    inv = _storage_inventory(tmp_path / "on", {"addons_enabled": flags, "nfs_csi_server": "192.168.1.5",
+                                               "monitoring_storage_class": klass})
+    assert list(validate.check_path(inv)) == []
+    inv = _storage_inventory(tmp_path / "off", {"addons_enabled": {**flags, addon: False}, "nfs_csi_server": "192.168.1.5",
+                                                "monitoring_storage_class": klass})
+    lines = list(validate.check_path(inv))
+    assert len(lines) == 1 and f"'{klass}' is the StorageClass of the {addon} add-on, which is off" in lines[0], lines
+
+
+def test_a_renamed_storage_class_is_followed_by_the_monitoring_check(tmp_path: Path):
+    settings = {"addons_enabled": {**ALL_STORAGE_ON, "nfs_csi": False}, "nfs_csi_storage_class": "nas",
+                "monitoring_storage_class": "nas"}
+    lines = list(validate.check_path(_storage_inventory(tmp_path / "renamed", settings)))
+    assert len(lines) == 1 and "'nas' is the StorageClass of the nfs_csi add-on" in lines[0], lines
+    settings["monitoring_storage_class"] = "nfs-csi"  # no class of that name any more: the user's own class
+    assert list(validate.check_path(_storage_inventory(tmp_path / "own", settings))) == []
+
+
+def test_local_path_may_be_the_default_class_without_longhorn(tmp_path: Path):
+    inv = _storage_inventory(tmp_path, {"addons_enabled": {**ALL_STORAGE_ON, "longhorn": False},
+                                        "nfs_csi_server": "nas.homelab.lan", "local_path_default_storage_class": True})
+    assert list(validate.check_path(inv)) == []

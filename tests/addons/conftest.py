@@ -14,7 +14,8 @@ import yaml
 from helpers import ANSIBLE_BIN, ANSIBLE_PLAYBOOK, ROLE_PATHS, ROOT
 
 HERE = Path(__file__).resolve().parent
-ROLES = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "argocd", "argo_rollouts", "falco", "monitoring"]
+ROLES = ["cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio", "argocd", "argo_rollouts",
+         "falco", "monitoring"]
 
 HOSTS = {
     "all": {
@@ -44,11 +45,16 @@ MAXIMAL = {
     "istio_gateway_replicas": 3,
     "argocd_app_of_apps_repo": "https://git.homelab.lan/platform/cluster-apps.git",
     "longhorn_replica_count": 5,
+    "nfs_csi_server": "nas.homelab.lan",
+    "nfs_csi_export_path": "/volume1/kubernetes",
+    "monitoring_storage_class": "nfs-csi",
     "loki_retention_hours": 336,
     "cilium_extra_values": {"bpf": {"masquerade": True}, "hubble": {"relay": {"replicas": 2}}},
     "metallb_extra_values": {"controller": {"logLevel": "debug"}},
     "cert_manager_extra_values": {"replicaCount": 2},
     "longhorn_extra_values": {"defaultSettings": {"storageMinimalAvailablePercentage": 15}},
+    "nfs_csi_extra_values": {"controller": {"logLevel": 3}, "storageClass": {"parameters": {"subDir": "${pvc.metadata.name}"}}},
+    "local_path_extra_values": {"podAnnotations": {"example.com/team": "storage"}},
     "istio_extra_values": {
         "istiod": {"autoscaleEnabled": False},  # top level: the istiod chart (1.30) has no `pilot` key
         "istio_gateway": {"service": {"loadBalancerIP": "192.168.1.241"}},

@@ -19,7 +19,8 @@ from tests.addons.conftest import ANSIBLE_PLAYBOOK, ROLES, ROOT, RealCluster, an
 
 # Cilium comes with the control plane (playbooks/cni.yml), the rest in the addons phase.
 PLAYBOOKS = [str(ROOT / "playbooks" / "cni.yml"), str(ROOT / "playbooks" / "addons.yml")]
-ROLE_DIRS = ["cilium", "metallb", "cert_manager", "longhorn", "istio", "monitoring", "argocd", "argo_rollouts", "falco"]
+ROLE_DIRS = ["cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio", "monitoring", "argocd",
+             "argo_rollouts", "falco"]
 
 
 def run_phase(cluster: RealCluster, tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -38,6 +39,8 @@ def run_phase(cluster: RealCluster, tmp: Path) -> subprocess.CompletedProcess[st
     extra = {
         "addons_enabled": {name: True for name in ROLES},
         "argocd_app_of_apps_repo": "https://git.homelab.lan/platform/cluster-apps.git",
+        "nfs_csi_server": "nas.homelab.lan",  # only the StorageClass names it: nothing mounts here
+        "nfs_csi_export_path": "/volume1/kubernetes",
         # the "node" is this test machine (no systemd, no iscsid): the check itself is tested in
         # tests/test_longhorn_prerequisites.py and passes on the VMs of tests/e2e
         "longhorn_check_node_prerequisites": False,
@@ -73,7 +76,8 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(real_cluster, rollouts
     listed = [r for r in listed if not r["namespace"].startswith("test-")]  # other tests' on the shared control plane
     assert {r["name"] for r in listed} == {
         "cilium", "metallb", "cert-manager", "longhorn", "istio-base", "istiod", "istio-ingressgateway",
-        "kube-prometheus-stack", "loki", "alloy", "argocd", "argo-rollouts", "falco-talon", "falco",
+        "kube-prometheus-stack", "loki", "alloy", "argocd", "argo-rollouts", "falco-talon", "falco", "csi-driver-nfs",
+        "local-path-provisioner",
     }  # fmt: skip
     assert all(r["status"] == "deployed" and r["revision"] == "1" for r in listed)
     for args in (("-n", "metallb-system", "get", "ipaddresspools.metallb.io", "default"),
@@ -83,6 +87,16 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(real_cluster, rollouts
                  ("-n", "argocd", "get", "applications.argoproj.io", "app-of-apps"),
                  ("get", "storageclass", "longhorn")):  # fmt: skip
         real_cluster.kubectl(*args)
+    classes = json.loads(real_cluster.kubectl("get", "storageclass", "-o", "json").stdout)["items"]
+    default = {c["metadata"]["name"]: c["metadata"].get("annotations", {}).get(
+        "storageclass.kubernetes.io/is-default-class") for c in classes}  # fmt: skip
+    assert {name: default.get(name) for name in ("longhorn", "nfs-csi", "local-path")} == {
+        "longhorn": "true", "nfs-csi": "false", "local-path": "false"}  # fmt: skip
+    nfs = next(c for c in classes if c["metadata"]["name"] == "nfs-csi")
+    assert nfs["provisioner"] == "nfs.csi.k8s.io"
+    assert nfs["parameters"] == {"server": "nas.homelab.lan", "share": "/volume1/kubernetes"}
+    local = next(c for c in classes if c["metadata"]["name"] == "local-path")
+    assert local["provisioner"] == "rancher.io/local-path" and local["volumeBindingMode"] == "WaitForFirstConsumer"
     second = run_phase(real_cluster, tmp_path)
     assert second.returncode == 0, second.stdout[-6000:]
     assert recap(second.stdout)["changed"] == 0, second.stdout[-6000:]

@@ -4,12 +4,15 @@ checked against the upstream charts in test_chart_values_upstream.py)."""
 from __future__ import annotations
 
 import copy
+import json
 import stat
+import subprocess
 import warnings
 
 import kubernetes_validate
 import pytest
 import yaml
+from helpers import ANSIBLE
 
 from tests.addons import validator
 from tests.addons.conftest import ROOT
@@ -26,12 +29,13 @@ def k8s_schema_version() -> str:
 
 def test_every_role_renders_values(rendered):
     assert set(rendered.values) == {
-        "cilium", "metallb", "cert_manager", "longhorn", "istio", "argocd", "argo_rollouts", "falco", "monitoring",
+        "cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio", "argocd", "argo_rollouts",
+        "falco", "monitoring",
     }  # fmt: skip
     keys = {key for _, key, _ in rendered.releases()}
     assert keys == {
-        "cilium", "metallb", "cert_manager", "longhorn", "istio_base", "istiod", "istio_gateway", "argocd",
-        "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy",
+        "cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio_base", "istiod", "istio_gateway",
+        "argocd", "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy",
     }  # fmt: skip
 
 
@@ -170,3 +174,57 @@ def test_core_kind_wrong_api_version_fails(rendered_default):
     doc["apiVersion"] = "v2"
     with pytest.raises((kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError)):
         kubernetes_validate.validate(doc, k8s_schema_version(), strict=True)
+
+
+# --- storage add-ons: nfs_csi and local_path --------------------------------------------------------------------
+def test_nfs_class_is_on_the_nas_and_never_the_default(rendered):
+    values = rendered.values["nfs_csi"]["nfs_csi"]
+    klass = values["storageClass"]
+    assert klass["create"] is True and klass["name"] == "nfs-csi"
+    assert klass["annotations"] == {"storageclass.kubernetes.io/is-default-class": "false"}
+    assert klass["reclaimPolicy"] == "Delete" and klass["volumeBindingMode"] == "Immediate"
+    assert klass["mountOptions"] == ["nfsvers=4.1"]
+
+
+def test_nfs_class_takes_the_cluster_settings(rendered_default, rendered_max):
+    assert rendered_default.values["nfs_csi"]["nfs_csi"]["storageClass"]["parameters"] == {
+        "server": "", "share": "/srv/nfs/kubernetes"}  # fmt: skip
+    values = rendered_max.values["nfs_csi"]["nfs_csi"]
+    assert values["storageClass"]["parameters"] == {
+        "server": "nas.homelab.lan", "share": "/volume1/kubernetes", "subDir": "${pvc.metadata.name}"}  # fmt: skip
+    assert values["controller"] == {"replicas": 1, "logLevel": 3}  # extra values merged recursively
+
+
+def test_local_path_class_is_not_the_default(rendered):
+    values = rendered.values["local_path"]["local_path"]
+    assert values["fullnameOverride"] == "local-path-provisioner"
+    assert values["storageClass"] == {
+        "create": True, "name": "local-path", "defaultClass": False, "provisionerName": "rancher.io/local-path",
+        "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer"}  # fmt: skip
+    assert values["nodePathMap"] == [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/opt/local-path-provisioner"]}]
+    # the helper pod's image is the pinned one (versions.yml kubestrap_addon_images.local_path_helper), not the chart's latest
+    assert values["helperImage"] == {"repository": "docker.io/library/busybox", "tag": "1.37.0"}
+
+
+@pytest.mark.parametrize(("reference", "repository", "tag"), [
+    ("busybox:1.37.0", "busybox", "1.37.0"),
+    ("registry.lan:5000/mirror/busybox:1.37.0", "registry.lan:5000/mirror/busybox", "1.37.0"),
+    ("docker.io/library/busybox:1.37.0@sha256:" + "a" * 64, "docker.io/library/busybox", "1.37.0@sha256:" + "a" * 64),
+])  # fmt: skip
+def test_the_local_path_helper_image_splits_into_the_charts_repository_and_tag(tmp_path, reference, repository, tag):
+    """The chart joins helperImage.repository and .tag with a colon: the template's own split, rendered by Ansible."""
+    template = (ROOT / "roles/local_path/templates/values.yml.j2").read_text()
+    lines = [line for line in template.splitlines() if "local_path_helper_image" in line]
+    src = tmp_path / "helper.j2"
+    src.write_text("helperImage:\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "helper.yml"
+    done = subprocess.run([ANSIBLE, "localhost", "-c", "local", "-m", "ansible.builtin.template", "-a",
+                           f"src={src} dest={out} mode=0600", "-e", json.dumps({"local_path_helper_image": reference})],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert yaml.safe_load(out.read_text()) == {"helperImage": {"repository": repository, "tag": tag}}
+
+
+def test_monitoring_data_can_live_on_the_nfs_class(rendered_max):
+    loki = rendered_max.values["monitoring"]["loki"]
+    assert loki["singleBinary"]["persistence"]["storageClass"] == "nfs-csi"

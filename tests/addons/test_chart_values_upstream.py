@@ -16,10 +16,15 @@ import yaml
 
 from tests.addons import upstream_values
 from tests.addons.conftest import ROOT
+from tests.fixtures import chart_keys
 from tests.reference import REFERENCE
 
 CHARTS = REFERENCE / "charts"
-PINS = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_charts"]
+ALL_PINS = yaml.safe_load((ROOT / "group_vars" / "all" / "versions.yml").read_text())["kubestrap_charts"]
+# Pinned charts with no reference data in ../shared/reference/charts/ (csi-driver-nfs, local-path-provisioner):
+# checked below against the upstream keys confirmed at the pin instead (tests/fixtures/chart_keys.py).
+CONFIRMED_ONLY = sorted(key for key, pin in ALL_PINS.items() if pin["chart"] in chart_keys.CONFIRMED)
+PINS = {key: pin for key, pin in ALL_PINS.items() if key not in CONFIRMED_ONLY}
 
 # Pins the reference data could not be fetched at (its VERSION file says why): the values would be checked
 # against the nearest release it holds. None today; this must match exactly, so a new gap shows up here.
@@ -66,6 +71,51 @@ def test_pinned_versions_against_the_reference_data():
 @pytest.mark.parametrize("key", sorted(PINS))
 def test_rendered_values_match_the_upstream_chart(rendered, key):
     assert upstream_values.check_values(values_of(rendered, key), chart_dir(key)) == []
+
+
+# --- charts checked against the upstream keys confirmed at the pin (tests/fixtures/chart_keys.py) ------------
+
+
+def confirmed_dir(key: str, tmp_path: Path) -> Path:
+    return chart_keys.write_reference(ALL_PINS[key]["chart"], tmp_path / ALL_PINS[key]["chart"])
+
+
+@needs_reference
+def test_confirmed_keys_only_where_there_is_no_reference_data():
+    assert CONFIRMED_ONLY == ["local_path", "nfs_csi"]
+    assert [key for key in CONFIRMED_ONLY if (chart_dir_of := CHARTS / ALL_PINS[key]["chart"]).is_dir()
+            and (chart_dir_of / "values.yaml").is_file()] == []  # fmt: skip
+
+
+def test_confirmed_keys_were_read_at_the_pins():
+    assert {key: chart_keys.CONFIRMED[ALL_PINS[key]["chart"]]["version"] for key in CONFIRMED_ONLY} == {
+        key: str(ALL_PINS[key]["version"]) for key in CONFIRMED_ONLY}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", CONFIRMED_ONLY)
+def test_rendered_values_use_only_confirmed_upstream_keys(rendered, key, tmp_path):
+    assert upstream_values.check_values(values_of(rendered, key), confirmed_dir(key, tmp_path)) == []
+
+
+def test_a_key_the_nfs_chart_lacks_is_reported(rendered_default, tmp_path):
+    values = copy.deepcopy(values_of(rendered_default, "nfs_csi"))
+    values["storageClass"]["reclaimPolicyy"] = values["storageClass"].pop("reclaimPolicy")
+    values["controller"]["replica"] = 2
+    values["storageClass"]["parameters"]["anything"] = "x"  # parameters: documented without a default, free-form
+    assert upstream_values.check_values(values, confirmed_dir("nfs_csi", tmp_path)) == [
+        "controller.replica: unknown key (not in upstream values.yaml)",
+        "storageClass.reclaimPolicyy: unknown key (not in upstream values.yaml)",
+    ]
+
+
+def test_a_key_the_local_path_chart_lacks_is_reported(rendered_default, tmp_path):
+    values = copy.deepcopy(values_of(rendered_default, "local_path"))
+    values["storageClass"]["default"] = True
+    values["nodePathMap"] = "/opt/local-path-provisioner"
+    assert upstream_values.check_values(values, confirmed_dir("local_path", tmp_path)) == [
+        "nodePathMap: str where the chart has a list",
+        "storageClass.default: unknown key (not in upstream values.yaml)",
+    ]
 
 
 # --- negative tests: misspelt keys and wrong types are reported with their dotted path --------------
