@@ -31,7 +31,7 @@ def test_every_role_renders_values(rendered):
     keys = {key for _, key, _ in rendered.releases()}
     assert keys == {
         "cilium", "metallb", "cert_manager", "longhorn", "istio_base", "istiod", "istio_gateway", "argocd",
-        "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy",
+        "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy", "pushgateway",
     }  # fmt: skip
 
 
