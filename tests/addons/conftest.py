@@ -45,6 +45,7 @@ MAXIMAL = {
     "argocd_app_of_apps_repo": "https://git.homelab.lan/platform/cluster-apps.git",
     "longhorn_replica_count": 5,
     "loki_retention_hours": 336,
+    "monitoring_alertmanager_webhook_url": "https://hook.example/kubestrap", "monitoring_alertmanager_receiver_type": "slack",
     "cilium_extra_values": {"bpf": {"masquerade": True}, "hubble": {"relay": {"replicas": 2}}},
     "metallb_extra_values": {"controller": {"logLevel": "debug"}},
     "cert_manager_extra_values": {"replicaCount": 2},
