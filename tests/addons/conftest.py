@@ -49,6 +49,7 @@ MAXIMAL = {
     "nfs_csi_export_path": "/volume1/kubernetes",
     "monitoring_storage_class": "nfs-csi",
     "loki_retention_hours": 336,
+    "monitoring_alertmanager_webhook_url": "https://hook.example/kubestrap", "monitoring_alertmanager_receiver_type": "slack",
     "cilium_extra_values": {"bpf": {"masquerade": True}, "hubble": {"relay": {"replicas": 2}}},
     "metallb_extra_values": {"controller": {"logLevel": "debug"}},
     "cert_manager_extra_values": {"replicaCount": 2},

@@ -49,6 +49,7 @@ def run_phase(cluster: RealCluster, tmp: Path) -> subprocess.CompletedProcess[st
         "helm_release_kubectl_bin": cluster.kubectl_bin,
         "helm_release_kubeconfig": kubeconfig,
         "monitoring_grafana_admin_password_file": str(tmp / "secrets" / "grafana-admin-password"),
+        "monitoring_alertmanager_webhook_url_file": str(tmp / "secrets" / "alertmanager-webhook-url"),
         "argocd_admin_password_file": str(tmp / "secrets" / "argocd-admin-password"),
         **{f"{role}_manifest_dir": manifests for role in ROLE_DIRS},
         **{f"{role}_kubectl_bin": cluster.kubectl_bin for role in ("metallb", "cert_manager", "istio", "argocd")},
@@ -76,8 +77,8 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(real_cluster, rollouts
     listed = [r for r in listed if not r["namespace"].startswith("test-")]  # other tests' on the shared control plane
     assert {r["name"] for r in listed} == {
         "cilium", "metallb", "cert-manager", "longhorn", "istio-base", "istiod", "istio-ingressgateway",
-        "kube-prometheus-stack", "loki", "alloy", "argocd", "argo-rollouts", "falco-talon", "falco", "csi-driver-nfs",
-        "local-path-provisioner",
+        "kube-prometheus-stack", "loki", "alloy", "pushgateway", "argocd", "argo-rollouts", "falco-talon", "falco",
+        "csi-driver-nfs", "local-path-provisioner",
     }  # fmt: skip
     assert all(r["status"] == "deployed" and r["revision"] == "1" for r in listed)
     for args in (("-n", "metallb-system", "get", "ipaddresspools.metallb.io", "default"),
@@ -85,7 +86,11 @@ def test_every_addon_installs_and_a_rerun_changes_nothing(real_cluster, rollouts
                  ("get", "clusterissuers.cert-manager.io", "selfsigned"),
                  ("-n", "istio-system", "get", "peerauthentications.security.istio.io", "default"),
                  ("-n", "argocd", "get", "applications.argoproj.io", "app-of-apps"),
-                 ("get", "storageclass", "longhorn")):  # fmt: skip
+                 ("get", "storageclass", "longhorn"),
+                 # installed before kube-prometheus-stack (cilium in cni.yml): its CRDs were applied first
+                 ("-n", "kube-system", "get", "servicemonitors.monitoring.coreos.com", "cilium-agent"),
+                 ("-n", "metallb-system", "get", "prometheusrules.monitoring.coreos.com", "metallb-alerts"),
+                 ("-n", "monitoring", "get", "servicemonitors.monitoring.coreos.com", "pushgateway")):  # fmt: skip
         real_cluster.kubectl(*args)
     classes = json.loads(real_cluster.kubectl("get", "storageclass", "-o", "json").stdout)["items"]
     default = {c["metadata"]["name"]: c["metadata"].get("annotations", {}).get(

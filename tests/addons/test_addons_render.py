@@ -35,7 +35,7 @@ def test_every_role_renders_values(rendered):
     keys = {key for _, key, _ in rendered.releases()}
     assert keys == {
         "cilium", "metallb", "cert_manager", "longhorn", "nfs_csi", "local_path", "istio_base", "istiod", "istio_gateway",
-        "argocd", "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy",
+        "argocd", "argo_rollouts", "falco", "falco_talon", "kube_prometheus_stack", "loki", "alloy", "pushgateway",
     }  # fmt: skip
 
 

@@ -31,6 +31,7 @@ FREE_FORM = frozenset(
         "annotations", "labels", "podAnnotations", "podLabels", "nodeSelector",
         "resources",  # a core/v1 ResourceRequirements; upstream examples often show requests only
         "meshConfig",  # istiod: "See https://istio.io/docs/reference/config/istio.mesh.v1alpha1/ for all available options"
+        "receivers",  # kube-prometheus-stack alertmanager.config: Alertmanager's own receiver list, passed through as is
     }
 )  # fmt: skip
 
