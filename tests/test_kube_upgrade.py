@@ -146,6 +146,27 @@ def test_every_control_plane_keeps_its_kubeadm_patches_through_the_upgrade(tmp_p
         "{{ kubestrap_kubeadm_dir }}/patches")
 
 
+def test_kubeadm_upgrade_node_is_tried_again_when_the_api_server_does_not_answer(tmp_path):
+    """The role's own task: a kubeadm that fails once (as when its 10-s client timeout hits a busy API server) and
+    then succeeds is run twice and the step goes on; one that keeps failing stops after kube_upgrade_node_retries."""
+    [task] = [t for t in _tasks(yaml.safe_load(ROLE_TASKS.read_text())) if "(kubeadm upgrade node)" in t["name"]]
+    task = {k: v for k, v in task.items() if k != "when"}
+    calls = tmp_path / "calls"
+    kubeadm = tmp_path / "kubeadm"
+    kubeadm.write_text(f"#!/bin/sh\necho x >> {calls}\n[ $(wc -l < {calls}) -ge $FAILS_BEFORE_OK ] && exit 0\n"
+                       "echo 'unable to fetch the kubeadm-config ConfigMap: Client.Timeout exceeded' >&2; exit 1\n")
+    kubeadm.chmod(0o755)
+    inventory = {"all": {"children": {"k8s_cluster": {"children": {"k8s_workers": {"hosts": {"w1": LOCAL}}}}}}}
+    for fails_before_ok, ok in ((2, True), (9, False)):
+        calls.write_text("")
+        task["environment"] = {"FAILS_BEFORE_OK": str(fails_before_ok)}
+        done = _play(tmp_path, "node", "w1", [task], inventory, {
+            "kube_upgrade_kubeadm": str(kubeadm), "kube_upgrade_patches_dir": "", "kube_upgrade_node_retries": 3,
+            "kube_upgrade_node_delay": 0}, check=False)  # fmt: skip
+        assert (done.returncode == 0) is ok, done.stdout[-3000:]
+        assert len(calls.read_text().split()) == (2 if ok else 4)  # the first try and up to 3 retries
+
+
 def _play(tmp_path: Path, name: str, hosts: str, tasks: list[dict], inventory: dict, variables: dict,
           check: bool = True) -> subprocess.CompletedProcess[str]:
     book = tmp_path / f"{name}.yml"

@@ -17,6 +17,7 @@ under TCG); run it alone: `pytest -m extended tests/e2e/test_upgrade.py`.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
@@ -78,9 +79,12 @@ class Availability(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            done = self.cluster.kubectl("get", "deployment", "web", "-o", "jsonpath={.status.availableReplicas}",
-                                        timeout=20)  # fmt: skip
-            value = int(done.stdout or 0) if done.returncode == 0 else None
+            try:
+                done = self.cluster.kubectl("get", "deployment", "web", "-o", "jsonpath={.status.availableReplicas}",
+                                            timeout=20)  # fmt: skip
+                value = int(done.stdout or 0) if done.returncode == 0 else None
+            except subprocess.TimeoutExpired:  # the API server did not answer within 20 s
+                value = None
             self.samples.append((round(time.monotonic() - self.started, 1), value))
             self.stop.wait(3)
 
