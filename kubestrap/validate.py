@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,6 +354,17 @@ class _Checker:
         value = self.setting(key)[0]
         return default if value is None else value
 
+    def alerting(self) -> None:
+        """The Alertmanager receiver URL, a secret: one http(s) URL, refused without being shown."""
+        url, source = self.setting("monitoring_alertmanager_webhook_url")
+        if not isinstance(url, str) or not url.strip() or spec_check.is_template(url):
+            return
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url.strip()):
+            self.add(source, "monitoring_alertmanager_webhook_url",
+                     "must be one http:// or https:// URL (the Alertmanager receiver; the value is a secret and is not "
+                     "shown here), or empty for no receiver")
+
     def storage(self) -> None:
         """The storage add-ons: the NAS of nfs_csi, local-path never the default beside Longhorn, and the monitoring
         data on a class that exists."""
@@ -615,6 +627,7 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     c.scalars()
     c.metallb(node_net, node_ips, endpoint, vip)
     c.storage()
+    c.alerting()
     c.versions()
     return _dedupe(c.problems)
 

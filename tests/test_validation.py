@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -340,3 +341,15 @@ def test_local_path_may_be_the_default_class_without_longhorn(tmp_path: Path):
     inv = _storage_inventory(tmp_path, {"addons_enabled": {**ALL_STORAGE_ON, "longhorn": False},
                                         "nfs_csi_server": "nas.homelab.lan", "local_path_default_storage_class": True})
     assert list(validate.check_path(inv)) == []
+
+
+def test_a_bad_alertmanager_receiver_url_is_refused_without_showing_it(tmp_path: Path):
+    case = CORPUS / "broken" / "alertmanager_webhook_not_a_url"
+    lines = list(validate.check_path(build_case(case, tmp_path / "inv"), defaults_dir=build_defaults(case, tmp_path / "d")))
+    assert len(lines) == 1 and "secret-part" not in lines[0] and "T000" not in lines[0], lines
+    good = tmp_path / "good"
+    shutil.copytree(case, good)
+    vars_file = good / "group_vars" / "k8s_cluster.yml"
+    vars_file.write_text(vars_file.read_text().replace("hooks.slack.com", "https://hooks.slack.com"))
+    inv = build_case(good, tmp_path / "inv2")
+    assert list(validate.check_path(inv, defaults_dir=build_defaults(good, tmp_path / "d2"))) == []
