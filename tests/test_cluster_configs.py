@@ -500,5 +500,6 @@ def test_reset_removes_every_directory_kubeadm_init_adds():
     config_dir = defaults["kubeadm_init_config_dir"].replace("{{ kubestrap_kubeadm_dir }}", shared["kubestrap_kubeadm_dir"])
     paths = {str(Path(defaults["kubeadm_init_encryption_config_path"]).parent) if "encryption_config_path" in d["path"]
              else d["path"].replace("{{ kubeadm_init_config_dir }}", config_dir) for d in created}
-    reset = yaml.safe_load((ROOT / "roles" / "node_reset" / "defaults" / "main.yml").read_text())["node_reset_always_paths"]
+    reset = [path.replace("{{ kubestrap_kubeadm_dir }}", shared["kubestrap_kubeadm_dir"]) for path in
+             yaml.safe_load((ROOT / "roles" / "node_reset" / "defaults" / "main.yml").read_text())["node_reset_always_paths"]]
     assert sorted(paths - {"/etc/kubernetes"} - set(reset)) == []
