@@ -404,3 +404,34 @@ def test_monitoring_defaults_are_the_fallbacks_of_the_other_roles():
             found += 1
             assert yaml.safe_load(fallback) == MONITORING_DEFAULTS[name], (role, name, fallback)
     assert found >= 5
+
+
+# --- Istio: its charts ship no monitors, the istio role applies its own -------------------------------------------
+
+
+def _istio_monitors(rendered: Rendered) -> dict[str, dict]:
+    docs = rendered.manifests["istio-peer-authentication.yaml"]
+    return {doc["kind"]: doc for doc in docs if doc and doc["kind"] != "PeerAuthentication"}
+
+
+@pytest.mark.parametrize("name", ["default", "maximal"])
+def test_istiod_and_every_envoy_are_scraped_while_monitoring_is_on(request, name):
+    rendered = request.getfixturevalue({"default": "rendered_default", "maximal": "rendered_max"}[name])
+    monitors = _istio_monitors(rendered)
+    assert set(monitors) == {"ServiceMonitor", "PodMonitor"}
+    kps = values(rendered, "monitoring", "kube_prometheus_stack")
+    release = overrides_of(name).get("monitoring_kps_release_name", MONITORING_DEFAULTS["monitoring_kps_release_name"])
+    for kind, doc in monitors.items():  # Prometheus selects them where they live, with the labels they carry
+        selector, ns_selector = prometheus_selectors(kps, kind, release)
+        assert selector_matches(selector, doc["metadata"].get("labels") or {}), kind
+        assert selector_matches(ns_selector, {"kubernetes.io/metadata.name": doc["metadata"]["namespace"]}), kind
+    istiod = monitors["ServiceMonitor"]["spec"]
+    assert istiod["selector"] == {"matchLabels": {"app": "istiod"}} and istiod["endpoints"][0]["port"] == "http-monitoring"
+    envoy = monitors["PodMonitor"]["spec"]
+    assert envoy["namespaceSelector"] == {"any": True}
+    assert envoy["podMetricsEndpoints"][0] == {"port": "http-envoy-prom", "path": "/stats/prometheus", "interval": "30s"}
+
+
+def test_istio_applies_no_monitor_while_monitoring_is_off(rendered_off):
+    assert _istio_monitors(rendered_off) == {}
+    assert [doc["kind"] for doc in rendered_off.manifests["istio-peer-authentication.yaml"] if doc] == ["PeerAuthentication"]
