@@ -491,9 +491,7 @@ def test_node_prep_sets_the_sysctls_protect_kernel_defaults_requires():
 
 def test_reset_removes_every_directory_kubeadm_init_adds():
     """kubeadm reset leaves kubestrap's own files next to kubeadm's: node_reset must remove each of them."""
-    tasks = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "tasks" / "main.yml").read_text())
-    flat = [inner for t in tasks for inner in [t, *t.get("block", [])]]
-    written = next(t for t in flat if t["name"].startswith("Write kubestrap's kubeadm directories"))
+    [written] = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "tasks" / "config.yml").read_text())
     created = written["kubestrap_install"]["directories"]
     defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
     shared = yaml.safe_load((ROOT / "group_vars" / "all" / "cluster.yml").read_text())

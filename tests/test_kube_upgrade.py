@@ -615,3 +615,19 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
         assert upgrade.runtime_version(reported, "w1") == upgrade.Version.parse(CONTAINERD_PIN, "pin"), reported
         node = upgrade.Node("cp1", upgrade.CONTROL_PLANE, "1.36.4", runtime=reported)
         assert upgrade.plan("1.36.4", [node], "1.36.4", runtime=CONTAINERD_PIN).nothing_to_do
+
+
+def test_the_upgrade_records_the_target_in_the_kubeadm_configuration_as_up_writes_it():
+    """After `kubeadm upgrade apply` the first control plane's kubeadm configuration is written again by kubeadm_init's
+    own entry point (the one its main.yml imports), so the `up` after an upgrade has nothing to write there; the
+    kubelet unit names no version, so replacing the kubelet leaves nothing for `up` to rewrite and restart."""
+    tasks = _tasks(yaml.safe_load(ROLE_TASKS.read_text()))
+    names = [t["name"] for t in tasks]
+    record = next(t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "config")
+    assert record["ansible.builtin.include_role"]["name"] == "kubeadm_init" and record["when"] == "__kube_upgrade_apply | bool"
+    assert names.index(record["name"]) == names.index("Upgrade the control plane to the target (kubeadm upgrade apply)") + 1
+    init = yaml.safe_load((ROOT / "roles/kubeadm_init/tasks/main.yml").read_text())
+    block = next(t for t in init if t["name"].startswith("Node-local files and kubeadm init"))["block"]
+    assert block[0]["ansible.builtin.import_tasks"] == "config.yml"
+    unit = (ROOT / "roles/kube_binaries/templates/kubelet.service.j2").read_text()
+    assert "version" not in unit.replace("no version here", "")
