@@ -66,3 +66,29 @@ def test_one_architecture_map():
     copies = [str(p) for p in (ROOT / "roles").rglob("*") if p.is_file() and p.suffix in (".py", ".yml", ".j2")
               and re.search(r"[\"']?aarch64[\"']?\s*:\s*[\"']?arm64", p.read_text())]  # fmt: skip
     assert copies == []
+
+
+def _role_includes(node: Any) -> list[dict[str, Any]]:
+    """Every include_role/import_role with a tasks_from, anywhere in a parsed tasks file or playbook."""
+    if isinstance(node, list):
+        return [found for item in node for found in _role_includes(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node[key] for key in ("ansible.builtin.include_role", "ansible.builtin.import_role")
+             if isinstance(node.get(key), dict) and "tasks_from" in node[key]]  # fmt: skip
+    return found + [item for value in node.values() for item in _role_includes(value)]
+
+
+def test_every_entry_point_another_file_uses_has_an_argument_spec():
+    """A role entered through tasks_from gets its variables checked at that entry as well (Ansible validates an
+    entry point's argument spec when it has one)."""
+    files = [*(ROOT / "roles").rglob("tasks/*.yml"), *(ROOT / "playbooks").glob("*.yml")]
+    uses = {(include["name"], include["tasks_from"].removesuffix(".yml"), path.relative_to(ROOT).as_posix())
+            for path in files for include in _role_includes(yaml.safe_load(path.read_text()))}  # fmt: skip
+    assert len(uses) >= 15
+    missing = []
+    for role, entry, where in sorted(uses):
+        specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        if entry not in specs:
+            missing.append(f"{where}: {role} {entry}")
+    assert missing == []
