@@ -473,10 +473,11 @@ def test_cis_item_in_rendered_config(rendered, item):
 def test_pod_security_exemptions_cover_every_privileged_addon_namespace():
     """The exemption list follows the add-on roles' namespace settings (a role moving its namespace is caught)."""
     defaults = {}
-    for role in ("cilium", "longhorn", "falco", "metallb", "istio", "monitoring", "verify"):
+    for role in ("cilium", "longhorn", "falco", "metallb", "istio", "monitoring", "nfs_csi", "local_path", "verify"):
         defaults.update(yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()))
     wanted = {defaults[k] for k in ("cilium_namespace", "longhorn_namespace", "falco_namespace", "metallb_namespace",
-                                    "istio_namespace", "monitoring_namespace", "verify_probe_namespace")}
+                                    "istio_namespace", "monitoring_namespace", "nfs_csi_namespace",
+                                    "local_path_namespace", "verify_probe_namespace")}
     init_defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
     assert wanted <= set(init_defaults["kubeadm_init_pod_security_exempt_namespaces"])
 
