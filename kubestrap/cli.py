@@ -621,6 +621,12 @@ def cmd_reset(args: argparse.Namespace) -> int:
         raise UserError("--gone removes one dead worker: name it with --node NAME")
     if args.gone and args.node not in inv.workers:
         raise UserError(f"{args.node} is a control-plane node: --gone removes workers only")
+    if args.node and args.node in inv.control_plane:
+        # kubeadm reset would take its etcd member out and every later run would still look for it (the first
+        # one runs the cluster steps): not something to find out on a live control plane
+        raise UserError(f"{args.node} is a control-plane node: `reset --node` resets workers only (removing a "
+                        "control plane from a running cluster is not supported). To take the whole cluster down: "
+                        f"`{_again(args, 'reset', '--yes')}`")
     target, cluster = args.node or "every node", str(inv.value("cluster_name"))
     _require_confirmation(args, "reset")
     question = (f"Delete the Node {target} from cluster {cluster} without contacting the machine?" if args.gone

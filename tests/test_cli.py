@@ -150,6 +150,16 @@ def test_reset_gone_needs_a_worker():
     assert proc.returncode == 2 and "k8s-cp is a control-plane node" in proc.stderr
 
 
+def test_reset_of_one_control_plane_is_refused_before_any_host_is_touched():
+    """Only workers are reset one at a time: a control plane is the cluster's (its etcd member, the first one's
+    cluster steps); the message names the command that takes everything down."""
+    proc = run("reset", "--node", "k8s-cp", "--yes", "-i", "inventories/homelab")
+    assert proc.returncode == 2, proc.stdout
+    assert "k8s-cp is a control-plane node: `reset --node` resets workers only" in proc.stderr
+    assert "`bootstrap.py reset -i inventories/homelab --yes`" in proc.stderr
+    assert "Traceback" not in proc.stderr and "PLAY" not in proc.stdout
+
+
 def test_reset_hints_name_what_to_do_about_unreachable_nodes():
     def hint(*argv: str, unreachable: str | None) -> str | None:
         args = cli.build_parser().parse_args(["reset", *argv, "--yes"])
