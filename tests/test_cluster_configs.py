@@ -408,6 +408,7 @@ STRONG_CIPHERS = {
 }
 # namespaces of the add-ons whose pods need more than the baseline level (host network/PID/paths, privileges)
 PRIVILEGED_NAMESPACES = {"kube-system", "longhorn-system", "falco", "metallb-system", "istio-system", "monitoring",
+                         "nfs-csi", "local-path-storage",
                          "kubestrap-verify"}  # the verify probe: Istio's sidecar init container needs NET_ADMIN/NET_RAW
 
 
