@@ -131,6 +131,77 @@ def test_a_control_plane_join_gets_the_init_patches_and_timeouts(tmp_path):
     assert "patches" not in files["k8s-worker1-kubeadm-join.yaml"][0]
 
 
+# the kube-apiserver flags that name a file kubeadm does not write (kubestrap's settings)
+APISERVER_FILE_FLAGS = ("encryption-provider-config", "audit-policy-file", "admission-control-config-file")
+
+
+def _control_plane_files(tmp: Path, encryption_copy: Path) -> subprocess.CompletedProcess[str]:
+    """kubeadm_init's entry point control_plane_files for k8s-cp2, in CHECK MODE on this machine (its paths are a
+    node's), results as JSON lines (-v)."""
+    inv = _inventory(tmp / "inventory", 3)
+    return subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(inv), "--check", "-v", str(ROOT / "tests/playbooks/control_plane_files.yml"),
+         "-e", "ansible_connection=local", "-e", f"ansible_python_interpreter={sys.executable}",
+         "-e", f"encryption_copy={encryption_copy}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+
+
+def test_every_file_the_api_server_reads_reaches_the_other_control_planes(ha, tmp_path):
+    """kubeadm writes a joining control plane's static pods from the cluster's ClusterConfiguration but not the files
+    they name: without them its API server exits at once and `kubeadm join --control-plane` times out in the kubelet's
+    TLS bootstrap (the HA lab's first run). The entry point control_plane_files writes every one of them: the audit
+    policy and admission configuration by one module run, the encryption configuration from the controller's copy."""
+    files, _ = ha
+    api = _doc(files["k8s-cp-kubeadm-config.yaml"], "ClusterConfiguration")["apiServer"]
+    args = {arg["name"]: arg["value"] for arg in api["extraArgs"]}
+    wanted = {args[flag] for flag in APISERVER_FILE_FLAGS}
+    mounts = {volume["hostPath"] for volume in api["extraVolumes"]}
+    assert len(wanted) == 3 and all(any(path.startswith(m + "/") for m in mounts) for path in wanted)
+
+    copy = tmp_path / "encryption-config.yaml"
+    copy.write_text("kind: EncryptionConfiguration\n")
+    done = _control_plane_files(tmp_path, copy)
+    assert done.returncode == 0, done.stdout[-3000:]
+    results = {m.group("task"): json.loads(m.group("result")) for m in re.finditer(
+        r"TASK \[kubeadm_init : (?P<task>[^\]]+)\][^\n]*\n(?:changed|ok): \[k8s-cp2\] => (?P<result>\{.*\})", done.stdout)}
+    install = next(r for task, r in results.items() if task.startswith("Write the API server's directories"))
+    written = {item["path"] for item in install["installed"]}
+    assert set(install["directories"]) >= mounts, "every hostPath the static pod mounts exists"
+    tasks = yaml.safe_load((ROOT / "roles/kubeadm_init/tasks/control_plane_files.yml").read_text())
+    key_task = next(task for task in tasks if "ansible.builtin.copy" in task)
+    assert key_task["no_log"] is True and key_task["ansible.builtin.copy"]["mode"] == "0600"
+    assert key_task["ansible.builtin.copy"]["dest"] == "{{ kubeadm_init_encryption_config_path }}"
+    assert args["encryption-provider-config"] == "/etc/kubernetes/encryption/config.yaml"  # that variable's default
+    encryption = next(r for task, r in results.items() if task.startswith("Write the cluster's encryption"))
+    assert encryption["changed"] is True and "censored" in encryption
+    assert written | {args["encryption-provider-config"]} == wanted
+
+
+def test_another_control_plane_without_the_controllers_key_copy_is_refused_before_anything_is_written(tmp_path):
+    done = _control_plane_files(tmp_path, tmp_path / "no-such-copy.yaml")
+    assert done.returncode == 2, done.stdout[-3000:]
+    assert "k8s-cp2 needs the cluster's Secrets encryption configuration" in done.stdout
+    assert "bootstrap.py up --phase control_plane" in done.stdout and "Never give this node a new key" in done.stdout
+    assert "Write the API server's directories" not in done.stdout
+
+
+def test_the_other_control_planes_get_the_api_servers_files_before_joining_and_on_every_later_run():
+    """The pending control planes before `kubeadm join` (kubeadm_join tasks/control_plane.yml), the joined ones in a
+    play of their own (playbooks/join.yml), which a cluster of one control plane never runs."""
+    entry = {"name": "kubeadm_init", "tasks_from": "control_plane_files"}
+    tasks = yaml.safe_load((ROOT / "roles/kubeadm_join/tasks/control_plane.yml").read_text())
+    names = [task["name"] for task in tasks]
+    first = next(i for i, task in enumerate(tasks) if task.get("ansible.builtin.include_role") == entry)
+    joining = names.index("Join the control plane")
+    assert first < joining and "when" not in tasks[first]
+    plays = yaml.safe_load((ROOT / "playbooks/join.yml").read_text())
+    joined = [play for play in plays
+              if any(task.get("ansible.builtin.include_role") == entry for task in play.get("tasks", []))]
+    assert [play["hosts"] for play in joined] == ["kubestrap_joined:&k8s_control_plane"]
+
+
 # (file, text, replacement, what real kubeadm says)
 REFUSED = {
     "misspelt controlPlane field": ("k8s-cp2-kubeadm-join.yaml", "localAPIEndpoint:", "localAPIEndpoints:",
