@@ -27,7 +27,7 @@ VIP = "192.168.1.5"
 CPS = {"k8s-cp": "192.168.1.10", "k8s-cp2": "192.168.1.8", "k8s-cp3": "192.168.1.9"}
 WORKERS = {"k8s-worker1": "192.168.1.11", "k8s-worker2": "192.168.1.12", "k8s-worker3": "192.168.1.13"}
 KEY = "a1" * 32  # the render playbook's stand-in certificate key
-CP_TASK_FILES = [ROOT / "roles/kubeadm_join/tasks" / f"control_plane{part}.yml" for part in ("", "_certs", "_cleanup")]
+CP_TASK_FILES = [ROOT / "roles/kubeadm_join/tasks" / f"control_plane{part}.yml" for part in ("", "_certs", "_cleanup", "_join")]
 # keepalived's check looks the interface up on the machine it runs on: one of this machine's (not loopback)
 IFACE = next((p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo" and (p / "device").exists()),
              next(p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo"))
@@ -200,6 +200,57 @@ def test_the_other_control_planes_get_the_api_servers_files_before_joining_and_o
     joined = [play for play in plays
               if any(task.get("ansible.builtin.include_role") == entry for task in play.get("tasks", []))]
     assert [play["hosts"] for play in joined] == ["kubestrap_joined:&k8s_control_plane"]
+
+
+# stands in for kubeadm in tests/playbooks/control_plane_join.yml: its join fails the way the HA lab's first run did
+# (with a token-shaped string in its output), its reset records its arguments and exits with RESET_EXIT
+FAILING_KUBEADM = """#!/bin/sh
+# Test fixture (not kubeadm): a `kubeadm join` that fails, and a `kubeadm reset` that records its call.
+echo "$*" >> "$RECORD"
+case "$1" in
+  join) echo "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap" >&2
+        echo "token abcdef.0123456789abcdef in the output" >&2
+        echo "error: error execution phase kubelet-wait-bootstrap: failed while waiting for TLS bootstrap" >&2
+        echo "To see the stack trace of this error execute with --v=5 or higher" >&2
+        exit 1 ;;
+  reset) [ "$RESET_EXIT" = 0 ] || echo "failed to remove the etcd member: context deadline exceeded" >&2
+         exit "$RESET_EXIT" ;;
+esac
+exit 3
+"""
+
+
+@pytest.mark.parametrize("reset_exit", [0, 1])
+def test_a_failed_control_plane_join_is_undone_on_the_node_and_says_what_to_do(tmp_path, reset_exit):
+    """kubeadm_join's control_plane_join.yml: a failed `kubeadm join --control-plane` is followed by `kubeadm reset
+    --force` on that node (it takes the etcd member the join added out again; the kubelet kubeconfig it leaves would
+    make the next run skip the node), and the failure names the host, kubeadm's last line (no token), whether the
+    undo worked, and the command to run again."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "kubeadm").write_text(FAILING_KUBEADM)
+    (bindir / "kubeadm").chmod(0o755)
+    record = tmp_path / "calls"
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))  # fmt: skip
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record),
+           "RESET_EXIT": str(reset_exit), "ANSIBLE_NOCOLOR": "1"}
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp_path}",
+                           str(ROOT / "tests/playbooks/control_plane_join.yml")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 2, out[-3000:]
+    assert record.read_text().splitlines() == [f"join --config {tmp_path}/kubeadm-join.yaml", "reset --force"]
+    assert "kubeadm join as a control plane failed on k8s-cp2" in out
+    assert "failed while waiting for TLS bootstrap" in out and "stack trace" not in out.split("failed on k8s-cp2")[1]
+    assert "abcdef.0123456789abcdef" not in out.split("TASK [kubeadm_join : Report the failed")[1]
+    assert "run the command again (`bootstrap.py add-node k8s-cp2` joins this node alone)" in out
+    if reset_exit == 0:
+        assert "kubeadm reset undid it there" in out
+    else:
+        assert "kubeadm reset could not undo it (failed to remove the etcd member" in out
+        assert "run `kubeadm reset --force` on k8s-cp2 before anything else" in out
 
 
 # (file, text, replacement, what real kubeadm says)
