@@ -494,7 +494,11 @@ def test_node_prep_sets_the_sysctls_protect_kernel_defaults_requires():
 def test_reset_removes_every_directory_kubeadm_init_adds():
     """kubeadm reset leaves kubestrap's own files next to kubeadm's: node_reset must remove each of them."""
     [written] = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "tasks" / "config.yml").read_text())
-    created = written["kubestrap_install"]["directories"]
+    # the API server's directories (role vars, written on every control plane) and the kubeadm configuration's
+    assert written["kubestrap_install"]["directories"].startswith("{{ __kubeadm_init_apiserver_directories + ")
+    assert "'path': kubeadm_init_config_dir" in written["kubestrap_install"]["directories"]
+    role_vars = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "vars" / "main.yml").read_text())
+    created = [*role_vars["__kubeadm_init_apiserver_directories"], {"path": "{{ kubeadm_init_config_dir }}"}]
     defaults = yaml.safe_load((ROOT / "roles" / "kubeadm_init" / "defaults" / "main.yml").read_text())
     shared = yaml.safe_load((ROOT / "group_vars" / "all" / "cluster.yml").read_text())
     config_dir = defaults["kubeadm_init_config_dir"].replace("{{ kubestrap_kubeadm_dir }}", shared["kubestrap_kubeadm_dir"])
