@@ -202,15 +202,17 @@ def test_the_other_control_planes_get_the_api_servers_files_before_joining_and_o
     assert [play["hosts"] for play in joined] == ["kubestrap_joined:&k8s_control_plane"]
 
 
-# stands in for kubeadm in tests/playbooks/control_plane_join.yml: its join fails the way the HA lab's first run did
-# (with a token-shaped string in its output), its reset records its arguments and exits with RESET_EXIT
+# stands in for kubeadm in tests/playbooks/control_plane_join.yml: its join fails the way the HA lab's runs did (with a
+# token-shaped string in its output) JOIN_FAILS times, then succeeds; its reset exits with RESET_EXIT; every call is
+# recorded in RECORD
 FAILING_KUBEADM = """#!/bin/sh
-# Test fixture (not kubeadm): a `kubeadm join` that fails, and a `kubeadm reset` that records its call.
+# Test fixture (not kubeadm): a `kubeadm join` that fails JOIN_FAILS times, and a `kubeadm reset` that records its call.
 echo "$*" >> "$RECORD"
 case "$1" in
-  join) echo "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap" >&2
+  join) if [ "$(grep -c '^join' "$RECORD")" -gt "$JOIN_FAILS" ]; then echo "This node has joined the cluster"; exit 0; fi
+        echo "[etcd] Creating static Pod manifest for etcd" >&2
         echo "token abcdef.0123456789abcdef in the output" >&2
-        echo "error: error execution phase kubelet-wait-bootstrap: failed while waiting for TLS bootstrap" >&2
+        echo "error: error execution phase etcd-join: error creating local etcd static pod manifest file" >&2
         echo "To see the stack trace of this error execute with --v=5 or higher" >&2
         exit 1 ;;
   reset) [ "$RESET_EXIT" = 0 ] || echo "failed to remove the etcd member: context deadline exceeded" >&2
@@ -220,37 +222,62 @@ exit 3
 """
 
 
-@pytest.mark.parametrize("reset_exit", [0, 1])
-def test_a_failed_control_plane_join_is_undone_on_the_node_and_says_what_to_do(tmp_path, reset_exit):
-    """kubeadm_join's control_plane_join.yml: a failed `kubeadm join --control-plane` is followed by `kubeadm reset
-    --force` on that node (it takes the etcd member the join added out again; the kubelet kubeconfig it leaves would
-    make the next run skip the node), and the failure names the host, kubeadm's last line (no token), whether the
-    undo worked, and the command to run again."""
-    bindir = tmp_path / "bin"
+def _failing_join(tmp: Path, join_fails: int, reset_exit: int, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    bindir = tmp / "bin"
     bindir.mkdir()
     (bindir / "kubeadm").write_text(FAILING_KUBEADM)
     (bindir / "kubeadm").chmod(0o755)
-    record = tmp_path / "calls"
-    inventory = tmp_path / "hosts.yml"
+    record = tmp / "calls"
+    record.touch()
+    inventory = tmp / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))  # fmt: skip
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record),
-           "RESET_EXIT": str(reset_exit), "ANSIBLE_NOCOLOR": "1"}
-    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp_path}",
+           "JOIN_FAILS": str(join_fails), "RESET_EXIT": str(reset_exit), "ANSIBLE_NOCOLOR": "1"}
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp}", *extra,
                            str(ROOT / "tests/playbooks/control_plane_join.yml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
+    return done, record.read_text().splitlines()
+
+
+# (times the join fails, reset's exit, extra arguments) -> (calls, how many tries the report names, undone)
+JOIN_CASES = {
+    "fails twice, undone twice": (2, 0, (), ["join", "reset", "join", "reset"], "twice", True),
+    "undo fails: no second try": (2, 1, (), ["join", "reset"], "once", False),
+    "one attempt only": (2, 0, ("-e", "kubeadm_join_control_plane_attempts=1"), ["join", "reset"], "once", True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(JOIN_CASES))
+def test_a_failed_control_plane_join_is_undone_on_the_node_and_says_what_to_do(tmp_path, case):
+    """kubeadm_join's control_plane_join.yml: a failed `kubeadm join --control-plane` is followed by `kubeadm reset
+    --force` on that node (it takes the etcd member the join added out again; the kubelet kubeconfig it leaves would
+    make the next run skip the node), then tried once more; the failure names the host, kubeadm's last line (no
+    token), whether the undo worked, and the command to run again."""
+    join_fails, reset_exit, extra, calls, tries, undone = JOIN_CASES[case]
+    done, record = _failing_join(tmp_path, join_fails, reset_exit, *extra)
     out = done.stdout
     assert done.returncode == 2, out[-3000:]
-    assert record.read_text().splitlines() == [f"join --config {tmp_path}/kubeadm-join.yaml", "reset --force"]
-    assert "kubeadm join as a control plane failed on k8s-cp2" in out
-    assert "failed while waiting for TLS bootstrap" in out and "stack trace" not in out.split("failed on k8s-cp2")[1]
+    assert [call.split()[0] for call in record] == calls
+    assert set(record) <= {f"join --config {tmp_path}/kubeadm-join.yaml", "reset --force"}
+    assert f"kubeadm join as a control plane failed on k8s-cp2 ({tries}): " in out
+    report = out.split("failed on k8s-cp2 (")[1]
+    assert "error creating local etcd static pod manifest file" in report and "stack trace" not in report
     assert "abcdef.0123456789abcdef" not in out.split("TASK [kubeadm_join : Report the failed")[1]
     assert "run the command again (`bootstrap.py add-node k8s-cp2` joins this node alone)" in out
-    if reset_exit == 0:
+    if undone:
         assert "kubeadm reset undid it there" in out
     else:
         assert "kubeadm reset could not undo it (failed to remove the etcd member" in out
         assert "run `kubeadm reset --force` on k8s-cp2 before anything else" in out
+
+
+def test_a_control_plane_join_that_fails_once_is_undone_and_succeeds_the_second_time(tmp_path):
+    done, record = _failing_join(tmp_path, 1, 0)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert [call.split()[0] for call in record] == ["join", "reset", "join"]
+    assert "Report the failed control-plane join" in done.stdout and "failed on k8s-cp2" not in done.stdout
+    assert re.search(r"TASK \[kubeadm_join : Run kubeadm join as a control plane again\][ *]*\nchanged: \[k8s-cp2\]", done.stdout)
 
 
 # (file, text, replacement, what real kubeadm says)
