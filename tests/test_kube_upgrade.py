@@ -146,10 +146,12 @@ def test_every_control_plane_keeps_its_kubeadm_patches_through_the_upgrade(tmp_p
         "{{ kubestrap_kubeadm_dir }}/patches")
 
 
-def test_kubeadm_upgrade_node_is_tried_again_when_the_api_server_does_not_answer(tmp_path):
-    """The role's own task: a kubeadm that fails once (as when its 10-s client timeout hits a busy API server) and
-    then succeeds is run twice and the step goes on; one that keeps failing stops after kube_upgrade_node_retries."""
-    [task] = [t for t in _tasks(yaml.safe_load(ROLE_TASKS.read_text())) if "(kubeadm upgrade node)" in t["name"]]
+@pytest.mark.parametrize("step", ["apply", "node"])
+def test_kubeadm_upgrade_is_tried_again_when_the_control_plane_does_not_answer(tmp_path, step):
+    """The role's own tasks: a kubeadm that fails once (as when `upgrade node`'s 10-s client timeout or one of
+    `upgrade apply`'s short etcd calls hits a busy control plane) and then succeeds is run twice and the step goes on;
+    one that keeps failing stops after kube_upgrade_<step>_retries further tries."""
+    [task] = [t for t in _tasks(yaml.safe_load(ROLE_TASKS.read_text())) if f"(kubeadm upgrade {step})" in t["name"]]
     task = {k: v for k, v in task.items() if k != "when"}
     calls = tmp_path / "calls"
     kubeadm = tmp_path / "kubeadm"
@@ -157,14 +159,17 @@ def test_kubeadm_upgrade_node_is_tried_again_when_the_api_server_does_not_answer
                        "echo 'unable to fetch the kubeadm-config ConfigMap: Client.Timeout exceeded' >&2; exit 1\n")
     kubeadm.chmod(0o755)
     inventory = {"all": {"children": {"k8s_cluster": {"children": {"k8s_workers": {"hosts": {"w1": LOCAL}}}}}}}
+    defaults = yaml.safe_load((ROOT / "roles/kube_upgrade/defaults/main.yml").read_text())
+    retries = defaults[f"kube_upgrade_{step}_retries"]
+    assert retries >= 1  # a failed try is tried again by default
     for fails_before_ok, ok in ((2, True), (9, False)):
         calls.write_text("")
         task["environment"] = {"FAILS_BEFORE_OK": str(fails_before_ok)}
-        done = _play(tmp_path, "node", "w1", [task], inventory, {
-            "kube_upgrade_kubeadm": str(kubeadm), "kube_upgrade_patches_dir": "", "kube_upgrade_node_retries": 3,
-            "kube_upgrade_node_delay": 0}, check=False)  # fmt: skip
+        done = _play(tmp_path, step, "w1", [task], inventory, {
+            "kube_upgrade_kubeadm": str(kubeadm), "kube_upgrade_patches_dir": "", f"kube_upgrade_{step}_retries": retries,
+            f"kube_upgrade_{step}_delay": 0, "__kube_upgrade_target": "1.36.3"}, check=False)  # fmt: skip
         assert (done.returncode == 0) is ok, done.stdout[-3000:]
-        assert len(calls.read_text().split()) == (2 if ok else 4)  # the first try and up to 3 retries
+        assert len(calls.read_text().split()) == (2 if ok else 1 + retries)  # the first try and the further ones
 
 
 def _play(tmp_path: Path, name: str, hosts: str, tasks: list[dict], inventory: dict, variables: dict,
