@@ -156,3 +156,59 @@ def test_a_file_that_is_no_snapshot_is_refused_before_anything_changes(programs,
     assert done.returncode != 0
     assert "is not an etcd snapshot etcdutl can read" in done.stdout and "nothing was stopped or changed" in done.stdout
     assert not (tmp_path / "new").exists()
+
+
+# stands in for crictl on the first control plane (tests/playbooks/control_plane_join.yml): `ps` finds "the etcd
+# container", `exec ID etcdctl ARGS` runs the REAL etcdctl with the role's arguments, its endpoint swapped for the
+# test etcd's (the role names etcd's https://127.0.0.1:2379 on a node)
+CRICTL_TO_REAL_ETCDCTL = """#!/bin/sh
+# Test fixture (not crictl): the etcd container's etcdctl is the real etcdctl on this machine.
+case "$1" in
+  ps) echo 0123abcd; exit 0 ;;
+  exec) shift 3 ;;
+  *) exit 3 ;;
+esac
+echo "etcdctl $*" >> "$RECORD"
+shift  # --endpoints=https://127.0.0.1:2379
+exec etcdctl --endpoints="$ETCD_URL" "$@"
+"""
+
+
+def test_a_control_plane_joins_etcd_member_the_reset_left_is_removed_with_the_real_etcdctl(programs, tmp_path):
+    """kubeadm_join's undo of a failed control-plane join (tasks/etcd_member_remove.yml): the member the join added
+    (a learner with the node's peer URL, as kubeadm adds it) is still in the REAL etcd after the reset, as in the HA
+    lab's third run; the role's etcdctl calls (member list as JSON, member remove by hex ID, with the health-check
+    client certificate) take it out, and the join is tried again. The first control plane's own member stays."""
+    from test_ha_control_plane import FAILING_KUBEADM
+
+    etcd = Etcd(programs, tmp_path / "var-lib-etcd", tmp_path / "etcd.log")
+    try:
+        added = json.loads(etcd.ctl("member", "add", "k8s-cp2", "--learner", "--peer-urls=https://10.0.0.12:2380",
+                                    "--write-out=json").stdout)  # fmt: skip
+        left = f"{added['member']['ID']:x}"
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        for name, script in (("kubeadm", FAILING_KUBEADM), ("crictl", CRICTL_TO_REAL_ETCDCTL)):
+            (bindir / name).write_text(script)
+            (bindir / name).chmod(0o755)
+        record = tmp_path / "calls"
+        record.touch()
+        inventory = tmp_path / "hosts.yml"
+        inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "10.0.0.12"}}}}))  # fmt: skip
+        path = os.pathsep.join([str(bindir), str(programs["etcdctl"].parent), os.environ["PATH"]])
+        env = {**os.environ, "PATH": path, "RECORD": str(record), "MEMBER": str(tmp_path / "member"), "JOIN_FAILS": "1",
+               "RESET_EXIT": "0", "RESET_REMOVES": "0", "ETCD_URL": etcd.url, "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+        done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp_path}",
+                               "-e", "kubeadm_join_control_plane=k8s-cp2", "-e", "kubeadm_join_etcd_member_delay=1",
+                               "-e", f"kubeadm_join_certificates_dir={programs['pki']}",
+                               str(ROOT / "tests/playbooks/control_plane_join.yml")],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:]
+        calls = record.read_text().splitlines()
+        assert [call.split()[0] for call in calls] == ["join", "reset", "etcdctl", "etcdctl", "join"]
+        assert calls[3].endswith(f"member remove {left}")
+        members = json.loads(etcd.ctl("member", "list", "--write-out=json").stdout)["members"]
+        assert [member["name"] for member in members] == ["cp"]  # the learner is gone, the first member stays
+    finally:
+        etcd.stop()

@@ -128,6 +128,10 @@ def test_a_control_plane_join_gets_the_init_patches_and_timeouts(tmp_path):
     join = files["k8s-cp2-kubeadm-join.yaml"][0]
     assert join["patches"] == {"directory": "/etc/kubernetes/kubestrap/patches"}
     assert join["timeouts"]["controlPlaneComponentHealthCheck"] == "15m0s" and join["timeouts"]["kubernetesAPICall"] == "5m0s"
+    assert join["timeouts"]["etcdAPICall"] == "5m0s"  # kubestrap's default: kubeadm's 2m0s ran out in the lab
+    lab = yaml.safe_load((ROOT / "inventories/lab/group_vars/k8s_cluster/lab.yml").read_text())
+    files, _ = _render(tmp_path / "lab", 3, {"kubeadm_join_etcd_api_call_timeout": lab["kubeadm_join_etcd_api_call_timeout"]})
+    assert files["k8s-cp2-kubeadm-join.yaml"][0]["timeouts"]["etcdAPICall"] == "15m0s"
     assert "patches" not in files["k8s-worker1-kubeadm-join.yaml"][0]
 
 
@@ -202,80 +206,129 @@ def test_the_other_control_planes_get_the_api_servers_files_before_joining_and_o
     assert [play["hosts"] for play in joined] == ["kubestrap_joined:&k8s_control_plane"]
 
 
-# stands in for kubeadm in tests/playbooks/control_plane_join.yml: its join fails the way the HA lab's runs did (with a
-# token-shaped string in its output) JOIN_FAILS times, then succeeds; its reset exits with RESET_EXIT; every call is
-# recorded in RECORD
+# stand in for kubeadm and crictl in tests/playbooks/control_plane_join.yml. The join fails the way the HA lab's runs
+# did (with a token-shaped string in its output) JOIN_FAILS times, then succeeds; a failed join leaves an etcd member
+# of the node (the file MEMBER), which its reset removes when RESET_REMOVES is 1 (the real one cannot when it misses
+# the cluster's configuration or etcd in time) and exits with RESET_EXIT. crictl finds the etcd container when
+# ETCD_RUNNING is 1, and etcdctl in it lists the first control plane's member and the left one (IDs from the lab's
+# run) and removes it (exit REMOVE_EXIT). Every call is recorded in RECORD.
 FAILING_KUBEADM = """#!/bin/sh
 # Test fixture (not kubeadm): a `kubeadm join` that fails JOIN_FAILS times, and a `kubeadm reset` that records its call.
 echo "$*" >> "$RECORD"
 case "$1" in
   join) if [ "$(grep -c '^join' "$RECORD")" -gt "$JOIN_FAILS" ]; then echo "This node has joined the cluster"; exit 0; fi
+        touch "$MEMBER"
         echo "[etcd] Creating static Pod manifest for etcd" >&2
         echo "token abcdef.0123456789abcdef in the output" >&2
         echo "error: error execution phase etcd-join: error creating local etcd static pod manifest file" >&2
         echo "To see the stack trace of this error execute with --v=5 or higher" >&2
         exit 1 ;;
-  reset) [ "$RESET_EXIT" = 0 ] || echo "failed to remove the etcd member: context deadline exceeded" >&2
+  reset) [ "$RESET_REMOVES" = 1 ] && rm -f "$MEMBER"
+         [ "$RESET_EXIT" = 0 ] || echo "failed to remove the etcd member: context deadline exceeded" >&2
          exit "$RESET_EXIT" ;;
 esac
 exit 3
 """
+FAKE_CRICTL = """#!/bin/sh
+# Test fixture (not crictl, not etcdctl): the first control plane's etcd container and etcdctl in it.
+case "$1" in
+  ps) echo "crictl $*" >> "$RECORD"; [ "$ETCD_RUNNING" = 1 ] && echo 0123abcd; exit 0 ;;
+  exec) shift 2; [ "$1" = etcdctl ] || exit 3 ;;
+  *) exit 3 ;;
+esac
+shift 6  # etcdctl and its endpoint, certificates and timeout
+echo "etcdctl $*" >> "$RECORD"
+case "$1 $2" in
+  "member list")
+    left=""
+    [ -e "$MEMBER" ] && left=',{"ID":8557499284951584928,"peerURLs":["https://10.0.0.12:2380"],"isLearner":true}'
+    echo '{"header":{"cluster_id":1},"members":[{"ID":8008743163575342867,"name":"k8s-cp",'
+    echo '"peerURLs":["https://10.0.0.11:2380"],"clientURLs":["https://10.0.0.11:2379"]}'"$left]}" ;;
+  "member remove")
+    [ "$REMOVE_EXIT" = 0 ] || { echo "etcdserver: request timed out" >&2; exit 1; }
+    [ "$3" = 76c258429532d0a0 ] && rm -f "$MEMBER" ;;
+  *) exit 3 ;;
+esac
+"""
 
 
-def _failing_join(tmp: Path, join_fails: int, reset_exit: int, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def _failing_join(tmp: Path, join_fails: int, *extra: str, **conditions: int) -> tuple[subprocess.CompletedProcess, list[str]]:
     bindir = tmp / "bin"
     bindir.mkdir()
-    (bindir / "kubeadm").write_text(FAILING_KUBEADM)
-    (bindir / "kubeadm").chmod(0o755)
+    for name, script in (("kubeadm", FAILING_KUBEADM), ("crictl", FAKE_CRICTL)):
+        (bindir / name).write_text(script)
+        (bindir / name).chmod(0o755)
     record = tmp / "calls"
     record.touch()
     inventory = tmp / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))  # fmt: skip
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "10.0.0.12"}}}}))  # fmt: skip
+    state = {"RESET_EXIT": 0, "RESET_REMOVES": 1, "ETCD_RUNNING": 1, "REMOVE_EXIT": 0, **conditions}
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record),
-           "JOIN_FAILS": str(join_fails), "RESET_EXIT": str(reset_exit), "ANSIBLE_NOCOLOR": "1"}
-    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp}", *extra,
+           "MEMBER": str(tmp / "member"), "JOIN_FAILS": str(join_fails), "ANSIBLE_NOCOLOR": "1",
+           **{key: str(value) for key, value in state.items()}}  # fmt: skip
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp}",
+                           "-e", "kubeadm_join_control_plane=k8s-cp2", "-e", "kubeadm_join_etcd_member_retries=1",
+                           "-e", "kubeadm_join_etcd_member_delay=0", *extra,
                            str(ROOT / "tests/playbooks/control_plane_join.yml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
-    return done, record.read_text().splitlines()
+    return done, [" ".join(call.split()[:2]) for call in record.read_text().splitlines()]
 
 
-# (times the join fails, reset's exit, extra arguments) -> (calls, how many tries the report names, undone)
+LOOK = ["crictl ps", "etcdctl member"]  # the etcd container found, its members listed
+# (times the join fails, conditions, extra arguments) -> (calls, how many tries the report names, what the report says)
 JOIN_CASES = {
-    "fails twice, undone twice": (2, 0, (), ["join", "reset", "join", "reset"], "twice", True),
-    "undo fails: no second try": (2, 1, (), ["join", "reset"], "once", False),
-    "one attempt only": (2, 0, ("-e", "kubeadm_join_control_plane_attempts=1"), ["join", "reset"], "once", True),
+    "fails twice, undone twice": (2, {}, (), ["join --config", "reset --force", *LOOK] * 2, "twice", "undone"),
+    "reset leaves the member: removed, then fails again": (
+        2, {"RESET_REMOVES": 0}, (),
+        ["join --config", "reset --force", *LOOK, "etcdctl member"] * 2, "twice", "undone"),
+    "reset fails: no second try": (
+        2, {"RESET_EXIT": 1}, (), ["join --config", "reset --force", *LOOK], "once",
+        "It could not be undone (kubeadm reset: failed to remove the etcd member: context deadline exceeded)"),
+    "member cannot be removed: no second try": (
+        2, {"RESET_REMOVES": 0, "REMOVE_EXIT": 1}, (),
+        ["join --config", "reset --force", *LOOK, "etcdctl member", "etcdctl member"], "once",
+        "It could not be undone (etcd member 76c258429532d0a0 of this node could not be removed: etcdserver: request"
+        " timed out)"),
+    "no etcd running on the first control plane: no second try": (
+        2, {"ETCD_RUNNING": 0}, (), ["join --config", "reset --force", "crictl ps"], "once",
+        "It could not be undone (no running etcd container on k8s-cp2 to check its members)"),
+    "one attempt only": (2, {}, ("-e", "kubeadm_join_control_plane_attempts=1"), ["join --config", "reset --force", *LOOK],
+                         "once", "undone"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(JOIN_CASES))
-def test_a_failed_control_plane_join_is_undone_on_the_node_and_says_what_to_do(tmp_path, case):
+def test_a_failed_control_plane_join_is_undone_and_says_what_to_do(tmp_path, case):
     """kubeadm_join's control_plane_join.yml: a failed `kubeadm join --control-plane` is followed by `kubeadm reset
-    --force` on that node (it takes the etcd member the join added out again; the kubelet kubeconfig it leaves would
-    make the next run skip the node), then tried once more; the failure names the host, kubeadm's last line (no
-    token), whether the undo worked, and the command to run again."""
-    join_fails, reset_exit, extra, calls, tries, undone = JOIN_CASES[case]
-    done, record = _failing_join(tmp_path, join_fails, reset_exit, *extra)
+    --force` on that node (the kubelet kubeconfig it leaves would make the next run skip the node), then etcd is asked
+    on the first control plane for a member of the node the reset left (as it did in the HA lab) and that member is
+    removed; only when both worked is the join tried once more. The failure names the host, kubeadm's last line (no
+    token), whether the undo worked and what is left to do, and the command to run again."""
+    join_fails, conditions, extra, calls, tries, said = JOIN_CASES[case]
+    done, record = _failing_join(tmp_path, join_fails, *extra, **conditions)
     out = done.stdout
     assert done.returncode == 2, out[-3000:]
-    assert [call.split()[0] for call in record] == calls
-    assert set(record) <= {f"join --config {tmp_path}/kubeadm-join.yaml", "reset --force"}
+    assert record == calls
     assert f"kubeadm join as a control plane failed on k8s-cp2 ({tries}): " in out
     report = out.split("failed on k8s-cp2 (")[1]
     assert "error creating local etcd static pod manifest file" in report and "stack trace" not in report
     assert "abcdef.0123456789abcdef" not in out.split("TASK [kubeadm_join : Report the failed")[1]
     assert "run the command again (`bootstrap.py add-node k8s-cp2` joins this node alone)" in out
-    if undone:
-        assert "kubeadm reset undid it there" in out
+    if said == "undone":
+        assert "It was undone (kubeadm reset there; no etcd member of the node is left)" in report
     else:
-        assert "kubeadm reset could not undo it (failed to remove the etcd member" in out
-        assert "run `kubeadm reset --force` on k8s-cp2 before anything else" in out
+        assert said in " ".join(report.split())
+        assert "run `kubeadm reset --force` on k8s-cp2 before anything else" in report
+    assert (tmp_path / "member").exists() is (conditions.get("REMOVE_EXIT") == 1)  # the member is gone but there
 
 
 def test_a_control_plane_join_that_fails_once_is_undone_and_succeeds_the_second_time(tmp_path):
-    done, record = _failing_join(tmp_path, 1, 0)
+    done, record = _failing_join(tmp_path, 1, RESET_REMOVES=0)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert [call.split()[0] for call in record] == ["join", "reset", "join"]
+    # the member the reset left is removed (76c2... is the ID of the member list's learner) before the second try
+    assert record == ["join --config", "reset --force", *LOOK, "etcdctl member", "join --config"]
+    assert "etcdctl member remove 76c258429532d0a0" in (tmp_path / "calls").read_text()
     assert "Report the failed control-plane join" in done.stdout and "failed on k8s-cp2" not in done.stdout
     assert re.search(r"TASK \[kubeadm_join : Run kubeadm join as a control plane again\][ *]*\nchanged: \[k8s-cp2\]", done.stdout)
 
