@@ -61,6 +61,8 @@ class PhaseTracker:
     play: str = ""
     tasks_started: int = 0
     failures: list[Failure] = field(default_factory=list)
+    # failures a block's rescue handled (Ansible counts them as "rescued", not as failures), known from the stats
+    rescued: list[Failure] = field(default_factory=list)
     stats_data: dict[str, Any] = field(default_factory=dict)
     # host -> {phase: {"work": bool, "reasons": [...]}}, from the kubestrap_phase_state check
     phase_work: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -90,6 +92,24 @@ class PhaseTracker:
             for name, count in (data.get("changed") or {}).items():
                 state = self.host(name)
                 state.changed = max(state.changed, int(count))
+            if isinstance(data.get("failures"), dict):
+                self._drop_rescued(data["failures"])
+
+    def _drop_rescued(self, failed: dict[str, Any]) -> None:
+        """A failed task whose block's rescue ran is reported like any failure as it happens, but Ansible does not
+        count it as one (the play goes on, the playbook succeeds): its per-host failure count says how many of the
+        host's failures stand, the last ones (a failure that stands ends the host's play)."""
+        for name in {f.host for f in self.failures if not f.unreachable}:
+            mine = [f for f in self.failures if f.host == name and not f.unreachable]
+            stands = int(failed.get(name, 0) or 0)
+            gone = mine[: max(len(mine) - stands, 0)]
+            if not gone:
+                continue
+            self.failures = [f for f in self.failures if not any(f is g for g in gone)]
+            self.rescued.extend(gone)
+            state = self.host(name)
+            state.failed -= len(gone)
+            state.ok += len(gone)
 
     def _result(self, kind: str, data: dict[str, Any], stamp: float | None) -> None:
         state = self.host(data["host"])

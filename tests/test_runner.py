@@ -70,3 +70,16 @@ def test_failure_names_host_phase_and_next_step(tmp_path: Path, monkeypatch):
     summary = json.loads((journal.path / "summary.json").read_text())
     assert summary["result"] == "failed"
     assert summary["phases"][0]["hosts"]["localhost"]["failed"] == 1
+
+
+def test_a_failure_its_rescue_handled_does_not_fail_the_phase(tmp_path: Path, monkeypatch):
+    """A real ansible-runner run of a block whose first task fails and whose rescue succeeds (as a control-plane join
+    that works the second time): the playbook succeeds, and so does the phase, its failure kept as rescued."""
+    journal, outcomes, failure = _run(tmp_path, "rescued.yml", monkeypatch)
+    assert failure is None and outcomes[0].ok
+    tracker = outcomes[0].tracker
+    assert tracker.failures == [] and [f.task for f in tracker.rescued] == ["Fail the first try"]
+    host = tracker.hosts["localhost"]
+    assert (host.failed, host.changed, host.status) == (0, 1, "changed")
+    summary = json.loads((journal.path / "summary.json").read_text())
+    assert summary["result"] == "ok" and summary["phases"][0]["hosts"]["localhost"]["failed"] == 0

@@ -30,6 +30,25 @@ def test_stats_never_lower_a_count():
     assert tracker.host("cp1").changed == 1
 
 
+def test_a_failure_a_rescue_handled_is_no_failure_once_ansible_says_so():
+    """A control-plane join that failed once, was undone by its block's rescue and joined the second time (the HA lab):
+    Ansible reports the first failure as it happens but counts it as rescued, and the playbook succeeds; the phase
+    must not be reported failed for it. A failure that stands (the host's last) stays."""
+    tracker = Tracker("join")
+    first = {"host": "cp2", "task": "Run kubeadm join as a control plane", "res": {"msg": "non-zero return code", "rc": 1}}
+    tracker.feed({"event": "runner_on_failed", "event_data": first})
+    tracker.feed({"event": "runner_on_ok", "event_data": {"host": "cp2", "task": "again", "res": {"changed": True}}})
+    tracker.feed({"event": "runner_on_failed", "event_data": {**first, "host": "cp3"}})
+    tracker.feed({"event": "runner_on_failed", "event_data": {**first, "host": "cp3", "task": "Report the failed join"}})
+    assert [f.host for f in tracker.failures] == ["cp2", "cp3", "cp3"]  # as they happen
+    tracker.feed({"event": "playbook_on_stats", "event_data": {"changed": {"cp2": 1}, "failures": {"cp3": 1},
+                                                               "rescued": {"cp2": 1, "cp3": 1}}})  # fmt: skip
+    assert [(f.host, f.task) for f in tracker.failures] == [("cp3", "Report the failed join")]
+    assert [(f.host, f.task) for f in tracker.rescued] == [("cp2", first["task"]), ("cp3", first["task"])]
+    assert tracker.host("cp2").status == "changed" and tracker.host("cp2").failed == 0
+    assert tracker.host("cp3").status == "failed" and tracker.totals()["failed"] == 1
+
+
 def failure_of(res: dict) -> str:
     tracker = Tracker("join")
     tracker.feed({"event": "runner_on_failed", "event_data": {"host": "w4", "task": "Run kubeadm join", "res": res}})
