@@ -9,8 +9,9 @@ switches the etcd backup timer on and runs it once on the first control plane.
 The VIP lives on the lab's VM switch, which the controller cannot reach (it reaches the VMs through forwarded
 ports): every check through the VIP runs on a VM over SSH. Its own lab (`e2e-ha`), so it never shares VMs with
 tests/e2e/test_cluster.py. The VMs' apt reads the local repository of node_prep's packages plus haproxy and
-keepalived (tests/fixtures/node_apt_repo.py, its own cache entry). Run:
-    KUBESTRAP_TEST_PROGRAMS=upstream .venv/bin/pytest -q -p no:cacheprovider -m extended tests/e2e/test_ha.py
+keepalived (tests/fixtures/node_apt_repo.py, its own cache entry). Each test builds on the ones before it (`-x`
+stops at the first failure instead of growing the cluster from a failed step). Run:
+    KUBESTRAP_TEST_PROGRAMS=upstream .venv/bin/pytest -x -q -p no:cacheprovider -m extended tests/e2e/test_ha.py
 """
 
 from __future__ import annotations
