@@ -99,7 +99,7 @@ class PhaseTracker:
         """A failed task whose block's rescue ran is reported like any failure as it happens, but Ansible does not
         count it as one (the play goes on, the playbook succeeds): its per-host failure count says how many of the
         host's failures stand, the last ones (a failure that stands ends the host's play)."""
-        for name in {f.host for f in self.failures if not f.unreachable}:
+        for name in dict.fromkeys(f.host for f in self.failures if not f.unreachable):  # in the order they failed
             mine = [f for f in self.failures if f.host == name and not f.unreachable]
             stands = int(failed.get(name, 0) or 0)
             gone = mine[: max(len(mine) - stands, 0)]
