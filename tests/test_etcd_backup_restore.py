@@ -179,33 +179,18 @@ def test_a_control_plane_joins_etcd_member_the_reset_left_is_removed_with_the_re
     (a learner with the node's peer URL, as kubeadm adds it) is still in the REAL etcd after the reset, as in the HA
     lab's third run; the role's etcdctl calls (member list as JSON, member remove by hex ID, with the health-check
     client certificate) take it out, and the join is tried again. The first control plane's own member stays."""
-    from test_ha_control_plane import FAILING_KUBEADM
+    from test_ha_control_plane import _failing_join
 
     etcd = Etcd(programs, tmp_path / "var-lib-etcd", tmp_path / "etcd.log")
     try:
         added = json.loads(etcd.ctl("member", "add", "k8s-cp2", "--learner", "--peer-urls=https://10.0.0.12:2380",
                                     "--write-out=json").stdout)  # fmt: skip
         left = f"{added['member']['ID']:x}"
-        bindir = tmp_path / "bin"
-        bindir.mkdir()
-        for name, script in (("kubeadm", FAILING_KUBEADM), ("crictl", CRICTL_TO_REAL_ETCDCTL)):
-            (bindir / name).write_text(script)
-            (bindir / name).chmod(0o755)
-        record = tmp_path / "calls"
-        record.touch()
-        inventory = tmp_path / "hosts.yml"
-        inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
-            "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "10.0.0.12"}}}}))  # fmt: skip
-        path = os.pathsep.join([str(bindir), str(programs["etcdctl"].parent), os.environ["PATH"]])
-        env = {**os.environ, "PATH": path, "RECORD": str(record), "MEMBER": str(tmp_path / "member"), "JOIN_FAILS": "1",
-               "RESET_EXIT": "0", "RESET_REMOVES": "0", "ETCD_URL": etcd.url, "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
-        done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp_path}",
-                               "-e", "kubeadm_join_control_plane=k8s-cp2", "-e", "kubeadm_join_etcd_member_delay=1",
-                               "-e", f"kubeadm_join_certificates_dir={programs['pki']}",
-                               str(ROOT / "tests/playbooks/control_plane_join.yml")],
-                              capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
+        done, _ = _failing_join(tmp_path, 1, "-e", f"kubeadm_join_certificates_dir={programs['pki']}",
+                                crictl=CRICTL_TO_REAL_ETCDCTL, path=(str(programs["etcdctl"].parent),),
+                                env_extra={"ETCD_URL": etcd.url}, RESET_REMOVES=0)  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:]
-        calls = record.read_text().splitlines()
+        calls = (tmp_path / "calls").read_text().splitlines()
         assert [call.split()[0] for call in calls] == ["join", "reset", "etcdctl", "etcdctl", "join"]
         assert calls[3].endswith(f"member remove {left}")
         members = json.loads(etcd.ctl("member", "list", "--write-out=json").stdout)["members"]

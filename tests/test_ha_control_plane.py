@@ -252,10 +252,13 @@ esac
 """
 
 
-def _failing_join(tmp: Path, join_fails: int, *extra: str, **conditions: int) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _failing_join(tmp: Path, join_fails: int, *extra: str, crictl: str = FAKE_CRICTL, path: tuple[str, ...] = (),
+                  env_extra: dict[str, str] | None = None, **conditions: int) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """tests/playbooks/control_plane_join.yml with FAILING_KUBEADM and *crictl* first on PATH (then *path*); the calls
+    they recorded, each as its first two words."""
     bindir = tmp / "bin"
     bindir.mkdir()
-    for name, script in (("kubeadm", FAILING_KUBEADM), ("crictl", FAKE_CRICTL)):
+    for name, script in (("kubeadm", FAILING_KUBEADM), ("crictl", crictl)):
         (bindir / name).write_text(script)
         (bindir / name).chmod(0o755)
     record = tmp / "calls"
@@ -264,9 +267,9 @@ def _failing_join(tmp: Path, join_fails: int, *extra: str, **conditions: int) ->
     inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "10.0.0.12"}}}}))  # fmt: skip
     state = {"RESET_EXIT": 0, "RESET_REMOVES": 1, "ETCD_RUNNING": 1, "REMOVE_EXIT": 0, **conditions}
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record),
+    env = {**os.environ, "PATH": os.pathsep.join([str(bindir), *path, os.environ["PATH"]]), "RECORD": str(record),
            "MEMBER": str(tmp / "member"), "JOIN_FAILS": str(join_fails), "ANSIBLE_NOCOLOR": "1",
-           **{key: str(value) for key, value in state.items()}}  # fmt: skip
+           **{key: str(value) for key, value in state.items()}, **(env_extra or {})}  # fmt: skip
     done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp}",
                            "-e", "kubeadm_join_control_plane=k8s-cp2", "-e", "kubeadm_join_etcd_member_retries=1",
                            "-e", "kubeadm_join_etcd_member_delay=0", *extra,
