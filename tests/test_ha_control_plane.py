@@ -27,7 +27,8 @@ VIP = "192.168.1.5"
 CPS = {"k8s-cp": "192.168.1.10", "k8s-cp2": "192.168.1.8", "k8s-cp3": "192.168.1.9"}
 WORKERS = {"k8s-worker1": "192.168.1.11", "k8s-worker2": "192.168.1.12", "k8s-worker3": "192.168.1.13"}
 KEY = "a1" * 32  # the render playbook's stand-in certificate key
-CP_TASK_FILES = [ROOT / "roles/kubeadm_join/tasks" / f"control_plane{part}.yml" for part in ("", "_certs", "_cleanup", "_join")]
+CP_TASK_FILES = [ROOT / "roles/kubeadm_join/tasks" / f"control_plane{part}.yml"
+                 for part in ("", "_certs", "_cleanup", "_join", "_join_try")]
 # keepalived's check looks the interface up on the machine it runs on: one of this machine's (not loopback)
 IFACE = next((p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo" and (p / "device").exists()),
              next(p.name for p in sorted(Path("/sys/class/net").iterdir()) if p.name != "lo"))
@@ -207,23 +208,32 @@ def test_the_other_control_planes_get_the_api_servers_files_before_joining_and_o
 
 
 # stand in for kubeadm and crictl in tests/playbooks/control_plane_join.yml. The join fails the way the HA lab's runs
-# did (with a token-shaped string in its output) JOIN_FAILS times, then succeeds; a failed join leaves an etcd member
-# of the node (the file MEMBER), which its reset removes when RESET_REMOVES is 1 (the real one cannot when it misses
-# the cluster's configuration or etcd in time) and exits with RESET_EXIT. crictl finds the etcd container when
-# ETCD_RUNNING is 1, and etcdctl in it lists the first control plane's member and the left one (IDs from the lab's
-# run) and removes it (exit REMOVE_EXIT). Every call is recorded in RECORD.
+# did (with a token-shaped string in its output), in the phase PHASE, JOIN_FAILS times, then succeeds; a join resumed
+# (`--skip-phases`) fails RESUME_FAILS times, then succeeds. A failed join leaves an etcd member of the node (the file
+# MEMBER), which its reset removes when RESET_REMOVES is 1 (the real one cannot when it misses the cluster's
+# configuration or etcd in time) and exits with RESET_EXIT. crictl finds the etcd container when ETCD_RUNNING is 1,
+# and etcdctl in it lists the first control plane's member and the left one (IDs from the lab's run) and removes it
+# (exit REMOVE_EXIT). Every call is recorded in RECORD.
 FAILING_KUBEADM = """#!/bin/sh
-# Test fixture (not kubeadm): a `kubeadm join` that fails JOIN_FAILS times, and a `kubeadm reset` that records its call.
+# Test fixture (not kubeadm): a `kubeadm join` that fails JOIN_FAILS times (resumed: RESUME_FAILS times), and a
+# `kubeadm reset` that records its call.
 echo "$*" >> "$RECORD"
-case "$1" in
-  join) if [ "$(grep -c '^join' "$RECORD")" -gt "$JOIN_FAILS" ]; then echo "This node has joined the cluster"; exit 0; fi
+case "$1 $4" in
+  "join --skip-phases")
+        if [ "$(grep -c -- '--skip-phases' "$RECORD")" -gt "$RESUME_FAILS" ]; then echo "This node has joined"; exit 0; fi
+        echo "error: error execution phase $PHASE: context deadline exceeded" >&2
+        exit 1 ;;
+  "join "*)
+        if [ "$(grep '^join' "$RECORD" | grep -v -c -- '--skip-phases')" -gt "$JOIN_FAILS" ]; then
+          echo "This node has joined the cluster"; exit 0
+        fi
         touch "$MEMBER"
         echo "[etcd] Creating static Pod manifest for etcd" >&2
         echo "token abcdef.0123456789abcdef in the output" >&2
-        echo "error: error execution phase etcd-join: error creating local etcd static pod manifest file" >&2
+        echo "error: error execution phase $PHASE: error creating local etcd static pod manifest file" >&2
         echo "To see the stack trace of this error execute with --v=5 or higher" >&2
         exit 1 ;;
-  reset) [ "$RESET_REMOVES" = 1 ] && rm -f "$MEMBER"
+  "reset "*) [ "$RESET_REMOVES" = 1 ] && rm -f "$MEMBER"
          [ "$RESET_EXIT" = 0 ] || echo "failed to remove the etcd member: context deadline exceeded" >&2
          exit "$RESET_EXIT" ;;
 esac
@@ -254,8 +264,9 @@ esac
 
 def _failing_join(tmp: Path, join_fails: int, *extra: str, crictl: str = FAKE_CRICTL, path: tuple[str, ...] = (),
                   env_extra: dict[str, str] | None = None, **conditions: int) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """tests/playbooks/control_plane_join.yml with FAILING_KUBEADM and *crictl* first on PATH (then *path*); the calls
-    they recorded, each as its first two words."""
+    """tests/playbooks/control_plane_join.yml with FAILING_KUBEADM and *crictl* first on PATH (then *path*), a failed
+    join resumed once unless *extra* says otherwise; the calls they recorded, each as its first two words ("join
+    resume" for a join with --skip-phases)."""
     bindir = tmp / "bin"
     bindir.mkdir()
     for name, script in (("kubeadm", FAILING_KUBEADM), ("crictl", crictl)):
@@ -266,37 +277,41 @@ def _failing_join(tmp: Path, join_fails: int, *extra: str, crictl: str = FAKE_CR
     inventory = tmp / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "10.0.0.12"}}}}))  # fmt: skip
-    state = {"RESET_EXIT": 0, "RESET_REMOVES": 1, "ETCD_RUNNING": 1, "REMOVE_EXIT": 0, **conditions}
+    state = {"RESET_EXIT": 0, "RESET_REMOVES": 1, "ETCD_RUNNING": 1, "REMOVE_EXIT": 0, "PHASE": "etcd-join",
+             "RESUME_FAILS": 99, **conditions}  # fmt: skip
     env = {**os.environ, "PATH": os.pathsep.join([str(bindir), *path, os.environ["PATH"]]), "RECORD": str(record),
            "MEMBER": str(tmp / "member"), "JOIN_FAILS": str(join_fails), "ANSIBLE_NOCOLOR": "1",
            **{key: str(value) for key, value in state.items()}, **(env_extra or {})}  # fmt: skip
     done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", f"kubeadm_join_config_dir={tmp}",
                            "-e", "kubeadm_join_control_plane=k8s-cp2", "-e", "kubeadm_join_etcd_member_retries=1",
-                           "-e", "kubeadm_join_etcd_member_delay=0", *extra,
+                           "-e", "kubeadm_join_etcd_member_delay=0", "-e", "kubeadm_join_control_plane_resumes=1",
+                           "-e", "kubeadm_join_control_plane_resume_delay=0", *extra,
                            str(ROOT / "tests/playbooks/control_plane_join.yml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
-    return done, [" ".join(call.split()[:2]) for call in record.read_text().splitlines()]
+    return done, ["join resume" if "--skip-phases" in call else " ".join(call.split()[:2])
+                  for call in record.read_text().splitlines()]
 
 
 LOOK = ["crictl ps", "etcdctl member"]  # the etcd container found, its members listed
+TRY = ["join --config", "join resume"]  # a join that stops at etcd-join, resumed there once
 # (times the join fails, conditions, extra arguments) -> (calls, how many tries the report names, what the report says)
 JOIN_CASES = {
-    "fails twice, undone twice": (2, {}, (), ["join --config", "reset --force", *LOOK] * 2, "twice", "undone"),
+    "fails twice, undone twice": (2, {}, (), [*TRY, "reset --force", *LOOK] * 2, "twice", "undone"),
     "reset leaves the member: removed, then fails again": (
         2, {"RESET_REMOVES": 0}, (),
-        ["join --config", "reset --force", *LOOK, "etcdctl member"] * 2, "twice", "undone"),
+        [*TRY, "reset --force", *LOOK, "etcdctl member"] * 2, "twice", "undone"),
     "reset fails: no second try": (
-        2, {"RESET_EXIT": 1}, (), ["join --config", "reset --force", *LOOK], "once",
+        2, {"RESET_EXIT": 1}, (), [*TRY, "reset --force", *LOOK], "once",
         "It could not be undone (kubeadm reset: failed to remove the etcd member: context deadline exceeded)"),
     "member cannot be removed: no second try": (
         2, {"RESET_REMOVES": 0, "REMOVE_EXIT": 1}, (),
-        ["join --config", "reset --force", *LOOK, "etcdctl member", "etcdctl member"], "once",
+        [*TRY, "reset --force", *LOOK, "etcdctl member", "etcdctl member"], "once",
         "It could not be undone (etcd member 76c258429532d0a0 of this node could not be removed: etcdserver: request"
         " timed out)"),
     "no etcd running on the first control plane: no second try": (
-        2, {"ETCD_RUNNING": 0}, (), ["join --config", "reset --force", "crictl ps"], "once",
+        2, {"ETCD_RUNNING": 0}, (), [*TRY, "reset --force", "crictl ps"], "once",
         "It could not be undone (no running etcd container on k8s-cp2 to check its members)"),
-    "one attempt only": (2, {}, ("-e", "kubeadm_join_control_plane_attempts=1"), ["join --config", "reset --force", *LOOK],
+    "one attempt only": (2, {}, ("-e", "kubeadm_join_control_plane_attempts=1"), [*TRY, "reset --force", *LOOK],
                          "once", "undone"),
 }  # fmt: skip
 
@@ -313,9 +328,10 @@ def test_a_failed_control_plane_join_is_undone_and_says_what_to_do(tmp_path, cas
     out = done.stdout
     assert done.returncode == 2, out[-3000:]
     assert record == calls
-    assert f"kubeadm join as a control plane failed on k8s-cp2 ({tries}): " in out
+    assert f"kubeadm join as a control plane failed on k8s-cp2 ({tries}, then resumed 1 time(s) at the phase it stopped" \
+           " in): error: error execution phase etcd-join: context deadline exceeded." in out
     report = out.split("failed on k8s-cp2 (")[1]
-    assert "error creating local etcd static pod manifest file" in report and "stack trace" not in report
+    assert "stack trace" not in report
     assert "abcdef.0123456789abcdef" not in out.split("TASK [kubeadm_join : Report the failed")[1]
     assert "run the command again (`bootstrap.py add-node k8s-cp2` joins this node alone)" in out
     if said == "undone":
@@ -330,10 +346,80 @@ def test_a_control_plane_join_that_fails_once_is_undone_and_succeeds_the_second_
     done, record = _failing_join(tmp_path, 1, RESET_REMOVES=0)
     assert done.returncode == 0, done.stdout[-3000:]
     # the member the reset left is removed (76c2... is the ID of the member list's learner) before the second try
-    assert record == ["join --config", "reset --force", *LOOK, "etcdctl member", "join --config"]
+    assert record == [*TRY, "reset --force", *LOOK, "etcdctl member", "join --config"]
     assert "etcdctl member remove 76c258429532d0a0" in (tmp_path / "calls").read_text()
-    assert "Report the failed control-plane join" in done.stdout and "failed on k8s-cp2" not in done.stdout
-    assert re.search(r"TASK \[kubeadm_join : Run kubeadm join as a control plane again\][ *]*\nchanged: \[k8s-cp2\]", done.stdout)
+    assert re.search(r"TASK \[kubeadm_join : Report the failed control-plane join\][ *]*\nskipping: ", done.stdout)
+    assert "failed on k8s-cp2" not in done.stdout
+    joins = re.findall(r"TASK \[kubeadm_join : Run kubeadm join as a control plane \(one node at a time\)\][ *]*\n(\w+):",
+                       done.stdout)
+    assert joins == ["changed", "changed"]  # the first failed (judged after it), the second joined
+
+
+UNDONE = ["join --config", "reset --force", *LOOK, "etcdctl member", "join --config"]  # undone, member removed, again
+# phase the join stops in, times the resumed join fails, resumes allowed -> kubeadm calls made (the node joins)
+RESUME_CASES = {
+    "etcd-join, resumed once": ("etcd-join", 0, 3, ["join --config", "join resume"]),
+    "etcd-join, resumed three times": ("etcd-join", 2, 3, ["join --config"] + ["join resume"] * 3),
+    "wait-control-plane, resumed": ("wait-control-plane", 0, 3, ["join --config", "join resume"]),
+    "control-plane-join (a sub-phase), resumed": ("control-plane-join/mark-control-plane", 0, 3,
+                                                   ["join --config", "join resume"]),
+    "no resumes: undone and tried again": ("etcd-join", 0, 0, UNDONE),
+    "kubelet-start is not resumed": ("kubelet-start", 0, 3, UNDONE),
+    "preflight is not resumed": ("preflight", 0, 3, UNDONE),
+}  # fmt: skip
+# the phases skipped when the join is resumed at a phase (kubeadm's order)
+SKIPPED = {"etcd-join": "preflight,control-plane-prepare,check-etcd,kubelet-start",
+           "wait-control-plane": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap,"
+                                 "control-plane-join",
+           "control-plane-join": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap"}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_a_join_that_stops_at_etcd_join_or_later_is_resumed_there_and_keeps_its_etcd_member(tmp_path, case):
+    """A control-plane join that stops at etcd-join or a later phase keeps what it did (the node's files, the etcd
+    member it added, which may already hold a copy of the data) and is resumed at that phase: `kubeadm join --config
+    FILE --skip-phases` of the phases before it, up to kubeadm_join_control_plane_resumes times, before it is undone.
+    Earlier phases have added no member and are undone and tried again as before."""
+    phase, resume_fails, resumes, calls = RESUME_CASES[case]
+    done, record = _failing_join(tmp_path, 1, "-e", f"kubeadm_join_control_plane_resumes={resumes}",
+                                 PHASE=phase, RESUME_FAILS=resume_fails, RESET_REMOVES=0)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert record == calls
+    resumed = [call for call in (tmp_path / "calls").read_text().splitlines() if "--skip-phases" in call]
+    skipped = SKIPPED.get(phase.split("/")[0])
+    assert resumed == [f"join --config {tmp_path}/kubeadm-join.yaml --skip-phases {skipped}"] * len(resumed)
+    assert (tmp_path / "member").exists() is bool(resumed)  # a resumed join keeps its member; an undone one has not
+    assert "failed on k8s-cp2" not in done.stdout
+
+
+def test_a_join_whose_resumes_all_fail_is_undone_and_the_report_says_so(tmp_path):
+    done, record = _failing_join(tmp_path, 2, "-e", "kubeadm_join_control_plane_resumes=2", "-e",
+                                 "kubeadm_join_control_plane_attempts=1")  # fmt: skip
+    assert done.returncode == 2
+    assert record == ["join --config", "join resume", "join resume", "reset --force", *LOOK]
+    assert ("kubeadm join as a control plane failed on k8s-cp2 (once, then resumed 2 time(s) at the phase it stopped in):"
+            " error: error execution phase etcd-join: context deadline exceeded. It was undone") in done.stdout
+
+
+def test_real_kubeadm_knows_every_phase_a_resumed_join_skips_in_its_order(kubeadm, tmp_path):
+    """The phase names and order the resume uses (roles/kubeadm_join/vars/main.yml) are the real kubeadm's: it refuses
+    an unknown name in --skip-phases before it does anything (`invalid phase name: NAME`, the first unknown one), and
+    lists its phases in order in `kubeadm join --help` (check-etcd, a hidden phase, is not listed there)."""
+    phases = yaml.safe_load((ROOT / "roles/kubeadm_join/vars/main.yml").read_text())["__kubeadm_join_cp_phases"]
+    join = tmp_path / "join.yaml"
+    join.write_text(yaml.safe_dump({"apiVersion": "kubeadm.k8s.io/v1beta4", "kind": "JoinConfiguration",
+                                    "discovery": {"bootstrapToken": {"apiServerEndpoint": "192.0.2.1:6443",
+                                                                     "token": "abcdef.0123456789abcdef",
+                                                                     "unsafeSkipCAVerification": True}}}))  # fmt: skip
+    done = subprocess.run([kubeadm, "join", "--config", str(join), "--skip-phases", ",".join([*phases, "kubestrap-probe"])],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "invalid phase name: kubestrap-probe" in done.stderr, done.stderr
+    assert done.returncode != 0
+    listed = subprocess.run([kubeadm, "join", "--help"], capture_output=True, text=True, timeout=120).stdout
+    block = listed.split("executes the following phases:")[1].split("```")[1]
+    top = [line.split()[0] for line in block.splitlines() if line.strip() and not line.startswith(" ")]
+    assert [p for p in phases if p != "check-etcd"] == top
+    assert phases.index("check-etcd") < phases.index("etcd-join")
 
 
 # (file, text, replacement, what real kubeadm says)
