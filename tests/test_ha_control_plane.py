@@ -369,8 +369,8 @@ RESUME_CASES = {
 }  # fmt: skip
 # the phases skipped when the join is resumed at a phase (kubeadm's order)
 SKIPPED = {"etcd-join": "preflight,control-plane-prepare,check-etcd,kubelet-start",
-           "wait-control-plane": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap,"
-                                 "control-plane-join",
+           # resumed at control-plane-join, whose phase reads the configuration kubeadm's closing message needs
+           "wait-control-plane": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap",
            "control-plane-join": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap"}
 
 
