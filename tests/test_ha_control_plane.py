@@ -209,19 +209,21 @@ def test_the_other_control_planes_get_the_api_servers_files_before_joining_and_o
 
 # stand in for kubeadm and crictl in tests/playbooks/control_plane_join.yml. The join fails the way the HA lab's runs
 # did (with a token-shaped string in its output), in the phase PHASE, JOIN_FAILS times, then succeeds; a join resumed
-# (`--skip-phases`) fails RESUME_FAILS times, then succeeds. A failed join leaves an etcd member of the node (the file
-# MEMBER), which its reset removes when RESET_REMOVES is 1 (the real one cannot when it misses the cluster's
-# configuration or etcd in time) and exits with RESET_EXIT. crictl finds the etcd container when ETCD_RUNNING is 1,
-# and etcdctl in it lists the first control plane's member and the left one (IDs from the lab's run) and removes it
-# (exit REMOVE_EXIT). Every call is recorded in RECORD.
+# (`--skip-phases`) fails RESUME_FAILS times (the Nth in the Nth phase of RESUME_PHASES, else PHASE), then succeeds.
+# A failed join leaves an etcd member of the node (the file MEMBER), which its reset removes when RESET_REMOVES is 1
+# (the real one cannot when it misses the cluster's configuration or etcd in time) and exits with RESET_EXIT. crictl
+# finds the etcd container when ETCD_RUNNING is 1, and etcdctl in it lists the first control plane's member and the
+# left one (IDs from the lab's run) and removes it (exit REMOVE_EXIT). Every call is recorded in RECORD.
 FAILING_KUBEADM = """#!/bin/sh
 # Test fixture (not kubeadm): a `kubeadm join` that fails JOIN_FAILS times (resumed: RESUME_FAILS times), and a
 # `kubeadm reset` that records its call.
 echo "$*" >> "$RECORD"
 case "$1 $4" in
   "join --skip-phases")
-        if [ "$(grep -c -- '--skip-phases' "$RECORD")" -gt "$RESUME_FAILS" ]; then echo "This node has joined"; exit 0; fi
-        echo "error: error execution phase $PHASE: context deadline exceeded" >&2
+        n=$(grep -c -- '--skip-phases' "$RECORD")
+        if [ "$n" -gt "$RESUME_FAILS" ]; then echo "This node has joined"; exit 0; fi
+        phase=$(echo "$RESUME_PHASES" | awk -v n="$n" '{print $n}')
+        echo "error: error execution phase ${phase:-$PHASE}: context deadline exceeded" >&2
         exit 1 ;;
   "join "*)
         if [ "$(grep '^join' "$RECORD" | grep -v -c -- '--skip-phases')" -gt "$JOIN_FAILS" ]; then
@@ -278,7 +280,7 @@ def _failing_join(tmp: Path, join_fails: int, *extra: str, crictl: str = FAKE_CR
     inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp2": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "node_ip": "10.0.0.12"}}}}))  # fmt: skip
     state = {"RESET_EXIT": 0, "RESET_REMOVES": 1, "ETCD_RUNNING": 1, "REMOVE_EXIT": 0, "PHASE": "etcd-join",
-             "RESUME_FAILS": 99, **conditions}  # fmt: skip
+             "RESUME_FAILS": 99, "RESUME_PHASES": "", **conditions}  # fmt: skip
     env = {**os.environ, "PATH": os.pathsep.join([str(bindir), *path, os.environ["PATH"]]), "RECORD": str(record),
            "MEMBER": str(tmp / "member"), "JOIN_FAILS": str(join_fails), "ANSIBLE_NOCOLOR": "1",
            **{key: str(value) for key, value in state.items()}, **(env_extra or {})}  # fmt: skip
@@ -350,8 +352,8 @@ def test_a_control_plane_join_that_fails_once_is_undone_and_succeeds_the_second_
     assert "etcdctl member remove 76c258429532d0a0" in (tmp_path / "calls").read_text()
     assert re.search(r"TASK \[kubeadm_join : Report the failed control-plane join\][ *]*\nskipping: ", done.stdout)
     assert "failed on k8s-cp2" not in done.stdout
-    joins = re.findall(r"TASK \[kubeadm_join : Run kubeadm join as a control plane \(one node at a time\)\][ *]*\n(\w+):",
-                       done.stdout)
+    joins = re.findall(r"TASK \[kubeadm_join : Run kubeadm join as a control plane, resumed at the phase it stops in"
+                       r" \(one node at a time\)\][ *]*\n(\w+):", done.stdout)
     assert joins == ["changed", "changed"]  # the first failed (judged after it), the second joined
 
 
@@ -361,6 +363,7 @@ RESUME_CASES = {
     "etcd-join, resumed once": ("etcd-join", 0, 3, ["join --config", "join resume"]),
     "etcd-join, resumed three times": ("etcd-join", 2, 3, ["join --config"] + ["join resume"] * 3),
     "wait-control-plane, resumed": ("wait-control-plane", 0, 3, ["join --config", "join resume"]),
+    "kubelet-wait-bootstrap, resumed": ("kubelet-wait-bootstrap", 0, 3, ["join --config", "join resume"]),
     "control-plane-join (a sub-phase), resumed": ("control-plane-join/mark-control-plane", 0, 3,
                                                    ["join --config", "join resume"]),
     "no resumes: undone and tried again": ("etcd-join", 0, 0, UNDONE),
@@ -368,10 +371,13 @@ RESUME_CASES = {
     "preflight is not resumed": ("preflight", 0, 3, UNDONE),
 }  # fmt: skip
 # the phases skipped when the join is resumed at a phase (kubeadm's order)
-SKIPPED = {"etcd-join": "preflight,control-plane-prepare,check-etcd,kubelet-start",
-           # resumed at control-plane-join, whose phase reads the configuration kubeadm's closing message needs
-           "wait-control-plane": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap",
-           "control-plane-join": "preflight,control-plane-prepare,check-etcd,kubelet-start,etcd-join,kubelet-wait-bootstrap"}
+BEFORE = "preflight,control-plane-prepare,check-etcd"
+SKIPPED = {"etcd-join": f"{BEFORE},kubelet-start",
+           # kubelet-start again: its bootstrap kubeconfig is gone after a failed kubelet-wait-bootstrap
+           "kubelet-wait-bootstrap": f"{BEFORE},etcd-join",
+           # control-plane-join again: it reads the configuration kubeadm's closing message needs
+           "wait-control-plane": f"{BEFORE},kubelet-start,etcd-join,kubelet-wait-bootstrap",
+           "control-plane-join": f"{BEFORE},kubelet-start,etcd-join,kubelet-wait-bootstrap"}
 
 
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))
@@ -390,6 +396,19 @@ def test_a_join_that_stops_at_etcd_join_or_later_is_resumed_there_and_keeps_its_
     assert resumed == [f"join --config {tmp_path}/kubeadm-join.yaml --skip-phases {skipped}"] * len(resumed)
     assert (tmp_path / "member").exists() is bool(resumed)  # a resumed join keeps its member; an undone one has not
     assert "failed on k8s-cp2" not in done.stdout
+
+
+def test_each_resume_starts_at_the_phase_the_one_before_stopped_in(tmp_path):
+    """The HA lab's fifth run: a resume got past etcd-join (its member promoted) and stopped at kubelet-wait-bootstrap;
+    the next resume starts there (with kubelet-start again, whose bootstrap kubeconfig the failed wait deleted), so
+    the 2-s member lookup that failed before is not run again. A stop at wait-control-plane is resumed at
+    control-plane-join."""
+    done, record = _failing_join(tmp_path, 1, "-e", "kubeadm_join_control_plane_resumes=4", RESUME_FAILS=2,
+                                 RESUME_PHASES="kubelet-wait-bootstrap wait-control-plane")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert record == ["join --config"] + ["join resume"] * 3
+    skipped = [call.split("--skip-phases ")[1] for call in (tmp_path / "calls").read_text().splitlines() if "--skip" in call]
+    assert skipped == [SKIPPED["etcd-join"], SKIPPED["kubelet-wait-bootstrap"], SKIPPED["wait-control-plane"]]
 
 
 def test_a_join_whose_resumes_all_fail_is_undone_and_the_report_says_so(tmp_path):
@@ -420,6 +439,10 @@ def test_real_kubeadm_knows_every_phase_a_resumed_join_skips_in_its_order(kubead
     top = [line.split()[0] for line in block.splitlines() if line.strip() and not line.startswith(" ")]
     assert [p for p in phases if p != "check-etcd"] == top
     assert phases.index("check-etcd") < phases.index("etcd-join")
+    # the phases the resume names are among them, each phase run again before the one it is run again for
+    join = yaml.safe_load((ROOT / "roles/kubeadm_join/tasks/control_plane_join_try.yml").read_text())[0]["kubestrap_kubeadm_join"]
+    assert join["resume_from"] in phases
+    assert all(phases.index(again) < phases.index(stopped) for stopped, again in join["rerun"].items())
 
 
 # (file, text, replacement, what real kubeadm says)
