@@ -782,3 +782,46 @@ def test_the_roles_certificate_step_and_cleanup_run_for_real_and_leave_nothing_b
         assert tokens.returncode == 0 and not token_re.search(tokens.stdout), tokens.stdout
         assert not token_re.search(out), "a token was printed"
         assert not re.search(r"\b[0-9a-f]{64}\b", out), "a certificate key was printed"
+
+
+# --- a half-joined control plane -----------------------------------------------------------------------------
+def test_a_control_plane_with_kubelet_conf_but_no_client_certificate_has_not_joined():
+    """playbooks/join.yml groups a node as joined by its kubelet kubeconfig, but the kubelet writes that before it has
+    its client certificate (the HA lab's fifth run: kubelet.conf, no /var/lib/kubelet/pki, a kubelet that could no
+    longer start): a control plane counts as joined only with the certificate too, so its join runs (and is undone
+    and tried again: kubeadm's preflight refuses the files it left). Workers are judged by kubelet.conf as before."""
+    import jinja2
+
+    plays = yaml.safe_load((ROOT / "playbooks/join.yml").read_text())
+    tasks = next(p for p in plays if p["name"] == "Find the nodes that have not joined yet")["tasks"]
+    cert = next(t for t in tasks if t.get("register") == "join_kubelet_cert")
+    assert cert["ansible.builtin.stat"]["path"] == yaml.safe_load(
+        (ROOT / "roles/kubeadm_join/vars/main.yml").read_text())["__kubeadm_join_kubelet_client_cert"]  # fmt: skip
+    env = jinja2.Environment()
+    env.tests["skipped"] = lambda result: bool(result.get("skipped"))
+    when = env.compile_expression(cert["when"])
+    key = env.from_string(next(t for t in tasks if "ansible.builtin.group_by" in t)["ansible.builtin.group_by"]["key"])
+    groups = {"k8s_control_plane": ["cp1", "cp2"]}
+
+    def grouped(host: str, conf: bool, has_cert: bool) -> str:
+        facts = {"join_kubelet_conf": {"stat": {"exists": conf}}, "inventory_hostname": host, "groups": groups}
+        facts["join_kubelet_cert"] = {"stat": {"exists": has_cert}} if when(**facts) else {"skipped": True}
+        return key.render(**facts).strip()
+
+    assert grouped("cp2", conf=True, has_cert=True) == "kubestrap_joined"
+    assert grouped("cp2", conf=True, has_cert=False) == "kubestrap_join_pending"  # the fifth run's node
+    assert grouped("cp2", conf=False, has_cert=False) == "kubestrap_join_pending"
+    assert grouped("worker1", conf=True, has_cert=False) == "kubestrap_joined"  # not asked on a worker
+    assert grouped("worker1", conf=False, has_cert=False) == "kubestrap_join_pending"
+
+
+def test_the_control_plane_join_is_not_run_again_once_the_kubelet_has_its_certificate(tmp_path):
+    """The module's guard is the kubelet's client certificate, not kubelet.conf: with it, no kubeadm runs and
+    nothing changes; with only kubelet.conf (here: none of it matters), the join runs."""
+    cert = tmp_path / "kubelet-client-current.pem"
+    cert.write_text("certificate")
+    done, record = _failing_join(tmp_path, 0, "-e", f"__kubeadm_join_kubelet_client_cert={cert}")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert record == []
+    assert re.search(r"TASK \[kubeadm_join : Run kubeadm join as a control plane, resumed at the phase it stops in"
+                     r" \(one node at a time\)\][ *]*\nok: ", done.stdout)
