@@ -39,7 +39,7 @@ EXAMPLES = r"""
 - name: Join as a control plane
   kubestrap_kubeadm_join:
     argv: [kubeadm, join, --config, /etc/kubernetes/kubestrap/kubeadm-join.yaml]
-    creates: /etc/kubernetes/kubelet.conf
+    creates: /var/lib/kubelet/pki/kubelet-client-current.pem
     phases: [preflight, control-plane-prepare, check-etcd, kubelet-start, etcd-join, kubelet-wait-bootstrap,
              control-plane-join, wait-control-plane]
     resume_from: etcd-join
