@@ -101,6 +101,23 @@ class HACluster(Cluster):
         finally:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
+            for name in names[: len(stopped)]:
+                self.set_clock(name)
+
+    def set_clock(self, name: str) -> None:
+        """The guest's clock set to the controller's after a freeze: the guest's clocksource may have wrapped while
+        its qemu stood still (under TCG Linux often runs on acpi_pm or hpet, 24/32-bit counters), and a node whose
+        clock lags would take the certificates the cluster issues now for not yet valid. The offset found is logged."""
+        for _ in range(10):
+            before = self.ssh(name, "date", "+%s.%N", timeout=120)
+            if before.returncode == 0:
+                offset = float(before.stdout) - time.time()
+                done = self.ssh(name, "date", "-u", "-s", f"@{time.time():.3f}", timeout=120)
+                assert done.returncode == 0, f"{name}: {done.stderr}"
+                self.log.append({"thawed": name, "clock_offset_seconds": round(offset, 1)})
+                return
+            time.sleep(10)
+        raise AssertionError(f"{name}: no SSH answer after its thaw: {before.stderr[-1000:]}")
 
     def holder(self, candidates: list[str]) -> list[str]:
         """The control planes among *candidates* that hold the VIP now (keepalived added it to their interface)."""
