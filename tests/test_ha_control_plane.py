@@ -800,6 +800,10 @@ def test_a_node_with_kubelet_conf_but_no_client_certificate_has_not_joined():
     assert cert["ansible.builtin.stat"]["path"] == role_vars["__kubeadm_join_kubelet_client_cert"]
     conf = next(t for t in tasks if t.get("register") == "join_kubelet_conf")
     assert conf["ansible.builtin.stat"]["path"] == role_vars["__kubeadm_join_kubelet_conf"]
+    # the control_plane phase renews certificates only on the control planes joined by the same test
+    renewal = next(p for p in yaml.safe_load((ROOT / "playbooks/control_plane.yml").read_text())
+                   if p.get("hosts") == "k8s_control_plane[1:]")  # fmt: skip
+    assert renewal["tasks"][0]["ansible.builtin.stat"]["path"] == role_vars["__kubeadm_join_kubelet_client_cert"]
     env = jinja2.Environment()
     when = env.compile_expression(cert["when"])
     key = env.from_string(next(t for t in tasks if "ansible.builtin.group_by" in t)["ansible.builtin.group_by"]["key"])
