@@ -507,6 +507,9 @@ def test_haproxy_forwards_to_every_control_plane_health_checked_over_tls(ha):
     for line in ("option httpchk", "http-check connect ssl", "http-check send meth GET uri /healthz",
                  "http-check expect status 200"):
         assert f"    {line}\n" in text
+    # a check may take 10 s to answer (kubeadm's HA guide): without `timeout check` haproxy allows only the interval
+    # (2 s), and in the HA lab every API server was taken out while a join kept them busy
+    assert "    default-server inter 2s fall 3 rise 2\n" in text and "    timeout check 10s\n" in text
 
 
 def test_real_keepalived_accepts_every_control_plane_configuration(ha, programs):
