@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import ANSIBLE_PLAYBOOK, ROOT, render_configs
-from k8s_real import started
+from k8s_real import started, upstream_dir
 
 TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
 ROLES = ROOT / "roles"
@@ -200,3 +200,47 @@ def test_join_token_is_deleted_when_the_join_fails(cluster, tmp_path):
     deleted = re.search(r"TASK \[Delete this run's join token.*\nchanged: \[k8s-worker1 -> k8s-cp", done.stdout)
     assert deleted, done.stdout[-3000:]
     assert _tokens(cluster) == before
+
+
+def test_a_token_that_cannot_be_deleted_is_reported_by_its_id_with_what_to_do(tmp_path):
+    """The REAL kubeadm's `token delete` against an API server that does not answer (a closed port), tried
+    kubeadm_join_cleanup_retries times: the run fails naming the token's ID, kubeadm's last line, that the token
+    expires by itself and the command to delete it by hand; the token itself is printed nowhere (the deletion's own
+    output stays hidden)."""
+    kubeconfig = tmp_path / "admin.conf"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}]}))  # fmt: skip
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {"k8s-cp": {}, "k8s-worker1": {}}, "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "kubeadm_join_control_plane": "k8s-cp", "kubeadm_join_token_ttl": "15m"}}}))  # fmt: skip
+    kubernetes = upstream_dir("kubernetes")
+    env = {**os.environ, "PATH": f"{kubernetes}{os.pathsep}{os.environ['PATH']}", "KUBECONFIG": str(kubeconfig),
+           "HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"}  # fmt: skip
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-e", "kubeadm_join_cleanup_retries=1",
+                           "-e", "kubeadm_join_cleanup_delay=0", str(ROOT / "tests/playbooks/token_delete_unanswered.yml")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-3000:]
+    said = " ".join(re.search(r"fatal: \[k8s-worker1.*?\n(.*?)\n\n", done.stdout, re.S).group(1).split())
+    assert "the join token abcdef could not be deleted on k8s-cp (1 attempt(s); kubeadm token delete: " in said, said
+    assert "127.0.0.1:1" in said and "connection refused" in said, said  # kubeadm's own last line
+    assert "It expires by itself within 15m; to delete it now, run `kubeadm token delete abcdef` on k8s-cp" in said
+    assert "0123456789abcdef" not in out
+
+
+def test_the_control_plane_token_is_reported_as_the_workers_is():
+    """tasks/control_plane_cleanup.yml reports a control-plane token it could not delete with the same message (the
+    role's __kubeadm_join_token_left), its ID and its lifetime; its deletion keeps its output hidden."""
+    tasks = yaml.safe_load((ROLES / "kubeadm_join" / "tasks" / "control_plane_cleanup.yml").read_text())
+    delete = next(t for t in tasks if t["name"] == "Delete the control-plane joins' token on the first control-plane node")
+    report = tasks[tasks.index(delete) + 1]
+    assert delete["no_log"] is True and delete["failed_when"] is False
+    assert delete["retries"] == "{{ kubeadm_join_cleanup_retries }}"
+    assert report["ansible.builtin.fail"]["msg"] == "{{ __kubeadm_join_token_left }}"
+    assert report["vars"] == {"_id": "{{ __kubeadm_join_cp_token_id }}", "_result": "{{ kubeadm_join_cp_token_deleted }}",
+                              "_ttl": "{{ kubeadm_join_control_plane_token_ttl }}"}  # fmt: skip
+    assert "kubeadm_join_cp_token_deleted.rc" in report["when"]
