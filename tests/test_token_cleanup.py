@@ -109,7 +109,8 @@ def test_join_token_is_deleted_in_the_always_section_of_the_join():
     join = next(t for t in main if "block" in t)
     imported = [t.get("ansible.builtin.import_tasks") for t in join["always"]]
     assert "delete_token.yml" in imported
-    (delete,) = yaml.safe_load((ROLES / "kubeadm_join" / "tasks" / "delete_token.yml").read_text())
+    delete, report = yaml.safe_load((ROLES / "kubeadm_join" / "tasks" / "delete_token.yml").read_text())
+    assert report["ansible.builtin.fail"]["msg"] == "{{ __kubeadm_join_token_left }}" and report["run_once"] is True
     assert delete["run_once"] is True and delete["delegate_to"] == "{{ kubeadm_join_control_plane }}"
 
 
@@ -197,7 +198,7 @@ def test_join_token_is_deleted_when_the_join_fails(cluster, tmp_path):
     assert re.search(r"TASK \[Mint a short-lived join token\][ *]*\nchanged: \[k8s-cp\]", done.stdout), done.stdout[-3000:]
     assert done.returncode != 0 and "join failed (test)" in done.stdout, done.stdout[-3000:]
     # changed: kubeadm token delete found the token the mint task created (a missing one is "not found", ok)
-    deleted = re.search(r"TASK \[Delete this run's join token.*\nchanged: \[k8s-worker1 -> k8s-cp", done.stdout)
+    deleted = re.search(r"TASK \[kubeadm_join : Delete this run's join token.*\nchanged: \[k8s-worker1 -> k8s-cp", done.stdout)
     assert deleted, done.stdout[-3000:]
     assert _tokens(cluster) == before
 
