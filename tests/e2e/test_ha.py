@@ -9,8 +9,9 @@ switches the etcd backup timer on and runs it once on the first control plane.
 Lab concessions to two host cores under TCG (four VMs put the first control plane at a load average of 21-27 during
 a join, the HA lab's runs 1-5): the VMs a command does not need are frozen (SIGSTOP of their qemu) while it runs and
 let go on after it (during `up` the second and third control plane, during each add-node the worker and the control
-planes still to come); and etcd runs with a longer heartbeat and election timeout (ETCD_TIMING, through
-kubeadm_init_extra_args as a user on slow hardware would set it).
+planes still to come); and etcd runs with a longer heartbeat and election timeout (ETCD_TIMING) and the API server
+with longer etcd health checks (API_SERVER_ETCD_CHECKS), both through kubeadm_init_extra_args as a user on slow
+hardware would set them.
 
 The VIP lives on the lab's VM switch, which the controller cannot reach (it reaches the VMs through forwarded
 ports): every check through the VIP runs on a VM over SSH. Its own lab (`e2e-ha`), so it never shares VMs with
@@ -59,6 +60,10 @@ HA_PACKAGES = ["haproxy", "keepalived"]  # roles/api_lb/defaults/main.yml api_lb
 # a pause of every write, while the second member catches up (kubeadm's join waits on it). etcd's tuning guide: the
 # heartbeat about the members' round-trip time, the election timeout ten times that.
 ETCD_TIMING = {"heartbeat-interval": "1000", "election-timeout": "10000"}
+# ... and the API server's own etcd checks (in /healthz, /livez and /readyz; 2 s by default), which haproxy's health
+# check reads: with two emulated members etcd answered in 1.5-4 s, every API server said 500 and haproxy took them all
+# out, so the floating address answered no one (HA lab run 6, after the second control plane had joined)
+API_SERVER_ETCD_CHECKS = {"etcd-healthcheck-timeout": "15s", "etcd-readycheck-timeout": "15s"}
 
 
 class HACluster(Cluster):
@@ -172,10 +177,12 @@ def ha(tmp_path_factory):
         c.overrides = yaml.safe_load((ROOT / ".lab" / LAB / "group_vars" / "k8s_cluster" / "local-mirror.yml").read_text())
         # the floating address as controlPlaneEndpoint from day one (the lab's own settings name the first control
         # plane's node_ip as cluster_api_endpoint: with a VIP it is left empty, so the endpoint is the VIP)
-        c.overrides.update({"cluster_api_vip": VIP, "cluster_api_endpoint": "", "etcd_backup_timer": True})
+        c.overrides.update({"cluster_api_vip": VIP, "cluster_api_endpoint": "", "etcd_backup_timer": True,
+                            "api_lb_backend_check_timeout": "20s"})  # longer than the API server's etcd check
         # etcd's raft timing for emulated members (see the module's docstring), beside the lab's other extra args
         lab = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "k8s_cluster" / "lab.yml").read_text())
-        c.overrides["kubeadm_init_extra_args"] = {**lab["kubeadm_init_extra_args"], "etcd": ETCD_TIMING}
+        c.overrides["kubeadm_init_extra_args"] = {**lab["kubeadm_init_extra_args"], "etcd": ETCD_TIMING,
+                                                  "apiServer": API_SERVER_ETCD_CHECKS}  # fmt: skip
         c.write_inventories()
         with contextlib.ExitStack() as stack:
             if APT_SOURCE == "local":
