@@ -227,7 +227,7 @@ def test_a_token_that_cannot_be_deleted_is_reported_by_its_id_with_what_to_do(tm
     out = done.stdout + done.stderr
     assert done.returncode != 0, out[-3000:]
     said = " ".join(re.search(r"fatal: \[k8s-worker1.*?\n(.*?)\n\n", done.stdout, re.S).group(1).split())
-    assert "the join token abcdef could not be deleted on k8s-cp (1 attempt(s); kubeadm token delete: " in said, said
+    assert "the join token abcdef could not be deleted on k8s-cp (tried again 1 time(s); kubeadm token delete: " in said, said
     assert "127.0.0.1:1" in said and "connection refused" in said, said  # kubeadm's own last line
     assert "It expires by itself within 15m; to delete it now, run `kubeadm token delete abcdef` on k8s-cp" in said
     assert "0123456789abcdef" not in out
