@@ -283,7 +283,8 @@ def test_add_node_grows_the_control_plane_one_at_a_time(ha: HACluster, new: str)
     assert f"server: https://{VIP}:{LB_PORT}" in admin.stdout, admin.stdout
     # every control plane's haproxy now forwards to the new one too
     for name in [*earlier, new]:
-        config = ha.ssh(name, "grep", "-c", "check verify none", "/etc/haproxy/haproxy.cfg")
+        # one word per argument: ssh hands the remote shell one line, so a pattern with spaces is quoted for it
+        config = ha.ssh(name, "grep", "-c", "'check verify none'", "/etc/haproxy/haproxy.cfg")
         assert config.stdout.strip() == "3", (name, config.stdout)  # the inventory's three control planes
     # the run journal holds no certificate key (kubeadm prints it as a flag, a config field or after "certificate key:")
     run = sorted(Path(ha.env["KUBESTRAP_RUNS_DIR"]).glob("*-add-node"))[-1]
