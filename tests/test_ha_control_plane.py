@@ -833,3 +833,23 @@ def test_the_control_plane_join_is_not_run_again_once_the_kubelet_has_its_certif
     assert record == []
     assert re.search(r"TASK \[kubeadm_join : Run kubeadm join as a control plane, resumed at the phase it stops in"
                      r" \(one node at a time\)\][ *]*\nok: ", done.stdout)
+
+
+def test_each_run_of_a_resumed_join_keeps_why_it_stopped_with_no_secret_in_it():
+    """The lab's eighth run stopped nine times at etcd-join and kept only the last run's reason: each run's entry in
+    the module's `runs` now carries its own last error line, a bootstrap token and a certificate key masked."""
+    import importlib.util
+
+    path = ROOT / "roles/kubeadm_join/library/kubestrap_kubeadm_join.py"
+    spec = importlib.util.spec_from_file_location("kubestrap_kubeadm_join", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    token, key = "abcdef.0123456789abcdef", "0f" * 32
+    stderr = (f"I1207 10:44:01 some progress\nerror: error execution phase etcd-join: token {token} key {key}: "
+              "context deadline exceeded\nTo see the stack trace of this error execute with --v=5 or higher\n")
+    line = module.last_error(stderr)
+    assert line == "error: error execution phase etcd-join: token <token> key <key>: context deadline exceeded"
+    assert module.last_error("") == ""
+    source = path.read_text()
+    assert '"error": last_error(err) if rc else ""' in source  # every run's entry carries it

@@ -53,7 +53,9 @@ rc: {description: Exit code of the last run (0 joined)., type: int, returned: al
 stdout: {description: Output of the last run., type: str, returned: always}
 stderr: {description: Errors of the last run., type: str, returned: always}
 runs:
-  description: Each run, in order, with the phases it skipped, the phase it stopped in (none when it joined) and seconds.
+  description:
+    - Each run, in order, with the phases it skipped, the phase it stopped in (none when it joined), seconds, and the
+      last line of its errors (a bootstrap token shown as <token>, a certificate key as <key>).
   type: list
   returned: always
 resumes: {description: How many runs were resumes., type: int, returned: always}
@@ -61,12 +63,23 @@ resumes: {description: How many runs were resumes., type: int, returned: always}
 
 PHASE = re.compile(r"error execution phase ([a-z-]+)")
 CONFIG_FETCH = "unable to fetch the kubeadm-config ConfigMap"
+SECRETS = ((re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"), "<token>"), (re.compile(r"\b[0-9a-f]{64}\b"), "<key>"))
 
 
 def stopped_in(stderr: str) -> str:
     """The top-level phase kubeadm names in its failure line (`error execution phase control-plane-join/NAME`)."""
     found = PHASE.findall(stderr)
     return found[-1] if found else ""
+
+
+def last_error(stderr: str) -> str:
+    """The last line of a run's errors but kubeadm's stack-trace hint, bootstrap tokens and certificate keys masked:
+    each run of a resumed join keeps why it stopped (the lab's eighth run kept only the last run's)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and "stack trace of this error" not in line]
+    line = lines[-1][-400:] if lines else ""
+    for pattern, mask in SECRETS:
+        line = pattern.sub(mask, line)
+    return line
 
 
 def main() -> None:
@@ -101,7 +114,7 @@ def main() -> None:
         rc, out, err = module.run_command(argv)
         phase = stopped_in(err) if rc else ""
         runs.append({"skipped": list(skip), "stopped_in": phase or None, "rc": rc,
-                     "seconds": round(time.monotonic() - started, 1)})  # fmt: skip
+                     "seconds": round(time.monotonic() - started, 1), "error": last_error(err) if rc else ""})  # fmt: skip
         if rc == 0:
             break
         if not skip and CONFIG_FETCH in err and fetch_retries < params["config_fetch_retries"]:
