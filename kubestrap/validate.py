@@ -33,6 +33,9 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _PINNED_VERSION = re.compile(r"^v?\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 _SECURE_CHART_URL = re.compile(r"^(https|oci)://\S+$")
 _HTTPS_URL = re.compile(r"^https://[^\s/]+\S*$")
+# Helm refuses release names longer than 53 characters; kube-prometheus-stack cuts its resource names at 26.
+_RELEASE_NAME_LIMITS = {"monitoring_kps_release_name": 26}
+_RELEASE_NAME_LIMIT = 53
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 
@@ -314,6 +317,20 @@ class _Checker:
         domain, source = self.setting("cluster_dns_domain")
         if isinstance(domain, str) and not _DNS_NAME.match(domain):
             self.add(source, "cluster_dns_domain", f"not a valid DNS domain: {domain!r}")
+
+    def release_names(self) -> None:
+        """Each add-on's Helm release name: the roles name the chart's resources after it (their readiness waits and the
+        addresses other roles derive use it whole), so it must be a DNS label a chart keeps as it is."""
+        for key in sorted(k for k in self.specs if k.endswith("_release_name") and not k.startswith("helm_release_")):
+            name, source = self.setting(key)
+            if not isinstance(name, str) or spec_check.is_template(name):
+                continue
+            limit = _RELEASE_NAME_LIMITS.get(key, _RELEASE_NAME_LIMIT)
+            if not _DNS_LABEL.match(name) or len(name) > limit:
+                why = ("the chart cuts its resource names there" if key in _RELEASE_NAME_LIMITS
+                       else "Helm's limit for a release name")
+                self.add(source, key, f"must be a lowercase DNS label (a-z, 0-9, '-') of at most {limit} characters "
+                                      f"({why}), got {name!r}")
 
     def metallb(self, node_net: IPNetwork | None, node_ips: dict[IPAddress, str],
                 endpoint: IPAddress | None, vip: IPAddress | None = None) -> None:
@@ -625,6 +642,7 @@ def check(inv: Inventory, roles_dir: Path = paths.ROLES_DIR) -> list[Problem]:
     endpoint = c.api_endpoint(node_ips, node_net, svc_net)
     vip = c.api_vip(node_ips, node_net)
     c.scalars()
+    c.release_names()
     c.metallb(node_net, node_ips, endpoint, vip)
     c.storage()
     c.alerting()
