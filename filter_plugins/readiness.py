@@ -9,6 +9,7 @@ generation, every desired replica runs the current template and is available.
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 
@@ -111,6 +112,47 @@ def ip_in_pool(address: str, pool: str | list[str]) -> bool:
     return False
 
 
+def _truthy(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("true", "yes", "on", "1")
+
+
+def _monitor_of(target: dict[str, Any]) -> str:
+    """The monitor's name in a prometheus-operator scrape pool (`serviceMonitor/NS/NAME/N`), else ''."""
+    parts = str(target.get("scrapePool", "")).split("/")
+    return parts[2] if len(parts) >= 4 and parts[0] in ("serviceMonitor", "podMonitor") else ""
+
+
+def scrape_gaps(answer: Any, expected: list[dict[str, Any]]) -> list[str]:
+    """The add-ons Prometheus does not scrape, from its targets API's answer (`/api/v1/targets?state=active`, JSON text
+    or parsed). Each expected entry {addon, namespace, monitor, enabled} wants an active target whose `namespace`
+    label (prometheus-operator's: the scraped endpoint's namespace) is that namespace and, where `monitor` is given,
+    whose scrape pool comes from a ServiceMonitor or PodMonitor whose name starts with it (`serviceMonitor/NS/NAME/N`;
+    the charts name theirs after the release), with at least one of them up. A gap names the add-on and what was
+    found (no target, or none up with a scrape error)."""
+    try:
+        parsed = json.loads(answer) if isinstance(answer, str) else answer
+    except ValueError:
+        return [f"Prometheus' targets API answered no JSON: {str(answer).strip()[:200]!r}"]
+    data = parsed.get("data") if isinstance(parsed, dict) else None
+    if not isinstance(data, dict) or parsed.get("status") != "success":
+        return [f"Prometheus' targets API answered no target list: {str(answer).strip()[:200]!r}"]
+    targets = [t for t in data.get("activeTargets") or [] if isinstance(t, dict)]
+    gaps = []
+    for want in expected:
+        if not _truthy(want.get("enabled", True)):
+            continue
+        namespace, monitor = str(want.get("namespace", "")), str(want.get("monitor") or "")
+        mine = [t for t in targets if (t.get("labels") or {}).get("namespace") == namespace
+                and (not monitor or _monitor_of(t).startswith(monitor))]  # fmt: skip
+        where = f"in {namespace}" + (f" from the monitor {monitor}" if monitor else "")
+        if not mine:
+            gaps.append(f"{want.get('addon')} (no target {where})")
+        elif not any(t.get("health") == "up" for t in mine):
+            error = next((str(t["lastError"]) for t in mine if t.get("lastError")), "")
+            gaps.append(f"{want.get('addon')} ({len(mine)} target(s) {where}, none up" + (f": {error[:200]})" if error else ")"))
+    return gaps
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -119,4 +161,5 @@ class FilterModule:
             "kubestrap_ip_in_pool": ip_in_pool,
             "kubestrap_namespace_readiness": namespace_readiness,
             "kubestrap_node_rows": node_rows,
+            "kubestrap_scrape_gaps": scrape_gaps,
         }

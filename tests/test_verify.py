@@ -179,16 +179,19 @@ def test_status_table_joins_releases_with_their_namespace_readiness():
 
 
 KUBECTL = """#!/bin/sh
-# stands for kubectl get ... -o json against a cluster with one Ready node and one Deployment
+# stands for kubectl get ... -o json against a cluster with one Ready node and one Deployment, and for Prometheus'
+# targets API read through the API server (no Prometheus image runs here): the answer in $TARGETS
 case "$*" in
   *" get nodes "*) cat "$NODES" ;;
   *" get deployments,daemonsets,statefulsets "*) cat "$WORKLOADS" ;;
+  *" get --raw "*) echo "$*" >> "$RAW_CALLS"; cat "$TARGETS" ;;
   *) echo "unexpected: $*" >&2; exit 1 ;;
 esac
 """
 
 
-def run_verify(tmp: Path, workloads: list[dict], **settings) -> subprocess.CompletedProcess[str]:
+def run_verify(tmp: Path, workloads: list[dict], targets: str = "", **settings) -> subprocess.CompletedProcess[str]:
+    (tmp / "targets.json").write_text(targets)
     kubectl = tmp / "kubectl"
     kubectl.write_text(KUBECTL)
     kubectl.chmod(0o755)
@@ -202,7 +205,8 @@ def run_verify(tmp: Path, workloads: list[dict], **settings) -> subprocess.Compl
     play = [{"name": "Verify", "hosts": "localhost", "gather_facts": False, "roles": [{"role": "verify"}]}]
     (tmp / "play.yml").write_text(json.dumps(play))
     env = dict(os.environ, **ROLE_PATHS, ANSIBLE_LOCALHOST_WARNING="false",
-               WORKLOADS=str(tmp / "workloads.json"), NODES=str(tmp / "nodes.json"))  # fmt: skip
+               WORKLOADS=str(tmp / "workloads.json"), NODES=str(tmp / "nodes.json"), TARGETS=str(tmp / "targets.json"),
+               RAW_CALLS=str(tmp / "raw-calls"))  # fmt: skip
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", "-e", f"@{ROOT}/group_vars/all/cluster.yml",
          "-e", f"@{tmp / 'extra.json'}", str(tmp / "play.yml")],
@@ -269,3 +273,107 @@ def test_kubectl_apply_changed_when_some_object_is_not_unchanged():
     assert not changed(["ipaddresspool.metallb.io/pool unchanged", "l2advertisement.metallb.io/l2 unchanged"])
     assert not changed([])
     assert changed(["namespace/unchanged created"])  # only the ending counts
+
+
+# --- Prometheus' scrape targets (issue #22: every monitored add-on has a target up) ----------------------------
+
+
+def target(namespace: str, pool: str, health: str = "up", error: str = "") -> dict:
+    """One entry of Prometheus' /api/v1/targets activeTargets, as prometheus-operator's scrape configs label it."""
+    return {"labels": {"namespace": namespace, "job": pool.split("/")[2] if "/" in pool else pool},
+            "scrapePool": pool, "health": health, "lastError": error}  # fmt: skip
+
+
+def answer(*targets: dict) -> str:
+    return json.dumps({"status": "success", "data": {"activeTargets": list(targets), "droppedTargets": []}})
+
+
+EXPECTED = [
+    {"addon": "cilium", "namespace": "kube-system", "monitor": "cilium", "enabled": True},
+    {"addon": "longhorn", "namespace": "longhorn-system", "enabled": "True"},
+    {"addon": "loki", "namespace": "monitoring", "monitor": "loki", "enabled": True},
+    {"addon": "falco", "namespace": "falco", "enabled": False},
+]
+
+
+def test_every_monitored_addon_with_a_target_up_leaves_no_gap():
+    ok = answer(target("kube-system", "serviceMonitor/kube-system/cilium-agent/0"),
+                target("longhorn-system", "serviceMonitor/longhorn-system/longhorn-prometheus-servicemonitor/0"),
+                target("monitoring", "serviceMonitor/monitoring/loki/0", health="down", error="timeout"),
+                target("monitoring", "serviceMonitor/monitoring/loki/1"))  # fmt: skip
+    assert checks.scrape_gaps(ok, EXPECTED) == []  # falco is off: not looked for
+    assert checks.scrape_gaps(json.loads(ok), EXPECTED) == []
+
+
+def test_an_addon_without_a_target_or_with_none_up_is_named():
+    # kube-system's other targets (the kubelet, CoreDNS) do not stand for Cilium; Loki's are all down
+    gaps = checks.scrape_gaps(answer(
+        target("kube-system", "serviceMonitor/monitoring/kube-prometheus-stack-kubelet/0"),
+        target("kube-system", "serviceMonitor/monitoring/kube-prometheus-stack-coredns/0"),
+        target("monitoring", "serviceMonitor/monitoring/loki/0", health="down", error="connection refused"),
+        target("monitoring", "serviceMonitor/monitoring/kube-prometheus-stack-prometheus/0"),
+    ), EXPECTED)  # fmt: skip
+    assert gaps == ["cilium (no target in kube-system from the monitor cilium)",
+                    "longhorn (no target in longhorn-system)",
+                    "loki (1 target(s) in monitoring from the monitor loki, none up: connection refused)"]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", ["<html>503</html>", json.dumps({"status": "error", "error": "x"}), ""])
+def test_an_answer_that_is_no_target_list_is_a_gap(bad: str):
+    gaps = checks.scrape_gaps(bad, EXPECTED)
+    assert len(gaps) == 1 and gaps[0].startswith("Prometheus' targets API answered no")
+
+
+def _namespace(role: str, var: str) -> str:
+    return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[var]
+
+
+def _all_monitored_targets() -> list[dict]:
+    """A target up for every add-on the default settings monitor, in the roles' default namespaces and from monitors
+    named as the charts name them after the default releases (the names verify's defaults expect)."""
+    mon = _namespace("monitoring", "monitoring_namespace")
+    pools = [("cilium", "cilium_namespace", "cilium-agent"), ("cilium", "cilium_namespace", "hubble"),
+             ("metallb", "metallb_namespace", "metallb-controller"),
+             ("cert_manager", "cert_manager_namespace", "cert-manager"),
+             ("longhorn", "longhorn_namespace", "longhorn-prometheus-servicemonitor"),
+             ("istio", "istio_namespace", "istiod"), ("argocd", "argocd_namespace", "argocd-server"),
+             ("argo_rollouts", "argo_rollouts_namespace", "argo-rollouts"), ("falco", "falco_namespace", "falco")]
+    found = [target(_namespace(role, var), f"serviceMonitor/{_namespace(role, var)}/{name}/0") for role, var, name in pools]
+    return found + [target(mon, f"serviceMonitor/{mon}/{name}/0") for name in ("loki", "alloy", "pushgateway")]
+
+
+ALL_ON = {"cilium": True, "metallb": True, "cert_manager": True, "longhorn": True, "istio": True, "argocd": True,
+          "argo_rollouts": True, "falco": True, "monitoring": True}  # fmt: skip
+
+
+def test_verify_reads_prometheus_targets_through_the_api_server_and_passes_when_each_addon_is_scraped(tmp_path: Path):
+    proc = run_verify(tmp_path, [], answer(*_all_monitored_targets()), addons_enabled=ALL_ON,
+                      verify_require_workloads_ready=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    calls = (tmp_path / "raw-calls").read_text().split("\n")
+    assert calls[0].split()[-3:] == [
+        "get", "--raw",
+        "/api/v1/namespaces/monitoring/services/kube-prometheus-stack-prometheus:9090/proxy/api/v1/targets?state=active",
+    ]  # fmt: skip
+
+
+def test_verify_names_the_addon_prometheus_does_not_scrape(tmp_path: Path):
+    targets = [t for t in _all_monitored_targets() if t["labels"]["namespace"] != "longhorn-system"]
+    proc = run_verify(tmp_path, [], answer(*targets), addons_enabled=ALL_ON, verify_require_workloads_ready=True)
+    assert proc.returncode == 2
+    out = " ".join(proc.stdout.split())
+    assert ("to scrape every add-on it monitors, and these have no target up: longhorn (no target in longhorn-system)."
+            in out), out[-3000:]  # fmt: skip
+    assert "port-forward svc/kube-prometheus-stack-prometheus 9090" in out
+
+
+def test_targets_are_not_looked_for_while_monitoring_is_off_or_nothing_runs(tmp_path: Path):
+    """Monitoring off, or workloads not awaited (no CNI of ours: Prometheus cannot run): no targets API call."""
+    for name, settings in {"off": {"addons_enabled": {**ALL_ON, "monitoring": False},
+                                   "verify_require_workloads_ready": True},
+                           "no-cni": {"addons_enabled": ALL_ON, "verify_require_workloads_ready": False}}.items():  # fmt: skip
+        work = tmp_path / name
+        work.mkdir()
+        proc = run_verify(work, [], "", **settings)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert not (work / "raw-calls").exists()

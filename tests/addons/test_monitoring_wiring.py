@@ -435,3 +435,23 @@ def test_istiod_and_every_envoy_are_scraped_while_monitoring_is_on(request, name
 def test_istio_applies_no_monitor_while_monitoring_is_off(rendered_off):
     assert _istio_monitors(rendered_off) == {}
     assert [doc["kind"] for doc in rendered_off.manifests["istio-peer-authentication.yaml"] if doc] == ["PeerAuthentication"]
+
+
+# --- the verify phase looks for each of them ---------------------------------------------------------------------
+
+
+def test_verify_looks_for_a_scrape_target_of_every_chart_with_monitors():
+    """roles/verify's verify_prometheus_expected has an entry for every chart whose ServiceMonitors or PodMonitors
+    the roles switch on: by its release namespace's setting, or in the monitoring namespace by its release name (the
+    start of its monitors' names), so a new add-on with monitors cannot be left out of the live check."""
+    expected = yaml.safe_load((ROOT / "roles" / "verify" / "defaults" / "main.yml").read_text())["verify_prometheus_expected"]
+    namespaces = " ".join(str(e["namespace"]) for e in expected)
+    monitors = " ".join(str(e.get("monitor", "")) for e in expected)
+    for m in MONITORS:
+        if m.kind == "PrometheusRule":
+            continue
+        role, var = NAMESPACE_VARS[m.key]
+        if role == "monitoring":
+            assert f"monitoring_{m.key}_release_name" in monitors, m
+        else:
+            assert var in namespaces, m
