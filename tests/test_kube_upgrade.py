@@ -636,3 +636,58 @@ def test_the_upgrade_records_the_target_in_the_kubeadm_configuration_as_up_write
     assert block[0]["ansible.builtin.import_tasks"] == "config.yml"
     unit = (ROOT / "roles/kube_binaries/templates/kubelet.service.j2").read_text()
     assert "version" not in unit.replace("no version here", "")
+
+
+def _admin_conf(server: str, cert: str) -> str:
+    return (f"apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: {server}\n  name: homelab\n"
+            f"users:\n- name: kubernetes-admin\n  user:\n    client-certificate-data: {cert}\n")  # fmt: skip
+
+
+def _store_as_up_does(tmp_path: Path, node_conf: Path, dest: Path, server: str) -> dict:
+    """kubeadm_init's own two tasks (read the node's admin.conf, store it on the controller) as `up` runs them;
+    returns the store task's result."""
+    init = yaml.safe_load((ROOT / "roles/kubeadm_init/tasks/main.yml").read_text())
+    read, store = (next(t for t in init if t["name"].startswith(start))
+                   for start in ("Read the admin kubeconfig", "Store the admin kubeconfig on the controller"))  # fmt: skip
+    store = {**store, "register": "stored", "no_log": False}
+    keep = {"name": "keep", "ansible.builtin.copy": {"dest": str(tmp_path / "stored.json"), "mode": "0600",
+                                                      "content": "{{ stored | to_json }}"}}  # fmt: skip
+    return _local_play(tmp_path, "up-store", [read, store, keep], {
+        "kubeadm_init_admin_kubeconfig": str(node_conf), "kubeadm_init_kubeconfig_dest": str(dest),
+        "kubeadm_init_controller_server_url": server, "__kubeadm_init_apply": True}, tmp_path / "stored.json")
+
+
+def _local_play(tmp_path: Path, name: str, tasks: list, variables: dict, result: Path | None = None) -> dict:
+    book = tmp_path / f"{name}.yml"
+    book.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
+    env = {**os.environ, **ROLE_PATHS, "ANSIBLE_LOCALHOST_WARNING": "false", "HOME": str(tmp_path)}
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", str(book), "-e",
+                           json.dumps({"ansible_python_interpreter": sys.executable, **variables})],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return json.loads(result.read_text()) if result else {}
+
+
+def test_after_the_upgrade_the_controllers_admin_kubeconfig_is_what_up_would_store(tmp_path):
+    """`kubeadm upgrade apply` renews admin.conf's client certificate, so the `up` after the upgrade lab's sixth run
+    changed the controller's copy (its one change). The upgrade now refreshes that copy right after the apply
+    (kube_certs' kubeconfig entry point, keeping the copy's server URL): `up`'s own store task then has nothing to do,
+    where without the refresh it rewrites the copy."""
+    tasks = _tasks(yaml.safe_load(ROLE_TASKS.read_text()))
+    names = [t["name"] for t in tasks]
+    [refresh] = [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("tasks_from") == "kubeconfig"]
+    assert refresh["ansible.builtin.include_role"]["name"] == "kube_certs" and refresh["when"] == "__kube_upgrade_apply | bool"
+    assert names.index(refresh["name"]) > names.index("Upgrade the control plane to the target (kubeadm upgrade apply)")
+
+    server = "https://192.168.1.10:6443"
+    node_conf, dest = tmp_path / "node-admin.conf", tmp_path / "secrets" / "admin.conf"
+    node_conf.write_text(_admin_conf("https://10.0.0.1:6443", "UkVORVdFRA=="))  # after the apply: a new certificate
+    dest.parent.mkdir(mode=0o700)
+    for refreshed in (False, True):
+        dest.write_text(_admin_conf(server, "T0xE"))  # the copy `up` stored before the upgrade
+        if refreshed:
+            _local_play(tmp_path, "refresh", [{**refresh, "when": True}],
+                        {"kube_certs_admin_kubeconfig": str(node_conf), "kube_certs_kubeconfig_dest": str(dest)})
+            assert dest.read_text() == _admin_conf(server, "UkVORVdFRA==") and dest.stat().st_mode & 0o777 == 0o600
+        stored = _store_as_up_does(tmp_path, node_conf, dest, server)
+        assert stored["changed"] is (not refreshed), (refreshed, stored)
