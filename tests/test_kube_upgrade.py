@@ -661,8 +661,9 @@ def _local_play(tmp_path: Path, name: str, tasks: list, variables: dict, result:
     book = tmp_path / f"{name}.yml"
     book.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
     env = {**os.environ, **ROLE_PATHS, "ANSIBLE_LOCALHOST_WARNING": "false", "HOME": str(tmp_path)}
-    done = subprocess.run([ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", str(book), "-e",
-                           json.dumps({"ansible_python_interpreter": sys.executable, **variables})],
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", str(book),
+                           "-e", f"@{ROOT}/group_vars/all/cluster.yml",  # the cluster settings the roles' defaults read
+                           "-e", json.dumps({"ansible_python_interpreter": sys.executable, **variables})],
                           capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     return json.loads(result.read_text()) if result else {}
