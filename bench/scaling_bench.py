@@ -2,8 +2,10 @@
 """Benchmark (not a test): how the controller side (bootstrap.py + Ansible) scales with the number of hosts.
 
 N lightweight hosts are systemd-nspawn machines booted from the lab's base image (read-only, each with a
-tmpfs overlay: `--volatile=overlay`), each running its own sshd on 127.0.0.1:<port> with its own host key;
-they share the machine's kernel and network, so nothing is loaded into the kernel and no host interface is
+tmpfs overlay: `--volatile=overlay`), each running its own sshd with its own host keys (rsa, ecdsa, ed25519,
+as a stock Debian sshd) on its own loopback address, port 22, as a cluster's hosts are reached
+(127.0.1.<i+1>:22; 127.0.0.1:<23000+i> instead where this machine already listens on port 22); they share the
+machine's kernel and network, so nothing is loaded into the kernel and no host interface is
 made. For each N (default 4, 8, 16, 32) it times the read-only commands users run most and one phase that
 only reads (preflight through `up --phase preflight`):
 
@@ -54,6 +56,7 @@ from kubestrap.lab.recipe import default_recipe  # noqa: E402
 BASE_PORT = 23000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BOOT_SECONDS = 600
+HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 COMMANDS = {
     "check": ["check"],
     "check --hosts": ["check", "--hosts"],
@@ -63,10 +66,21 @@ COMMANDS = {
 }
 
 
-def _ssh_ready(port: int) -> bool:
+def _ssh_ready(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        with socket.create_connection((address, port), timeout=2) as sock:
             return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _can_listen(address: str, port: int) -> bool:
+    """Whether a socket can listen on *address*:*port* here (not when a daemon holds the port on every address)."""
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            return True
     except OSError:
         return False
 
@@ -134,23 +148,28 @@ class Machines:
         self.client_key = work / "client"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(self.client_key)],
                        check=True)  # fmt: skip
+        self.own_addresses = _can_listen("127.0.1.1", 22)
 
-    def port(self, index: int) -> int:
-        return BASE_PORT + index
+    def address(self, index: int) -> tuple[str, int]:
+        """Where machine *index*'s sshd listens: its own loopback address on port 22 (the hosts of a cluster
+        share the port, which the host-key scan relies on), else 127.0.0.1 and a port of its own."""
+        return (f"127.0.1.{index + 1}", 22) if self.own_addresses else ("127.0.0.1", BASE_PORT + index)
 
     def start(self) -> None:
         for index in range(self.count):
             own = self.work / f"m{index}"
             own.mkdir()
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"m{index}", "-f", str(own / "host")],
-                           check=True)  # fmt: skip
+            for kind in HOST_KEY_TYPES:  # the three a stock Debian sshd offers (each one a key exchange to scan)
+                subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"m{index}", "-f", str(own / kind)],
+                               check=True)  # fmt: skip
             shutil.copy(f"{self.client_key}.pub", own / "authorized_keys")
-            (own / "port.conf").write_text(f"Port {self.port(index)}\nListenAddress 127.0.0.1\n")
+            address, port = self.address(index)
+            (own / "port.conf").write_text(f"Port {port}\nListenAddress {address}\n")
             log = open(own / "console.log", "wb")  # noqa: SIM115 - held for the machine's lifetime
             wrap = self.group.wrap if self.group else (lambda argv: argv)
             self.processes.append(subprocess.Popen(wrap(
                 ["systemd-nspawn", "-D", str(self.tree), "--volatile=overlay", "--register=no", "--keep-unit",
-                 "-M", f"ksbench{index}", f"--bind-ro={own / 'host'}:/etc/ssh/ssh_host_ed25519_key",
+                 "-M", f"ksbench{index}", *(f"--bind-ro={own / kind}:/etc/ssh/ssh_host_{kind}_key" for kind in HOST_KEY_TYPES),
                  f"--bind-ro={own / 'port.conf'}:/etc/ssh/sshd_config.d/zz-bench.conf",
                  f"--bind-ro={own / 'authorized_keys'}:/root/.ssh/authorized_keys", "-b"]),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
@@ -158,7 +177,7 @@ class Machines:
         deadline = time.monotonic() + BOOT_SECONDS
         waiting = set(range(self.count))
         while waiting and time.monotonic() < deadline:
-            waiting = {i for i in waiting if not _ssh_ready(self.port(i))}
+            waiting = {i for i in waiting if not _ssh_ready(*self.address(i))}
             time.sleep(1)
         if waiting:
             raise SystemExit(f"machines {sorted(waiting)} had no sshd after {BOOT_SECONDS}s (see {self.work}/m*/console.log)")
@@ -175,9 +194,9 @@ class Machines:
                 process.wait()
 
     def inventory(self, path: Path) -> Path:
-        common = {"ansible_host": "127.0.0.1", "ansible_user": "root",
-                  "ansible_ssh_private_key_file": str(self.client_key)}  # fmt: skip
-        hosts = {f"m{i}": {**common, "ansible_port": self.port(i), "node_ip": f"10.77.0.{10 + i}"}
+        common = {"ansible_user": "root", "ansible_ssh_private_key_file": str(self.client_key)}
+        hosts = {f"m{i}": {**common, "ansible_host": self.address(i)[0], "ansible_port": self.address(i)[1],
+                           "node_ip": f"10.77.0.{10 + i}"}
                  for i in range(self.count)}  # fmt: skip
         names = list(hosts)
         tree = {"all": {"children": {"k8s_cluster": {"children": {
@@ -234,7 +253,9 @@ def measure(count: int, tree: Path, baseline: Path | None = None) -> dict:
             envs[name] = {**os.environ, "HOME": str(work / name / "home"),
                           "KUBESTRAP_RUNS_DIR": str(work / name / "runs"), "KUBESTRAP_SECRETS_DIR": str(work / name / "secrets"),
                           "ANSIBLE_HOST_KEY_CHECKING": "False"}  # fmt: skip
-        figures: dict = {"hosts": count, "boot_seconds": round(boot, 1), "commands": {}}
+        figures: dict = {"hosts": count, "boot_seconds": round(boot, 1), "commands": {},
+                         "hosts_reached_as": "own loopback address, port 22" if machines.own_addresses
+                         else "127.0.0.1, a port each"}  # fmt: skip
         if hosts_group:
             figures["cpu_accounting"] = hosts_group.kind
         if baseline:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kubestrap import inventory as inv_mod
-from kubestrap import paths
+from kubestrap import known_hosts, paths
 
 STRICT_ENV = "KUBESTRAP_NO_NEW_HOST_KEYS"
 SCAN_SECONDS = 5
@@ -36,7 +36,7 @@ _CHECKING_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
 _HEADER = ("# SSH host keys of the hosts of cluster {cluster}, recorded by kubestrap on first contact.\n"
            "# Remove a host's old key with: ssh-keygen -R HOST -f {path}\n")
 
-Key = tuple[str, str]  # (type, base64)
+Key = known_hosts.Key  # (type, base64)
 
 
 class HostKeyError(Exception):
@@ -141,21 +141,50 @@ def _tool(name: str) -> str:
     return path
 
 
-def scan(found: list[Target]) -> dict[Target, list[Key]]:
-    """Ask every target for its host keys at once (ssh-keyscan, read-only)."""
+def scan(found: list[Target], types: Mapping[Target, str] | None = None) -> dict[Target, list[Key]]:
+    """Ask every target for its host keys at once (ssh-keyscan, read-only), for the key types *types* gives it
+    (SCAN_TYPES otherwise). Each key type costs a connection with a full key exchange (about 60 ms of this
+    machine's CPU with OpenSSH's default post-quantum exchange), so the hosts that share a port and types go to a
+    few ssh-keyscan processes that each ask their hosts in parallel: one per CPU, not one per host."""
     keyscan = _tool("ssh-keyscan")
-    procs = {t: subprocess.Popen([keyscan, "-T", str(SCAN_SECONDS), "-t", SCAN_TYPES, "-p", str(t.port), t.address],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for t in found}
-    keys: dict[Target, list[Key]] = {}
-    for target, proc in procs.items():
+    groups: dict[tuple[int, str], list[str]] = {}
+    for target in found:
+        addresses = groups.setdefault((target.port, (types or {}).get(target, SCAN_TYPES)), [])
+        if target.address not in addresses:
+            addresses.append(target.address)
+    workers = max(1, os.cpu_count() or 1)
+    procs = [subprocess.Popen([keyscan, "-T", str(SCAN_SECONDS), "-t", kinds, "-p", str(port), "--", *chunk],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for (port, kinds), addresses in groups.items()
+             for chunk in (addresses[i::workers] for i in range(min(workers, len(addresses))))]  # fmt: skip
+    # ssh-keyscan waits SCAN_SECONDS at most for each step of a host; a host list takes no longer than one host
+    lines: list[str] = []
+    for proc in procs:
         try:
             out, _ = proc.communicate(timeout=SCAN_SECONDS * 3)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        keys[target] = _parse(out)
-    return keys
+        lines += out.splitlines()
+    answers: dict[str, list[str]] = {}  # the name ssh-keyscan printed (the known_hosts one), lowered -> lines
+    for line in lines:
+        if line.strip() and not line.startswith("#"):
+            answers.setdefault(line.split()[0].lower(), []).append(line)
+    return {t: _parse("\n".join(answers.get(t.known_name.lower(), []))) for t in found}
+
+
+# ssh-keyscan's name of each key type, in the order ssh prefers them when it knows keys of several for a host
+_SCAN_TYPE_OF = {"ssh-ed25519": "ed25519", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
+                 "ecdsa-sha2-nistp521": "ecdsa", "ssh-rsa": "rsa"}  # fmt: skip
+_PREFERRED = ("ed25519", "ecdsa", "rsa")
+
+
+def scan_types(known: Mapping[Path, list[Key]]) -> str:
+    """What to ask a host for: every type on first contact (all are recorded); for a host with recorded keys,
+    the recorded type ssh will use (it prefers the types it knows, ed25519 first). A changed key of that type is
+    caught here, before any host is touched; ssh itself checks the key it is offered on every connection."""
+    recorded = {_SCAN_TYPE_OF.get(kind) for keys in known.values() for kind, _ in keys}
+    return next((kind for kind in _PREFERRED if kind in recorded), SCAN_TYPES)
 
 
 def _parse(text: str) -> list[Key]:
@@ -168,16 +197,11 @@ def _parse(text: str) -> list[Key]:
     return keys
 
 
-def known_keys(target: Target, files: Iterable[Path]) -> dict[Path, list[Key]]:
-    """Keys recorded for *target* in each file (ssh-keygen -F also finds hashed names)."""
-    keygen = _tool("ssh-keygen")
+def known_keys(target: Target, files: Mapping[Path, str]) -> dict[Path, list[Key]]:
+    """Keys recorded for *target* in each known_hosts file (path -> its text; hashed names are found too)."""
     result: dict[Path, list[Key]] = {}
-    for path in files:
-        if not path.is_file():
-            continue
-        proc = subprocess.run([keygen, "-F", target.known_name, "-f", str(path)], capture_output=True, text=True,
-                              check=False)
-        keys = _parse(proc.stdout) if proc.returncode == 0 else []
+    for path, text in files.items():
+        keys = known_hosts.keys_for(target.known_name, text)
         if keys:
             result[path] = keys
     return result
@@ -202,15 +226,7 @@ def judge(target: Target, scanned: list[Key], known: dict[Path, list[Key]]) -> V
 
 def fingerprints(keys: list[Key]) -> str:
     """'ED25519 SHA256:..., RSA SHA256:...' as ssh shows them."""
-    text = "".join(f"key {kind} {data}\n" for kind, data in keys)
-    proc = subprocess.run([_tool("ssh-keygen"), "-l", "-f", "-"], input=text, capture_output=True, text=True,
-                          check=False)
-    shown = []
-    for line in proc.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 3:
-            shown.append(f"{fields[-1].strip('()')} {fields[1]}")
-    return ", ".join(shown) or "(no fingerprint)"
+    return ", ".join(known_hosts.fingerprint(key) for key in keys) or "(no fingerprint)"
 
 
 def record(path: Path, cluster: str, verdicts: list[Verdict]) -> None:
@@ -242,7 +258,9 @@ def first_contact(inv: inv_mod.Inventory, hosts: Iterable[str], accept_new: str 
         return []
     cluster = str(inv.value("cluster_name", "cluster"))
     own = cluster_file(inv)
-    verdicts = [judge(t, keys, known_keys(t, (own, user_file()))) for t, keys in scan(found).items()]
+    files = {path: known_hosts.read(path) for path in (own, user_file())}  # each file read once, not per host
+    known = {t: known_keys(t, files) for t in found}
+    verdicts = [judge(t, keys, known[t]) for t, keys in scan(found, {t: scan_types(known[t]) for t in found}).items()]
     problems = [_changed(v, check_command) for v in verdicts if v.status == "changed"]
     new = [v for v in verdicts if v.status == "new"]
     if accept_new is not None:

@@ -19,21 +19,23 @@ from kubestrap import hostkeys
 from kubestrap import inventory as inv_mod
 
 FAKE_KEYSCAN = """#!/bin/sh
-# stands for ssh-keyscan: prints the public key files in $FAKE_KEYS/<address>/ for the host asked about,
-# only those of the types -t asks for (rsa, ecdsa, ed25519; all without -t); its command line goes to $FAKE_KEYSCAN_LOG
+# stands for ssh-keyscan: for each host asked about (after the options; `--` ends them), prints the public key
+# files in $FAKE_KEYS/<address>/, only those of the types -t asks for (rsa, ecdsa, ed25519; all without -t);
+# its command line goes to $FAKE_KEYSCAN_LOG
 [ -n "$FAKE_KEYSCAN_LOG" ] && echo "$*" >> "$FAKE_KEYSCAN_LOG"
 port=22
 types=rsa,ecdsa,ed25519
-while [ $# -gt 1 ]; do
-  case "$1" in -p) port=$2; shift 2 ;; -T) shift 2 ;; -t) types=$2; shift 2 ;; *) shift ;; esac
+while [ $# -gt 0 ]; do
+  case "$1" in -p) port=$2; shift 2 ;; -T) shift 2 ;; -t) types=$2; shift 2 ;; --) shift; break ;; -*) shift ;; *) break ;; esac
 done
-addr=$1
-echo "# $addr:$port SSH-2.0-OpenSSH_9.2p1" >&2
-[ -d "$FAKE_KEYS/$addr" ] || exit 1
-name=$addr; [ "$port" = 22 ] || name="[$addr]:$port"
-for f in "$FAKE_KEYS/$addr"/*.pub; do
-  case "$(cut -d' ' -f1 "$f")" in ssh-rsa) t=rsa ;; ecdsa-*) t=ecdsa ;; ssh-ed25519) t=ed25519 ;; *) t=other ;; esac
-  case ",$types," in *",$t,"*) awk -v n="$name" '{print n, $1, $2}' "$f" ;; esac
+for addr in "$@"; do
+  echo "# $addr:$port SSH-2.0-OpenSSH_9.2p1" >&2
+  [ -d "$FAKE_KEYS/$addr" ] || continue
+  name=$addr; [ "$port" = 22 ] || name="[$addr]:$port"
+  for f in "$FAKE_KEYS/$addr"/*.pub; do
+    case "$(cut -d' ' -f1 "$f")" in ssh-rsa) t=rsa ;; ecdsa-*) t=ecdsa ;; ssh-ed25519) t=ed25519 ;; *) t=other ;; esac
+    case ",$types," in *",$t,"*) awk -v n="$name" '{print n, $1, $2}' "$f" ;; esac
+  done
 done
 """
 
@@ -107,6 +109,17 @@ def _inventory(path: Path, extra_cp: str = "", extra_group: str = "") -> Path:
     return path
 
 
+def _scans(world: Path) -> set[tuple[str, str]]:
+    """(options, address) of each host the ssh-keyscan calls logged asked, each call's log then cleared."""
+    log = world / "keyscan.log"
+    asked = set()
+    for call in log.read_text().splitlines():
+        options, addresses = call.split(" -- ")
+        asked |= {(options, address) for address in addresses.split()}
+    log.write_text("")
+    return asked
+
+
 def _contact(inv_dir: Path, accept_new: str | None = None) -> list[str]:
     inv = inv_mod.load(inv_dir)
     return hostkeys.first_contact(inv, inv.hosts, accept_new, "bootstrap.py check -i inv --hosts")
@@ -161,12 +174,43 @@ def test_keyscan_asks_for_rsa_ecdsa_and_ed25519_explicitly_and_records_each(worl
     own = world / "secrets" / "keys" / "ssh" / "known_hosts"
     lines = _contact(_inventory(world / "inv"))
     assert len(lines) == 2
-    calls = (world / "keyscan.log").read_text().splitlines()
-    assert sorted(calls) == [f"-T {hostkeys.SCAN_SECONDS} -t rsa,ecdsa,ed25519 -p 9 127.0.0.{i}" for i in (1, 2)]
+    # the hosts that share a port go to one ssh-keyscan per CPU at most (each asks its hosts in parallel)
+    assert len((world / "keyscan.log").read_text().splitlines()) == min(2, os.cpu_count() or 1)
+    assert _scans(world) == {("-T 5 -t rsa,ecdsa,ed25519 -p 9", "127.0.0.1"), ("-T 5 -t rsa,ecdsa,ed25519 -p 9", "127.0.0.2")}
     recorded = subprocess.run(["ssh-keygen", "-F", "[127.0.0.1]:9", "-f", str(own)], capture_output=True, text=True).stdout
     for kind, pub in keys.items():
         assert pub.read_text().split()[1] in recorded, kind
         assert _fingerprint(pub) in lines[0], kind
+
+
+def test_hosts_on_different_ports_get_one_scan_per_port_and_each_its_own_keys(world: Path, monkeypatch):
+    monkeypatch.setenv("FAKE_KEYSCAN_LOG", str(world / "keyscan.log"))
+    cp, w1 = _key(world, "cp"), _key(world, "w1")
+    _serve(world, "127.0.0.1", cp)
+    _serve(world, "127.0.0.2", w1)
+    inv_dir = _inventory(world / "inv")
+    hosts = inv_dir / "hosts.yml"
+    worker = "ansible_host: 127.0.0.2\n              ansible_port: "
+    hosts.write_text(hosts.read_text().replace(f"{worker}9", f"{worker}22"))
+    lines = _contact(inv_dir)
+    assert _scans(world) == {("-T 5 -t rsa,ecdsa,ed25519 -p 22", "127.0.0.2"), ("-T 5 -t rsa,ecdsa,ed25519 -p 9", "127.0.0.1")}
+    assert lines[0].startswith("first contact with k8s-cp ([127.0.0.1]:9)") and _fingerprint(cp) in lines[0]
+    assert lines[1].startswith("first contact with k8s-worker1 (127.0.0.2)") and _fingerprint(w1) in lines[1]
+    assert _fingerprint(w1) not in lines[0]
+    own = world / "secrets" / "keys" / "ssh" / "known_hosts"
+    for name, pub in (("[127.0.0.1]:9", cp), ("127.0.0.2", w1)):
+        found = subprocess.run(["ssh-keygen", "-F", name, "-f", str(own)], capture_output=True, text=True).stdout
+        assert pub.read_text().split()[1] in found
+    assert _contact(inv_dir) == []  # known now, by the in-process reading of the file
+    # a known host is asked only for the recorded type ssh uses: one key exchange, not three
+    assert _scans(world) == {("-T 5 -t ed25519 -p 22", "127.0.0.2"), ("-T 5 -t ed25519 -p 9", "127.0.0.1")}
+
+
+@pytest.mark.parametrize(("recorded", "asked"), [
+    ({"ssh-rsa"}, "rsa"), ({"ssh-rsa", "ecdsa-sha2-nistp256"}, "ecdsa"), ({"ssh-ed25519", "ssh-rsa"}, "ed25519"),
+    (set(), "rsa,ecdsa,ed25519"), ({"ssh-dss"}, "rsa,ecdsa,ed25519")])  # fmt: skip
+def test_a_known_host_is_asked_for_the_type_ssh_prefers_among_the_recorded(recorded: set[str], asked: str):
+    assert hostkeys.scan_types({Path("f"): [(kind, "AAAA") for kind in sorted(recorded)]}) == asked
 
 
 def test_a_changed_key_is_refused_naming_host_file_and_how_to_remove_it(world: Path):
