@@ -164,7 +164,9 @@ class Machines:
                                check=True)  # fmt: skip
             shutil.copy(f"{self.client_key}.pub", own / "authorized_keys")
             address, port = self.address(index)
-            (own / "port.conf").write_text(f"Port {port}\nListenAddress {address}\n")
+            # HostKey adds up across files: the lab image's own drop-in names the ed25519 key only
+            keys = "".join(f"HostKey /etc/ssh/ssh_host_{kind}_key\n" for kind in HOST_KEY_TYPES if kind != "ed25519")
+            (own / "port.conf").write_text(f"Port {port}\nListenAddress {address}\n{keys}")
             log = open(own / "console.log", "wb")  # noqa: SIM115 - held for the machine's lifetime
             wrap = self.group.wrap if self.group else (lambda argv: argv)
             self.processes.append(subprocess.Popen(wrap(
