@@ -37,7 +37,7 @@ _SKIPPED_PARTS = {"__pycache__", ".pytest_cache"}
 def recorded(phase: Phase) -> bool:
     """Whether *phase*'s playbook records what it applied (a task of the record module in `record` mode)."""
     try:
-        plays = yamlfile.load(phase.playbook) or []
+        plays = yamlfile.load_own(phase.playbook) or []
     except (OSError, yamlfile.YamlError):
         return False
     for play in plays if isinstance(plays, list) else []:

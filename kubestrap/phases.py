@@ -38,7 +38,7 @@ class Phase:
 def load(declaration: Path, command: str | None = None) -> list[Phase]:
     """Phases declared by *declaration*, in order: one per import_playbook entry, or, for a playbook
     made of plays, the playbook itself as one phase named *command* (default: the file name)."""
-    entries = yamlfile.load(declaration) or []
+    entries = yamlfile.load_own(declaration) or []
     imports = [next((entry[k] for k in _IMPORT_KEYS if k in entry), None) for entry in entries]
     if entries and not any(imports):
         name = command or declaration.stem

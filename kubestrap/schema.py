@@ -101,7 +101,7 @@ def role_specs(roles_dir: Path = paths.ROLES_DIR) -> dict[str, SettingSpec]:
     for spec_file in sorted(roles_dir.glob("*/meta/argument_specs.yml")):
         cluster_level = spec_file.parent.parent.name == SETTINGS_ROLE
         try:
-            data = yamlfile.load(spec_file) or {}
+            data = yamlfile.load_own(spec_file) or {}
         except yamlfile.YamlError:
             continue  # the linters report broken role files; validation of inventories goes on
         for entry in (data.get("argument_specs") or {}).values():
