@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 # stand in for kubeadm: `join` leaves kubelet.conf and, unless STOP_HALF_WAY is 1, the client certificate; `reset`
@@ -40,7 +41,8 @@ echo "node/$5"
 """
 
 
-def _join(tmp: Path, conf: bool, cert: bool, stop_half_way: bool = False) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _join(tmp: Path, conf: bool, cert: bool, stop_half_way: bool = False,
+          found: dict[str, bool] | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
     bindir = tmp / "bin"
     bindir.mkdir(exist_ok=True)
     for name, script in (("kubeadm", KUBEADM), ("kubectl", KUBECTL)):
@@ -65,6 +67,7 @@ def _join(tmp: Path, conf: bool, cert: bool, stop_half_way: bool = False) -> tup
                            "-e", f"__kubeadm_join_kubelet_conf={files['CONF']}",
                            "-e", f"__kubeadm_join_kubelet_client_cert={files['CERT']}",
                            "-e", "kubeadm_join_approve_serving_csr=false", "-e", "kubeadm_join_admin_kubeconfig=/dev/null",
+                           *(["-e", json.dumps({"kubeadm_join_kubelet_found": found})] if found is not None else []),
                            str(ROOT / "tests/playbooks/worker_join.yml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)  # fmt: skip
     calls = [" ".join(call.split()[:2]) for call in record.read_text().splitlines()]
@@ -110,3 +113,29 @@ def test_a_join_that_stops_half_way_is_joined_by_the_next_run(tmp_path):
     again, record = _join(tmp_path, conf=True, cert=False)
     assert again.returncode == 0, again.stdout[-3000:]
     assert record == ["reset --force", *JOIN]
+
+
+@pytest.mark.parametrize(("found", "calls"), [
+    ({"conf": False, "cert": False}, JOIN),
+    ({"conf": True, "cert": False}, ["reset --force", *JOIN]),
+    ({"conf": True, "cert": True}, []),
+])  # fmt: skip
+def test_the_role_goes_by_what_the_join_playbook_found_and_does_not_look_again(tmp_path, found, calls):
+    """playbooks/join.yml looks at both files before it mints the token and hands that to the role: the role's own
+    two looks (a module run each) are skipped, and what it does follows the findings, whatever is on disk now."""
+    done, record = _join(tmp_path, conf=False, cert=False, found=found)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert record == calls
+    for look in ("Look for the kubelet's client certificate", "Look for a kubelet kubeconfig without it"):
+        assert re.search(rf"TASK \[kubeadm_join : {re.escape(look)}.*\]\s*\*+\s*skipping: \[k8s-worker1\]", done.stdout), look
+
+
+def test_the_join_playbook_hands_both_looks_to_the_role():
+    plays = yaml.safe_load((ROOT / "playbooks" / "join.yml").read_text())
+    find = next(play for play in plays if play["name"] == "Find the nodes that have not joined yet")
+    looks = {task["register"]: task for task in find["tasks"] if "register" in task}
+    assert set(looks) == {"join_kubelet_conf", "join_kubelet_cert"}
+    assert all("when" not in task for task in looks.values())  # both looked at on every node: the role needs both
+    join = next(play for play in plays if play["name"] == "Join the pending nodes")
+    assert join["roles"][0]["vars"]["kubeadm_join_kubelet_found"] == {
+        "conf": "{{ join_kubelet_conf.stat.exists }}", "cert": "{{ join_kubelet_cert.stat.exists }}"}
