@@ -799,23 +799,23 @@ def test_a_node_with_kubelet_conf_but_no_client_certificate_has_not_joined():
     plays = yaml.safe_load((ROOT / "playbooks/join.yml").read_text())
     tasks = next(p for p in plays if p["name"] == "Find the nodes that have not joined yet")["tasks"]
     role_vars = yaml.safe_load((ROOT / "roles/kubeadm_join/vars/main.yml").read_text())
-    cert = next(t for t in tasks if t.get("register") == "join_kubelet_cert")
-    assert cert["ansible.builtin.stat"]["path"] == role_vars["__kubeadm_join_kubelet_client_cert"]
-    conf = next(t for t in tasks if t.get("register") == "join_kubelet_conf")
-    assert conf["ansible.builtin.stat"]["path"] == role_vars["__kubeadm_join_kubelet_conf"]
+    look = next(t for t in tasks if t.get("register") == "join_kubelet_files")
+    conf_path, cert_path = role_vars["__kubeadm_join_kubelet_conf"], role_vars["__kubeadm_join_kubelet_client_cert"]
+    assert look["kubestrap_host_probe"]["paths"] == [conf_path, cert_path]
     # the control_plane phase renews certificates only on the control planes joined by the same test
     renewal = next(p for p in yaml.safe_load((ROOT / "playbooks/control_plane.yml").read_text())
                    if p.get("hosts") == "k8s_control_plane[1:]")  # fmt: skip
-    assert renewal["tasks"][0]["ansible.builtin.stat"]["path"] == role_vars["__kubeadm_join_kubelet_client_cert"]
+    assert renewal["tasks"][0]["ansible.builtin.stat"]["path"] == cert_path
     # both files are looked at on every node (kubeadm_join then goes by them: tests/test_worker_join.py)
-    assert "when" not in cert and "when" not in conf
+    assert "when" not in look
     env = jinja2.Environment()
     key = env.from_string(next(t for t in tasks if "ansible.builtin.group_by" in t)["ansible.builtin.group_by"]["key"])
     groups = {"k8s_control_plane": ["cp1", "cp2"]}
 
     def grouped(host: str, conf: bool, has_cert: bool) -> str:
-        facts = {"join_kubelet_conf": {"stat": {"exists": conf}}, "join_kubelet_cert": {"stat": {"exists": has_cert}},
-                 "inventory_hostname": host, "groups": groups}  # fmt: skip
+        # what the probe reports: the given paths that exist, in the given order
+        present = [path for path, there in ((conf_path, conf), (cert_path, has_cert)) if there]
+        facts = {"join_kubelet_files": {"present": present}, "inventory_hostname": host, "groups": groups}
         return key.render(**facts).strip()
 
     for host in ("cp2", "worker1"):

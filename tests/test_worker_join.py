@@ -131,11 +131,16 @@ def test_the_role_goes_by_what_the_join_playbook_found_and_does_not_look_again(t
 
 
 def test_the_join_playbook_hands_both_looks_to_the_role():
+    """join.yml looks at both kubelet files in one module run on every node and hands what it found to the role."""
     plays = yaml.safe_load((ROOT / "playbooks" / "join.yml").read_text())
     find = next(play for play in plays if play["name"] == "Find the nodes that have not joined yet")
-    looks = {task["register"]: task for task in find["tasks"] if "register" in task}
-    assert set(looks) == {"join_kubelet_conf", "join_kubelet_cert"}
-    assert all("when" not in task for task in looks.values())  # both looked at on every node: the role needs both
+    looks = [task for task in find["tasks"] if "register" in task]
+    assert [task["register"] for task in looks] == ["join_kubelet_files"]
+    assert "when" not in looks[0]  # looked at on every node: the role needs both
+    role_vars = yaml.safe_load((ROOT / "roles/kubeadm_join/vars/main.yml").read_text())
+    conf, cert = role_vars["__kubeadm_join_kubelet_conf"], role_vars["__kubeadm_join_kubelet_client_cert"]
+    assert looks[0]["kubestrap_host_probe"] == {"paths": [conf, cert]}
     join = next(play for play in plays if play["name"] == "Join the pending nodes")
     assert join["roles"][0]["vars"]["kubeadm_join_kubelet_found"] == {
-        "conf": "{{ join_kubelet_conf.stat.exists }}", "cert": "{{ join_kubelet_cert.stat.exists }}"}
+        "conf": f"{{{{ '{conf}' in join_kubelet_files.present }}}}",
+        "cert": f"{{{{ '{cert}' in join_kubelet_files.present }}}}"}
