@@ -558,7 +558,9 @@ def bundle(
     temp = Path(temp_name)
     names: list[str] = []
     try:
-        with tarfile.open(temp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        # gzip's own default level: tarfile's (9) took 3.5 times as long for the same size (2026-12-07: the kubelet,
+        # 80 MB, 14.1 s against 3.9 s, both 23 MB; three image archives, 253 MB, 38.5 s against 12.2 s, 71 and 72 MB)
+        with tarfile.open(temp, "w:gz", compresslevel=6, format=tarfile.PAX_FORMAT) as tar:
             directories: set[str] = set()
             for member, source in sorted(entries):
                 parts = member.split("/")

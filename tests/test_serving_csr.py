@@ -203,6 +203,7 @@ esac
 
 def test_a_request_approved_by_someone_else_meanwhile_is_not_a_failure(cluster, tmp_path):
     """The approver's timer approves the join's request between the read and the approval (CI, 2026-12-06)."""
+    _node(cluster, "k8s-racer", "127.0.0.1")
     _request(cluster, _as_node(cluster, "k8s-racer"), "csr-racer", "system:node:k8s-racer", dns=("k8s-racer",),
              ips=("127.0.0.1",))  # fmt: skip
     done = _play(cluster, "k8s-racer", kubectl=_racing_kubectl(cluster, tmp_path))
@@ -212,6 +213,7 @@ def test_a_request_approved_by_someone_else_meanwhile_is_not_a_failure(cluster, 
 
 
 def test_a_request_denied_by_someone_else_meanwhile_fails_naming_it(cluster, tmp_path):
+    _node(cluster, "k8s-denied", "127.0.0.1")
     _request(cluster, _as_node(cluster, "k8s-denied"), "csr-denied", "system:node:k8s-denied", dns=("k8s-denied",),
              ips=("127.0.0.1",))  # fmt: skip
     done = _play(cluster, "k8s-denied", kubectl=_racing_kubectl(cluster, tmp_path, also_deny=True))
@@ -222,11 +224,28 @@ def test_a_request_denied_by_someone_else_meanwhile_fails_naming_it(cluster, tmp
 
 
 def test_no_acceptable_request_fails_naming_what_was_awaited(cluster):
+    _node(cluster, "k8s-worker9", "127.0.0.1")
     done = _play(cluster, "k8s-worker9", retries=2)
     assert done.returncode != 0
     awaited = "acceptable kubelet serving certificate request (kubernetes.io/kubelet-serving) from system:node:k8s-worker9"
     assert awaited in done.stdout
     assert "none from this node" in done.stdout
+
+
+def test_a_node_that_never_registers_fails_naming_the_node_not_the_request(cluster):
+    """The wait reads the Nodes and the requests together (a worker's kubeadm join returns before its Node is
+    registered): a request alone is not enough, and the failure says what was missing."""
+    _request(cluster, _as_node(cluster, "k8s-ghost"), "csr-ghost", "system:node:k8s-ghost", dns=("k8s-ghost",),
+             ips=("127.0.0.1",))  # fmt: skip
+    done = _play(cluster, "k8s-ghost", retries=2)
+    assert done.returncode != 0
+    assert "for the node k8s-ghost to register with the API server (no Node of that name)" in done.stdout
+    assert "journalctl -u kubelet" in done.stdout
+    assert _conditions(_csrs(cluster)["csr-ghost"]) == []  # not approved: the node is not there
+    _node(cluster, "k8s-ghost", "127.0.0.1")  # registered now: the next run approves it
+    again = _play(cluster, "k8s-ghost")
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert _conditions(_csrs(cluster)["csr-ghost"]) == ["Approved"]
 
 
 # --- renewals: kubestrap's approver program (one source of the rules with the filter) ------------------------

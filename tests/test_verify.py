@@ -26,7 +26,7 @@ _spec.loader.exec_module(checks)
 
 def node(name: str, ready: str | None) -> dict:
     conditions = [] if ready is None else [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": ready}]
-    return {"metadata": {"name": name}, "status": {"conditions": conditions}}
+    return {"kind": "Node", "metadata": {"name": name}, "status": {"conditions": conditions}}
 
 
 def test_node_rows_for_the_status_table_and_ups_summary():
@@ -180,10 +180,15 @@ def test_status_table_joins_releases_with_their_namespace_readiness():
 
 KUBECTL = """#!/bin/sh
 # stands for kubectl get ... -o json against a cluster with one Ready node and one Deployment, and for Prometheus'
-# targets API read through the API server (no Prometheus image runs here): the answer in $TARGETS
+# targets API read through the API server (no Prometheus image runs here): the answer in $TARGETS. Every call is
+# recorded in $CALLS.
+echo "$*" >> "$CALLS"
 case "$*" in
   *" get nodes "*) cat "$NODES" ;;
-  *" get deployments,daemonsets,statefulsets "*) cat "$WORKLOADS" ;;
+  *" get nodes,deployments,daemonsets,statefulsets "*)  # one List of both, as kubectl returns several kinds
+    python3 -c 'import json, sys
+items = [i for f in sys.argv[1:] for i in json.load(open(f))["items"]]
+print(json.dumps({"kind": "List", "items": items}))' "$NODES" "$WORKLOADS" ;;
   *" get --raw "*) echo "$*" >> "$RAW_CALLS"; cat "$TARGETS" ;;
   *) echo "unexpected: $*" >&2; exit 1 ;;
 esac
@@ -206,7 +211,7 @@ def run_verify(tmp: Path, workloads: list[dict], targets: str = "", **settings) 
     (tmp / "play.yml").write_text(json.dumps(play))
     env = dict(os.environ, **ROLE_PATHS, ANSIBLE_LOCALHOST_WARNING="false",
                WORKLOADS=str(tmp / "workloads.json"), NODES=str(tmp / "nodes.json"), TARGETS=str(tmp / "targets.json"),
-               RAW_CALLS=str(tmp / "raw-calls"))  # fmt: skip
+               RAW_CALLS=str(tmp / "raw-calls"), CALLS=str(tmp / "calls"))  # fmt: skip
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-c", "local", "-i", "localhost,", "-e", f"@{ROOT}/group_vars/all/cluster.yml",
          "-e", f"@{tmp / 'extra.json'}", str(tmp / "play.yml")],
@@ -218,6 +223,31 @@ def test_verify_passes_when_everything_is_rolled_out(tmp_path: Path):
     ready = workload("Deployment", {"replicas": 1}, {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})
     proc = run_verify(tmp_path, [ready], verify_require_node_ready=True, verify_require_workloads_ready=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def _gets(tmp: Path) -> list[str]:
+    """What verify asked kubectl to get (the resource argument of each `get` call)."""
+    return [call.split(" get ", 1)[1].split()[0] for call in (tmp / "calls").read_text().splitlines() if " get " in call]
+
+
+def test_nodes_and_workloads_are_read_together_once_when_both_are_awaited(tmp_path: Path):
+    """One kubectl run (one module run on the control plane) answers both waits; without awaited workloads only the
+    nodes are read."""
+    ready = workload("Deployment", {"replicas": 1}, {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1})
+    proc = run_verify(tmp_path, [ready], verify_require_workloads_ready=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _gets(tmp_path) == ["nodes,deployments,daemonsets,statefulsets"]
+    (tmp_path / "calls").unlink()
+    proc = run_verify(tmp_path, [ready])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _gets(tmp_path) == ["nodes"]
+
+
+def test_a_node_not_ready_is_named_when_the_workloads_are_read_with_it(tmp_path: Path):
+    proc = run_verify(tmp_path, [], verify_require_workloads_ready=True, verify_require_node_ready=True,
+                      verify_expected_nodes=["cp1", "worker1"])  # fmt: skip
+    assert proc.returncode == 2
+    assert "for the nodes and these are not Ready: worker1 (not registered)" in " ".join(proc.stdout.split())
 
 
 def test_verify_names_the_workload_that_is_not_rolled_out(tmp_path: Path):

@@ -3,10 +3,12 @@ real cluster (`real_cluster`: real kube-apiserver, real helm, fixture charts) an
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -128,14 +130,31 @@ class Rendered:
         return [(role, key, vals) for role, per_chart in self.values.items() for key, vals in per_chart.items()]
 
 
+def render_once(tmp_path_factory, name: str, overrides: dict | None) -> Path:
+    """render() once per test run: pytest-xdist's workers (one session each) share it, under a lock, instead of each
+    rendering it again (an ansible-playbook run of 20-40 s on two busy cores). Rendered into a directory of its own
+    and renamed when complete, so a failed rendering leaves nothing another worker could take for a result."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return render(tmp_path_factory.mktemp(name), overrides)
+    run_dir = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    done = run_dir / f"rendered-{name}"
+    with open(run_dir / f"rendered-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_dir():
+            work = Path(tempfile.mkdtemp(prefix=f".rendering-{name}-", dir=run_dir))
+            render(work, overrides)
+            work.rename(done)
+    return done / "out"
+
+
 @pytest.fixture(scope="session")
 def rendered_default(tmp_path_factory) -> Rendered:
-    return Rendered(render(tmp_path_factory.mktemp("default"), None))
+    return Rendered(render_once(tmp_path_factory, "default", None))
 
 
 @pytest.fixture(scope="session")
 def rendered_max(tmp_path_factory) -> Rendered:
-    return Rendered(render(tmp_path_factory.mktemp("maximal"), MAXIMAL))
+    return Rendered(render_once(tmp_path_factory, "maximal", MAXIMAL))
 
 
 @pytest.fixture(scope="session", params=["default", "maximal"])
