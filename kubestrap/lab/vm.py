@@ -85,6 +85,9 @@ def kernel_cmdline(cfg: VMConfig) -> str:
 # translates directly. Measured on one 2-vCPU lab VM (bench/results/lab-tcg-cpu-model-2026-12-07.json): 150 MB over
 # SSH 8.3 s against 9.7-10.4 s (the artifacts phase is mostly this transfer), a SHA-256 of 100 MB in Python 3.5 s
 # against 6.7 s, Ansible's stat with a sha256 checksum 5.4 s against 7.1 s; module starts, Python and Go start-up alike.
+# Against it: a guest whose Go programs wake often (an idle node's kubelet, containerd, shims) cost the host about 14%
+# more CPU, and the 5-VM reference layout ran slower on 2026-12-07 than under max the day before (not explained yet,
+# the host's speed drifts); a side-by-side run of that layout under both models decides whether this stays.
 TCG_CPU_MODEL = "Westmere"
 
 
