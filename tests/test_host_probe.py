@@ -121,3 +121,67 @@ def test_distribution_named_as_setup_names_it_from_os_release():
         "distribution_minor_version": "04", "distribution_release": "noble", "os_family": "Debian"}  # fmt: skip
     rocky = probe.distribution_facts(probe.os_release('ID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.4"\n'), None)
     assert (rocky["distribution"], rocky["os_family"], rocky["distribution_major_version"]) == ("Rocky", "RedHat", "9")
+
+
+# `systemctl show --property=LoadState,UnitFileState,ActiveState -- chrony.service ntp.service swap.target` as systemd
+# 252 (Debian 12) prints it: one block per unit in the given order, its properties in systemd's own order
+SHOW = """LoadState=loaded
+ActiveState=active
+UnitFileState=enabled
+
+LoadState=not-found
+ActiveState=inactive
+UnitFileState=
+
+LoadState=masked
+ActiveState=inactive
+UnitFileState=masked
+"""
+# `systemctl list-units --all --type=swap,target --output=json` (a few of its entries)
+LISTED = [{"unit": "dev-vda3.swap", "load": "loaded", "active": "inactive", "sub": "dead", "description": "/dev/vda3"},
+          {"unit": "swap.target", "load": "masked", "active": "inactive", "sub": "dead", "description": "swap.target"}]
+
+
+def test_unit_states_from_systemctl_show_in_the_given_order():
+    names = ["chrony.service", "ntp.service", "swap.target"]
+    assert probe.unit_states(names, SHOW) == {
+        "chrony.service": {"load": "loaded", "file": "enabled", "active": "active"},
+        "ntp.service": {"load": "not-found", "file": "", "active": "inactive"},
+        "swap.target": {"load": "masked", "file": "masked", "active": "inactive"}}
+    # systemctl said nothing (no systemd, no bus): nothing is taken for loaded
+    assert probe.unit_states(["chrony.service"], "") == {"chrony.service": {"load": "unknown", "file": "", "active": ""}}
+
+
+def test_one_run_asks_systemctl_once_for_the_units_and_once_for_the_unit_types(tmp_path, monkeypatch):
+    """probe() with a script standing in for systemctl (this machine runs no systemd): the arguments it was given
+    and what the module returns from its output."""
+    calls = tmp_path / "calls"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text("#!/bin/sh\n# Test fixture (not systemctl): records its arguments, prints systemd 252's output.\n"
+                         f'echo "$*" >> {calls}\n'
+                         f"case \"$2\" in show) printf '%s' '{SHOW}' ;; list-units) echo '{json.dumps(LISTED)}' ;; esac\n")
+    systemctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    options = {name: spec["default"] for name, spec in probe.OPTIONS.items()}
+    got = probe.probe({**options, "units": ["chrony.service", "ntp.service", "swap.target"],
+                       "unit_types": ["swap", "target"]})  # fmt: skip
+    assert calls.read_text().splitlines() == [
+        "--no-pager show --property=LoadState,UnitFileState,ActiveState -- chrony.service ntp.service swap.target",
+        "--no-pager list-units --all --type=swap,target --output=json"]
+    assert got["units"]["swap.target"]["load"] == "masked" and got["units"]["chrony.service"]["load"] == "loaded"
+    assert got["unit_list"] == LISTED
+    calls.write_text("")
+    none = probe.probe(options)  # nothing asked: systemctl is not run
+    assert (none["units"], none["unit_list"], calls.read_text()) == ({}, [], "")
+
+
+def test_installed_packages_from_dpkg_query_output():
+    listed = "containerd installed\nrunc config-files\ncontainerd.io not-installed\n"
+    assert probe.installed_packages(["containerd.io", "runc", "containerd", "docker.io"], listed) == ["containerd"]
+
+
+def test_one_run_asks_this_machines_real_dpkg_for_the_packages():
+    """This machine is a Debian: its dpkg-query has dpkg installed and knows no package of a made-up name."""
+    options = {name: spec["default"] for name, spec in probe.OPTIONS.items()}
+    got = probe.probe({**options, "packages": ["no-such-package-kubestrap", "dpkg"]})
+    assert got["packages_installed"] == ["dpkg"]

@@ -325,7 +325,8 @@ def _guard(tmp_path: Path, kubernetes: Path, pin: str, joined: bool):
     tasks = [{"name": "versions", "ansible.builtin.include_role": {"name": "kube_binaries", "tasks_from": "versions"}},
              {"name": "keep", "ansible.builtin.copy": {"dest": str(out), "mode": "0600",
                                                         "content": "{{ kube_binaries_current | to_json }}"}}]  # fmt: skip
-    variables["kube_binaries_search"] = {"files": [{"path": str(bin_dir / "kubelet")}]}
+    # what the role's probe (tasks/main.yml) found: the installed kubelet, and its kubeconfig on a joined node
+    variables["kube_binaries_probe"] = {"present": [str(bin_dir / "kubelet")] + ([str(conf)] if joined else [])}
     inventory = {"all": {"children": {"k8s_cluster": {"children": {"k8s_workers": {"hosts": {"w1": LOCAL}}}}}}}
     done = _play(tmp_path, "guard", "w1", tasks, inventory, variables, check=False)
     return done, (json.loads(out.read_text()) if done.returncode == 0 else None), bin_dir

@@ -110,15 +110,36 @@ def test_nfs_common_joins_the_one_apt_run_only_while_the_nfs_addon_is_on(tmp_pat
     while the add-on is off), once even when Longhorn wants it too."""
     tasks = [{"name": "packages", "ansible.builtin.debug": {"msg": "{{ __node_prep_packages }}"}},
              {"name": "recorded", "ansible.builtin.debug": {"msg": "{{ __node_prep_state.packages }}"}}]
-    units = {"stdout_lines": ["chrony.service enabled enabled"]}
+    probe = {"units": {"chrony.service": {"load": "loaded", "file": "enabled", "active": "active"}}}
     base = DEFAULTS["node_prep_packages"]
     got = {}
     for name, flags in {"off": {"longhorn": False, "nfs_csi": False}, "nfs": {"longhorn": False, "nfs_csi": True},
                         "both": {"longhorn": True, "nfs_csi": True}}.items():  # fmt: skip
-        results = _play(tmp_path, tasks, {"addons_enabled": flags, "node_prep_time_units": units})
+        results = _play(tmp_path, tasks, {"addons_enabled": flags, "node_prep_probe": probe})
         assert results["packages"]["msg"] == results["recorded"]["msg"]
         got[name] = results["packages"]["msg"]
     assert got["off"] == base
     assert got["nfs"] == [*base, "nfs-common"]
     assert got["both"] == [*base, *DEFAULTS["node_prep_longhorn_packages"]]
     assert got["both"].count("nfs-common") == 1
+
+
+def test_the_swap_units_to_mask_come_from_the_probes_list(tmp_path):
+    """swap.yml masks, in one `systemctl mask`, the swap units and swap.target the probe listed unmasked (and
+    swap.target when systemd does not list it): no listing task of its own, one module run fewer on every node."""
+    swap = yaml.safe_load((ROLE / "tasks" / "swap.yml").read_text())
+    mask = next(t for t in swap if t["name"].startswith("Mask swap units"))
+    assert [t["name"] for t in swap if "systemctl" in str(t) and t is not mask] == []
+    shown = {"name": "argv", "ansible.builtin.debug": {"msg": mask["ansible.builtin.command"]["argv"]},
+             "vars": mask["vars"], "when": mask["when"]}
+    units = [{"unit": "dev-vda3.swap", "load": "loaded", "active": "active", "sub": "active"},
+             {"unit": "swapfile.swap", "load": "masked", "active": "inactive", "sub": "dead"},
+             {"unit": "swap.target", "load": "loaded", "active": "active", "sub": "active"},
+             {"unit": "network.target", "load": "loaded", "active": "active", "sub": "active"}]
+    probe = {"files": {}, "sysctls": {}, "unit_list": units}
+    assert _play(tmp_path, [shown], {"node_prep_probe": probe})["argv"]["msg"] == [
+        "systemctl", "mask", "--", "dev-vda3.swap", "swap.target"]
+    done = [{**u, "load": "masked"} if u["unit"] != "network.target" else u for u in units]
+    assert _play(tmp_path, [shown], {"node_prep_probe": {**probe, "unit_list": done}})["argv"].get("skipped") is True
+    assert _play(tmp_path, [shown], {"node_prep_probe": {**probe, "unit_list": []}})["argv"]["msg"] == [
+        "systemctl", "mask", "--", "swap.target"]

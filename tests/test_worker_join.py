@@ -27,7 +27,11 @@ KUBEADM = """#!/bin/sh
 # Test fixture (not kubeadm): records its calls; join writes the kubelet's files, reset removes them.
 echo "$*" >> "$RECORD"
 case "$1" in
-  join) touch "$CONF"; [ "$STOP_HALF_WAY" = 1 ] && { echo "error: error execution phase kubelet-wait-bootstrap" >&2; exit 1; }
+  join) [ "$2 $3" = "--config /dev/stdin" ] && cat > "$RECORD.stdin"  # the JoinConfiguration, kept for the test
+        touch "$CONF"
+        [ "$STOP_HALF_WAY" = 1 ] && {
+          echo "error: error execution phase kubelet-wait-bootstrap: token abcdef.0123456789abcdef" >&2
+          echo "To see the stack trace of this error execute with --v=5 or higher" >&2; exit 1; }
         touch "$CERT"; echo "This node has joined the cluster" ;;
   reset) rm -f "$CONF" "$CERT" ;;
   token) ;;
@@ -81,6 +85,7 @@ def _recap(done: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 JOIN = ["join --config", "token delete", "kubectl get"]
+TOKEN = "abcdef.0123456789abcdef"  # the token tests/playbooks/worker_join.yml stands in with
 
 
 @pytest.mark.parametrize(("conf", "cert", "calls"), [
@@ -93,7 +98,12 @@ def test_a_worker_without_the_kubelets_certificate_joins_after_a_reset_of_what_a
     assert done.returncode == 0, done.stdout[-3000:]
     assert record == calls
     assert (tmp_path / "pki" / "kubelet-client-current.pem").exists()
-    assert not (tmp_path / "kubeadm-join.yaml").exists()  # the token's file is gone again
+    # the JoinConfiguration reached kubeadm on its standard input, with the token; no file on the node held it
+    given = yaml.safe_load((tmp_path / "calls.stdin").read_text())
+    assert given["kind"] == "JoinConfiguration" and given["nodeRegistration"]["name"] == "k8s-worker1"
+    assert given["discovery"]["bootstrapToken"]["token"] == TOKEN
+    assert [p.name for p in tmp_path.iterdir() if p.is_file() and TOKEN in p.read_text()] == ["calls.stdin"]
+    assert TOKEN not in done.stdout  # the task's input is hidden with its output (no_log)
 
 
 def test_a_worker_whose_kubelet_has_its_certificate_is_left_alone(tmp_path):
@@ -107,7 +117,14 @@ def test_a_join_that_stops_half_way_is_joined_by_the_next_run(tmp_path):
     """The first run's join stops after the kubelet wrote kubelet.conf (kubeadm's failure is the run's); the next run
     resets the node and joins it."""
     done, record = _join(tmp_path, conf=False, cert=False, stop_half_way=True)
-    assert done.returncode != 0 and "kubelet-wait-bootstrap" in done.stdout, done.stdout[-3000:]
+    assert done.returncode != 0, done.stdout[-3000:]
+    # the failure names the node and kubeadm's last line, with the token masked and kubeadm's hint left out
+    failure = re.search(r"fatal: \[k8s-worker1\]: FAILED! =>.*?msg: (.*?)(?:\n\S|\Z)", done.stdout, re.S)
+    assert failure, done.stdout[-3000:]
+    message = " ".join(failure.group(1).split())
+    assert "kubeadm join failed on k8s-worker1 (exit 1, after 1 attempt(s))" in message, message
+    assert "error execution phase kubelet-wait-bootstrap: token <token>" in message, message
+    assert TOKEN not in done.stdout and "stack trace" not in message
     assert record == ["join --config", "token delete"]
     assert (tmp_path / "kubelet.conf").exists() and not (tmp_path / "pki" / "kubelet-client-current.pem").exists()
     again, record = _join(tmp_path, conf=True, cert=False)

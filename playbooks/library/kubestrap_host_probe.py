@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import platform
 import shutil
@@ -54,6 +55,22 @@ options:
     description: Report each network interface's MAC address and IPv4 addresses (from C(ip -o -4 addr show)).
     type: bool
     default: false
+  units:
+    description: systemd units whose load, unit-file and active states are reported (one C(systemctl show)).
+    type: list
+    elements: str
+    default: []
+  unit_types:
+    description: systemd unit types (C(swap), C(target), ...) whose units, loaded or not, are listed (one
+      C(systemctl list-units --all)).
+    type: list
+    elements: str
+    default: []
+  packages:
+    description: Debian packages whose installation is reported (one C(dpkg-query)).
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -88,6 +105,15 @@ interfaces:
   description: "Interface name -> {mac: the MAC (empty if none), ipv4: [addresses]}"
   type: dict
   returned: when interfaces
+units:
+  description: "Unit -> {load: LoadState (loaded, not-found, masked...), file: UnitFileState, active: ActiveState}"
+  type: dict
+  returned: always
+unit_list:
+  description: "The units of I(unit_types): [{unit, load, active, sub}] as C(systemctl list-units --output=json) lists them"
+  type: list
+  returned: always
+packages_installed: {description: The given packages dpkg has installed, in the given order., type: list, returned: always}
 """
 
 FILE_LIMIT = 64 * 1024
@@ -226,6 +252,45 @@ def _ip_addresses() -> str:
     return subprocess.run([ip, "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
 
 
+def _systemctl(*args: str) -> str:
+    """systemctl's output ('' without systemctl); its exit code is not judged: the callers read what it printed."""
+    found = shutil.which("systemctl", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"]))
+    if not found:
+        return ""
+    return subprocess.run([found, "--no-pager", *args], capture_output=True, text=True, check=False).stdout
+
+
+SHOWN = {"LoadState": "load", "UnitFileState": "file", "ActiveState": "active"}
+DPKG_FORMAT = "${Package} ${db:Status-Status}\n"
+
+
+def installed_packages(names: list[str], listed: str) -> list[str]:
+    """The packages of *names* that `dpkg-query -W -f='${Package} ${db:Status-Status}\\n' NAMES` lists as installed
+    (it lists only the known ones: a package never installed is left out, with an error on stderr)."""
+    have = {fields[0] for fields in map(str.split, listed.splitlines()) if len(fields) == 2 and fields[1] == "installed"}
+    return [name for name in names if name in have]
+
+
+def _dpkg_query(names: list[str]) -> str:
+    found = shutil.which("dpkg-query", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"]))
+    if not found:
+        return ""
+    return subprocess.run([found, "-W", "-f=" + DPKG_FORMAT, "--", *names], capture_output=True, text=True,
+                          check=False).stdout  # fmt: skip
+
+
+def unit_states(names: list[str], shown: str) -> dict[str, dict[str, str]]:
+    """Unit -> {load, file, active} from `systemctl show --property=... -- NAMES`: a block of KEY=VALUE lines per
+    unit, in the given order, blank lines between; a unit systemctl printed nothing for is 'unknown'."""
+    blocks = shown.strip("\n").split("\n\n") if shown.strip() else []
+    states = {}
+    for index, name in enumerate(names):
+        block = blocks[index] if index < len(blocks) else ""
+        pairs = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        states[name] = {short: pairs.get(key, "unknown" if short == "load" else "") for key, short in SHOWN.items()}
+    return states
+
+
 def probe(p: dict) -> dict:
     """The answers to *p* (the module's options, every one given)."""
     result: dict = {
@@ -255,6 +320,13 @@ def probe(p: dict) -> dict:
         result["clock"] = time.time()
     if p["interfaces"]:
         result["interfaces"] = ipv4_interfaces(_ip_addresses(), _mac)
+    units = p.get("units") or []
+    result["units"] = unit_states(units, _systemctl("show", "--property=" + ",".join(SHOWN), "--", *units)) if units else {}
+    types = p.get("unit_types") or []
+    listed = _systemctl("list-units", "--all", "--type=" + ",".join(types), "--output=json") if types else ""
+    result["unit_list"] = json.loads(listed) if listed.strip() else []
+    packages = p.get("packages") or []
+    result["packages_installed"] = installed_packages(packages, _dpkg_query(packages)) if packages else []
     return result
 
 
@@ -268,6 +340,9 @@ OPTIONS = {
     "hardware": {"type": "bool", "default": False},
     "facts": {"type": "bool", "default": False},
     "interfaces": {"type": "bool", "default": False},
+    "units": {"type": "list", "elements": "str", "default": []},
+    "unit_types": {"type": "list", "elements": "str", "default": []},
+    "packages": {"type": "list", "elements": "str", "default": []},
 }
 
 
@@ -278,7 +353,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=OPTIONS, supports_check_mode=True)
     try:
         result = probe(module.params)
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
         module.fail_json(msg=f"kubestrap_host_probe: {exc}")
     module.exit_json(**result)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,19 @@ def _point_apt_at_local_repo(c: Cluster, stack: contextlib.ExitStack, vms: list[
         assert done.returncode == 0, f"{name}: {done.stderr}"
 
 
+def keep_runs(runs: Path, name: str, keep: str | None = None) -> Path | None:
+    """Copy the lab's run journals (events, per-phase timings, summaries; secrets already redacted) to
+    KUBESTRAP_E2E_KEEP_RUNS/<name>, outside pytest's basetemp, which pytest removes: scripts/test keeps CI's there,
+    outside the clone, for `bench/cluster_bench.py --from-runs`. The lock and the fact cache are left out."""
+    target = os.environ.get("KUBESTRAP_E2E_KEEP_RUNS", "") if keep is None else keep
+    if not target or not runs.is_dir():
+        return None
+    dest = Path(target) / name
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(runs, dest, ignore=shutil.ignore_patterns("locks", "facts", "latest"), symlinks=True)
+    return dest
+
+
 def start_cluster(tmp_path_factory: Any, name: str = LAB, workers: int = WORKER_COUNT, spare: bool = True,
                   kubernetes: str = "pin") -> Any:
     """A lab *name* of one control plane and *workers* workers (plus one more VM for add-node when *spare*) and
@@ -208,9 +222,12 @@ def start_cluster(tmp_path_factory: Any, name: str = LAB, workers: int = WORKER_
         previous, _ = lab_mirror.build(lambda message: print(f"{name}: {message}", file=sys.stderr), previous=True)
         c.overrides = previous.settings(kubernetes=kubernetes)
     c.write_inventories()
-    with contextlib.ExitStack() as stack:
-        if APT_SOURCE == "local":
-            _point_apt_at_local_repo(c, stack, vms)
-        yield c
+    try:
+        with contextlib.ExitStack() as stack:
+            if APT_SOURCE == "local":
+                _point_apt_at_local_repo(c, stack, vms)
+            yield c
+    finally:
+        keep_runs(work / "runs", name)
     (work / "e2e-log.json").write_text(json.dumps(c.log, indent=2))
     c.lab("down")

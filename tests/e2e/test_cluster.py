@@ -107,6 +107,9 @@ def test_a_worker_runs_a_container_with_the_installed_runtime(cluster: Cluster):
     assert "SystemdCgroup = true" in dumped
     swaps = cluster.ssh(node, "cat", "/proc/swaps").stdout.splitlines()
     assert len(swaps) == 1, swaps  # header only: swap is off
+    # ... and stays off at boot: node_prep masked swap.target, found in the units its probe listed
+    masked = cluster.ssh(node, "systemctl", "show", "--property=LoadState", "swap.target").stdout.strip()
+    assert masked == "LoadState=masked", masked
 
 
 def test_second_up_changes_nothing(cluster: Cluster):
