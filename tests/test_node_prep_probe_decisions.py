@@ -1,6 +1,6 @@
 """node_prep decides from its one probe run (kubestrap_host_probe in tasks/main.yml) which tasks have work:
-the hostname already set, a swap entry left in /etc/fstab, the 127.0.1.1 alias in /etc/hosts, sysctls whose
-live value differs (roles/node_prep/vars).
+the hostname already set, a swap entry left in /etc/fstab, an /etc/hosts read whole (its edits:
+tests/test_node_prep_etc_hosts.py), sysctls whose live value differs (roles/node_prep/vars).
 Each decision is evaluated by Ansible with the role's own expressions; the fstab edit runs the role's pattern."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _play(tmp: Path, tasks: list[dict], extra: dict) -> dict:
 
 
 def _decisions(tmp: Path, files: dict, sysctls: dict) -> dict:
-    shown = ["__node_prep_hostname_set", "__node_prep_fstab_has_swap", "__node_prep_has_loopback_alias",
+    shown = ["__node_prep_hostname_set", "__node_prep_fstab_has_swap", "__node_prep_hosts_read",
              "__node_prep_sysctls_live", "__node_prep_sysctls_wanted"]
     tasks = [{"name": name, "ansible.builtin.debug": {"msg": "{{ " + name + " }}"}} for name in shown]
     probe = {"files": {"/proc/swaps": None, "/etc/fstab": None, "/etc/hostname": None, "/proc/sys/kernel/hostname": None,
@@ -59,7 +59,7 @@ def test_a_node_already_named_and_tuned_has_nothing_to_do(tmp_path):
                                 "/etc/hosts": "127.0.0.1 localhost\n127.0.1.1 node10\n"}, _live())  # fmt: skip
     assert got["__node_prep_hostname_set"] is True
     assert got["__node_prep_fstab_has_swap"] is False
-    assert got["__node_prep_has_loopback_alias"] is False  # node10 is another name
+    assert got["__node_prep_hosts_read"] is True
     assert got["__node_prep_sysctls_live"] == got["__node_prep_sysctls_wanted"]
 
 
@@ -70,7 +70,6 @@ def test_a_fresh_node_has_work_in_each(tmp_path):
                      _live(**{key: "-1"}))  # fmt: skip
     assert got["__node_prep_hostname_set"] is False  # the static name differs
     assert got["__node_prep_fstab_has_swap"] is True
-    assert got["__node_prep_has_loopback_alias"] is True
     assert got["__node_prep_sysctls_live"] != got["__node_prep_sysctls_wanted"]
 
 
@@ -78,7 +77,7 @@ def test_unreadable_files_and_missing_sysctl_keys_count_as_work(tmp_path):
     key = next(iter(DEFAULTS["node_prep_sysctls"]))
     got = _decisions(tmp_path, {}, _live(**{key: None}))
     assert got["__node_prep_hostname_set"] is False
-    assert got["__node_prep_fstab_has_swap"] is True and got["__node_prep_has_loopback_alias"] is True
+    assert got["__node_prep_fstab_has_swap"] is True and got["__node_prep_hosts_read"] is False
     assert got["__node_prep_sysctls_live"] != got["__node_prep_sysctls_wanted"]
 
 

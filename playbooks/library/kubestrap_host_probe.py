@@ -88,6 +88,7 @@ RETURN = r"""
 present: {description: The given paths that exist, in the given order., type: list, returned: always}
 matched: {description: The given patterns that match a path, in the given order., type: list, returned: always}
 files: {description: Path -> content (null when unreadable)., type: dict, returned: always}
+files_truncated: {description: The given files longer than what is read of them (64 KiB)., type: list, returned: always}
 modules_missing: {description: The given modules neither loaded nor built in, in the given order., type: list, returned: always}
 sysctls:
   description: Key -> its live value as C(sysctl -n) prints it (null when the kernel has no such key).
@@ -126,6 +127,14 @@ def read_text(path: str, limit: int = FILE_LIMIT) -> str | None:
             return handle.read(limit).decode("utf-8", "replace")
     except OSError:
         return None
+
+
+def _size(path: str) -> int:
+    """The file's size (0 when it cannot be looked at; /proc files report 0 and are read whole)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def sysctl_path(key: str) -> str:
@@ -298,6 +307,7 @@ def probe(p: dict) -> dict:
         "present": [path for path in p["paths"] if os.path.lexists(path)],
         "matched": [pattern for pattern in p["globs"] if glob.glob(pattern)],
         "files": {path: read_text(path) for path in p["files"]},
+        "files_truncated": [path for path in p["files"] if _size(path) > FILE_LIMIT],
         "modules_missing": [],
         "sysctls": sysctl_values(p.get("sysctls") or []),
         "tcp_listening": [],
