@@ -350,7 +350,8 @@ def _status_stats(tmp_path: Path, **extra: object) -> dict:
 
 def test_status_reads_nodes_releases_and_workloads_of_a_bootstrapped_cluster(tmp_path: Path):
     """status.yml against the REAL kube-apiserver (tests/k8s_real.py) with real kubectl, helm a stand-in
-    (releases as `helm list -o json` prints them): three module runs fill the table."""
+    (releases as `helm list -o json` prints them): two module runs fill the table, one `kubectl get` for the nodes
+    and the workloads (the readiness of each release's namespace), one `helm list`."""
     helm = tmp_path / "helm"
     helm.write_text("#!/bin/sh\necho '[{\"name\": \"metallb\", \"namespace\": \"metallb-system\", "
                     "\"status\": \"deployed\", \"chart\": \"metallb-0.15.3\", \"revision\": \"1\"}]'\n")  # fmt: skip
@@ -358,12 +359,16 @@ def test_status_reads_nodes_releases_and_workloads_of_a_bootstrapped_cluster(tmp
     with started(tmp_path / "plane") as plane:
         node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "local-cp"}}
         plane.kubectl("create", "-f", "-", stdin=json.dumps(node))
+        plane.kubectl("create", "namespace", "metallb-system")
+        plane.kubectl("create", "deployment", "controller", "-n", "metallb-system", "--image=registry.invalid/x:1")
         common = {"status_kubectl_bin": plane.kubectl_bin, "kubestrap_admin_kubeconfig": str(plane.kubeconfig)}
         status = _status_stats(tmp_path / "a", **common, status_helm_bin=str(helm))
         assert status["bootstrapped"] is True
         assert [row[0] for row in status["nodes"]] == ["local-cp"]  # (name, version, ready) rows
         assert status["addons"] == [{"name": "metallb", "namespace": "metallb-system", "status": "deployed",
                                      "chart": "metallb-0.15.3"}]  # fmt: skip
+        # the Deployment (no controller runs here: none of its replicas is ready), not the Node, in its namespace
+        assert list(status["workloads"]) == ["metallb-system"] and status["workloads"]["metallb-system"].startswith("0/")
         without_helm = _status_stats(tmp_path / "b", **common, status_helm_bin=str(tmp_path / "no-helm"))
         assert without_helm["bootstrapped"] is True and without_helm["addons"] == []
         assert [row[0] for row in without_helm["nodes"]] == ["local-cp"]

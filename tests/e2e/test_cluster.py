@@ -196,7 +196,7 @@ def test_add_node_touches_only_the_new_node(cluster: Cluster):
     assert join["hosts"][CP]["changed"] == 1
     # a real join: the node registered with a bootstrap token, runs the pinned kubelet and turns Ready (add-node runs
     # no verify). Read with the controller's real kubectl: `status` is covered above, and on the VMs it costs a
-    # minute of the control plane's time (five module runs on a busy 2-vCPU TCG guest right after a join).
+    # minute of the control plane's time (then five module runs, now three, on a busy 2-vCPU TCG guest after a join).
     deadline = time.monotonic() + 600  # a hang guard, not a speed assertion
     while NEW_NODE not in ready_nodes(cluster) and time.monotonic() < deadline:
         time.sleep(10)
