@@ -18,12 +18,13 @@ from helpers import ANSIBLE_PLAYBOOK, ROOT
 
 ROLE = ROOT / "roles" / "node_prep"
 NODES = {"node1": "10.0.0.11", "node2.lab.example": "10.0.0.12", "node3": "10.0.0.13"}
-DEBIAN = "127.0.0.1\tlocalhost\n127.0.1.1\tnode1.lab node1\n\n::1 localhost ip6-localhost ip6-loopback\n"
+DEBIAN = "127.0.0.1\tlocalhost\n127.0.1.1\tnode1\n\n::1 localhost ip6-localhost ip6-loopback\n"
 OLD_BLOCK = "# BEGIN kubestrap cluster nodes\n10.0.0.99 gone\n# END kubestrap cluster nodes\n"
 CASES = {
     "a fresh Debian node": DEBIAN,
     "no line break at the end": "127.0.0.1 localhost\n127.0.1.1 node1",
     "the alias of another name is kept": "127.0.0.1 localhost\n127.0.1.1 node10\n",
+    "an alias line that starts with another name is kept": "127.0.1.1\tnode1.lab node1\n",
     "a block of an earlier run, text after it": "127.0.0.1 localhost\n" + OLD_BLOCK + "192.0.2.1 nas\n",
     "markers in the wrong order": "# END kubestrap cluster nodes\n10.0.0.99 gone\n# BEGIN kubestrap cluster nodes\n",
     "only a begin marker": "127.0.0.1 localhost\n# BEGIN kubestrap cluster nodes\n",
@@ -78,7 +79,7 @@ def test_the_controllers_edit_is_what_lineinfile_and_blockinfile_make(tmp_path, 
 
 def test_the_alias_setting_and_a_second_run_that_has_nothing_to_write(tmp_path):
     kept = _run(tmp_path, DEBIAN, drop_alias=False)
-    assert kept["wanted"] == kept["edited"] and "127.0.1.1\tnode1.lab node1\n" in kept["wanted"]
+    assert kept["wanted"] == kept["edited"] and "127.0.1.1\tnode1\n" in kept["wanted"]
     first = _run(tmp_path, DEBIAN)
     assert "127.0.1.1" not in first["wanted"]
     again = _run(tmp_path, first["wanted"])  # the node as the first run left it
