@@ -80,15 +80,13 @@ def kernel_cmdline(cfg: VMConfig) -> str:
     return line
 
 
-# The vCPU model under TCG. `max` offers AVX and AVX2, which TCG emulates through helper calls, and OpenSSL, glibc and
-# Go then pick their AVX paths; Westmere (x86-64-v2 with AES-NI and PCLMULQDQ, no AVX) keeps them on instructions TCG
-# translates directly. Measured on one 2-vCPU lab VM (bench/results/lab-tcg-cpu-model-2026-12-07.json): 150 MB over
-# SSH 8.3 s against 9.7-10.4 s (the artifacts phase is mostly this transfer), a SHA-256 of 100 MB in Python 3.5 s
-# against 6.7 s, Ansible's stat with a sha256 checksum 5.4 s against 7.1 s; module starts, Python and Go start-up alike.
-# Against it: a guest whose Go programs wake often (an idle node's kubelet, containerd, shims) cost the host about 14%
-# more CPU, and the 5-VM reference layout ran slower on 2026-12-07 than under max the day before (not explained yet,
-# the host's speed drifts); a side-by-side run of that layout under both models decides whether this stays.
-TCG_CPU_MODEL = "Westmere"
+# The vCPU model under TCG: qemu's `max`. Westmere (x86-64-v2 with AES-NI and PCLMULQDQ, no AVX) was tried from
+# 2026-12-07: on one VM it moved 150 MB over SSH in 8.3 s against 9.7-10.4 s and hashed twice as fast in Python, since
+# under `max` OpenSSL, glibc and Go pick AVX2 paths that TCG emulates through helper calls
+# (bench/results/lab-tcg-cpu-model-2026-12-07.json). But an idle guest's timers cost the host more CPU under it, and
+# with five VMs that weighs more: the reference layout side by side on the same evening, the same commit, max then
+# Westmere, took 1,227 s and 1,962 s for a fresh `up` (bench/results/lab-tcg-cpu-model-ab-1cp-3w-2026-12-07.json).
+TCG_CPU_MODEL = "max"
 
 
 def qemu_argv(cfg: VMConfig, image: Image, qemu: str = "qemu-system-x86_64") -> list[str]:
