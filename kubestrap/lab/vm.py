@@ -85,7 +85,11 @@ def kernel_cmdline(cfg: VMConfig) -> str:
 # under `max` OpenSSL, glibc and Go pick AVX2 paths that TCG emulates through helper calls
 # (bench/results/lab-tcg-cpu-model-2026-12-07.json). But an idle guest's timers cost the host more CPU under it, and
 # with five VMs that weighs more: the reference layout side by side on the same evening, the same commit, max then
-# Westmere, took 1,227 s and 1,962 s for a fresh `up` (bench/results/lab-tcg-cpu-model-ab-1cp-3w-2026-12-07.json).
+# Westmere, took 1,227 s and 1,986 s for a fresh `up` (bench/results/lab-tcg-cpu-model-ab-1cp-3w-2026-12-07.json).
+# The cause (same file, `why`): a Westmere guest's kernel isolates page tables against Meltdown (an Intel CPU; `max`
+# under TCG is an AMD one), and each system call then flushes qemu's software TLB, ten times the cost. Westmere with
+# mitigations=off on the kernel command line matched max's system calls and kept its faster hashing: not yet run on
+# a whole cluster.
 TCG_CPU_MODEL = "max"
 
 
