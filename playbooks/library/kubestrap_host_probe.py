@@ -254,8 +254,13 @@ def _mac(name: str) -> str:
     return (read_text(f"/sys/class/net/{name}/address") or "").strip().lower()
 
 
+def _program(name: str) -> str | None:
+    """A program's path: on PATH, or in the system directories a module's minimal PATH may lack."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"]))
+
+
 def _ip_addresses() -> str:
-    ip = shutil.which("ip", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"]))
+    ip = _program("ip")
     if not ip:
         return ""
     return subprocess.run([ip, "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
@@ -263,7 +268,7 @@ def _ip_addresses() -> str:
 
 def _systemctl(*args: str) -> str:
     """systemctl's output ('' without systemctl); its exit code is not judged: the callers read what it printed."""
-    found = shutil.which("systemctl", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"]))
+    found = _program("systemctl")
     if not found:
         return ""
     return subprocess.run([found, "--no-pager", *args], capture_output=True, text=True, check=False).stdout
@@ -281,7 +286,7 @@ def installed_packages(names: list[str], listed: str) -> list[str]:
 
 
 def _dpkg_query(names: list[str]) -> str:
-    found = shutil.which("dpkg-query", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"]))
+    found = _program("dpkg-query")
     if not found:
         return ""
     return subprocess.run([found, "-W", "-f=" + DPKG_FORMAT, "--", *names], capture_output=True, text=True,
